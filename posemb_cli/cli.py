@@ -1,0 +1,280 @@
+"""posemb command line: parse options, call core, pick a renderer. No tensor or plotting code here.
+
+Commands and where their work lives:
+  inspect  -> core.inspect_texts, render/table.py, render/data.py
+  models   -> models.list_models
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+
+from . import __version__
+from .errors import ExitCode, PosembError
+
+app = typer.Typer(
+    name="posemb",
+    help="See how a transformer turns text into token, position and segment embeddings, and where it attends.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class EncodingErrors(str, Enum):
+    strict = "strict"
+    replace = "replace"
+
+
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model",
+        "-m",
+        help="Local model folder or Hugging Face hub id. Default: the bundled sentence-transformers/all-MiniLM-L6-v2.",
+    ),
+]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format on stdout.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Short for --format json.")]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the model runs.")]
+TrustOpt = Annotated[
+    bool, typer.Option("--trust-remote-code", help="Allow a model's own Python code to run (off: never runs).")
+]
+
+_debug = False
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(command: F) -> F:
+    """One-line errors with documented exit codes; the traceback only with --debug or POSEMB_DEBUG=1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except PosembError as exc:
+            if _debug:
+                raise
+            _stderr(f"Error: {exc}")
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            _stderr("Interrupted.")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except BrokenPipeError:
+            # The reader (e.g. `head`) closed the pipe: stop quietly, and keep Python's exit-time flush quiet too.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(int(ExitCode.OK)) from None
+        except Exception as exc:
+            if _debug:
+                raise
+            _stderr(f"Error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (rerun with --debug)")
+            raise typer.Exit(int(ExitCode.ERROR)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"posemb {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", envvar="POSEMB_DEBUG", help="Show full tracebacks (for bug reports).")
+    ] = False,
+) -> None:
+    """See how a transformer turns text into token, position and segment embeddings, and where it attends."""
+    global _debug
+    _debug = debug
+
+
+def read_texts(texts: list[str], encoding_errors: str) -> Iterator[str]:
+    """Positional texts in order; `-` stands for the lines of stdin, read lazily."""
+    for text in texts:
+        if text != "-":
+            yield text
+            continue
+        for number, raw in enumerate(sys.stdin.buffer, start=1):
+            try:
+                line = raw.decode("utf-8", errors=encoding_errors)
+            except UnicodeDecodeError as exc:
+                raise PosembError(
+                    f"stdin line {number} is not valid UTF-8 (byte {raw[exc.start]:#04x} at byte {exc.start}); "
+                    "fix the input or pass --encoding-errors replace"
+                ) from None
+            yield line.rstrip("\r\n")
+
+
+def _check_range(option: str, values: Optional[list[int]], count: int, what: str, model: str) -> None:
+    for value in values or []:
+        if not 0 <= value < count:
+            from .errors import PosembUsageError
+
+            raise PosembUsageError(f"{option} {value} is out of range: {model} has {what} 0..{count - 1}")
+
+
+@app.command()
+@handle_errors
+def inspect(
+    texts: Annotated[list[str], typer.Argument(help="Texts to inspect; `-` reads one text per line from stdin.")],
+    pair: Annotated[Optional[str], typer.Option("--pair", help="Second sentence (segment 1) for every text.")] = None,
+    model: ModelOpt = None,
+    output_format: FormatOpt = Format.table,
+    json_flag: JsonOpt = False,
+    vectors: Annotated[bool, typer.Option("--vectors", help="Add token/position/segment/sum vectors to JSON.")] = False,
+    attention: Annotated[bool, typer.Option("--attention", help="Add attention maps [layer][head][query][key].")] = False,
+    layer: Annotated[
+        Optional[list[int]], typer.Option("--layer", min=0, help="Only these layers (from 0) in --attention.")
+    ] = None,
+    head: Annotated[
+        Optional[list[int]], typer.Option("--head", min=0, help="Only these heads (from 0) in --attention.")
+    ] = None,
+    save: Annotated[Optional[Path], typer.Option("--save", help="Write every array to this .npz file.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per forward pass.")] = 16,
+    no_truncate: Annotated[
+        bool, typer.Option("--no-truncate", help="Error instead of cutting texts longer than the model's positions.")
+    ] = False,
+    encoding_errors: Annotated[
+        EncodingErrors, typer.Option("--encoding-errors", help="What to do with invalid UTF-8 on stdin.")
+    ] = EncodingErrors.strict,
+    device: DeviceOpt = Device.cpu,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Tokens, position ids, segments, embedding norms and attention of each text.
+
+    Example: posemb inspect "position matters" --pair "so does order" --json --vectors --attention
+    """
+    fmt = Format.json if json_flag else output_format
+    if save is not None:
+        if save.suffix != ".npz":
+            raise typer.BadParameter("the file must end in .npz", param_hint="--save")
+        from .output import check_writable
+
+        check_writable(save)
+
+    from .core import inspect_texts
+    from .models import load
+
+    loaded = load(model, device=device.value, trust_remote_code=trust_remote_code)
+    info = loaded.info
+    _check_range("--layer", layer, info.layers, "layers", info.name)
+    _check_range("--head", head, info.heads, "heads", info.name)
+    results = inspect_texts(
+        loaded, read_texts(texts, encoding_errors.value), pair=pair, batch_size=batch_size, truncate=not no_truncate
+    )
+    kept = [] if save is not None else None
+    single = len(texts) == 1 and texts[0] != "-"  # one text: a JSON object; otherwise a JSON array
+    _render_inspect(results, fmt, single, vectors, attention, layer, head, kept)
+    if save is not None and kept is not None:
+        from .render.data import save_npz
+
+        save_npz(save, kept)
+        _stderr(f"Saved {len(kept)} text(s) to {save}")
+
+
+def _render_inspect(
+    results: Iterator[Any],
+    fmt: Format,
+    single: bool,
+    vectors: bool,
+    attention: bool,
+    layers: Optional[list[int]],
+    heads: Optional[list[int]],
+    kept: Optional[list[Any]],
+) -> None:
+    import json
+
+    from .render import data
+
+    out = sys.stdout
+    console = None
+    if fmt is Format.table:
+        from rich.console import Console
+
+        console = Console(file=out, width=None if out.isatty() else 120)
+    elif fmt is Format.csv:
+        out.write(data.csv_header())
+    count = 0
+    for result in results:
+        for warning in result.warnings:
+            _stderr(f"Warning: {warning}")
+        sys.stderr.flush()
+        if console is not None:
+            from .render.table import print_result
+
+            print_result(console, result)
+        elif fmt is Format.csv:
+            out.write(data.csv_rows(result, count))
+        else:
+            obj = data.to_json(result, vectors=vectors, attention=attention, layers=layers, heads=heads)
+            if fmt is Format.jsonl:
+                out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            elif single:
+                out.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+            else:
+                out.write(("[\n" if count == 0 else ",\n") + json.dumps(obj, ensure_ascii=False, indent=2))
+        out.flush()
+        if kept is not None:
+            kept.append(result)
+        count += 1
+    if fmt is Format.json and not single:
+        out.write("\n]\n" if count else "[]\n")
+    if count == 0:
+        _stderr("Warning: no texts were given (stdin was empty)")
+
+
+@app.command()
+@handle_errors
+def models(
+    output_format: FormatOpt = Format.table,
+    json_flag: JsonOpt = False,
+) -> None:
+    """The models usable here (bundled and in the local Hugging Face cache) and their position schemes."""
+    from .models import list_models
+
+    rows = list_models()
+    fmt = Format.json if json_flag else output_format
+    from .render.listing import render_rows
+
+    render_rows(rows, fmt.value, title="models available offline")
+
+
+def run() -> None:
+    app()

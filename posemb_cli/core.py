@@ -1,0 +1,269 @@
+"""Pure computation: text in, token/position/segment/sum vectors and attention maps out.
+
+Everything a user can see is computed here once; the renderers only read `TextResult`.
+Nothing here knows about Typer, rich or matplotlib.
+"""
+
+from __future__ import annotations
+
+import itertools
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import PosembError
+from .models import LoadedModel, ModelInfo, load
+
+ROW_SUM_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class Token:
+    index: int
+    id: int
+    token: str
+    position_id: int | None
+    segment: int | None
+    start: int | None  # character offsets into the text (or the pair) the token came from
+    end: int | None
+    special: bool
+    unknown: bool
+    sequence: int | None  # 0 = text, 1 = pair, None = special token
+
+
+@dataclass
+class TextResult:
+    text: str
+    pair: str | None
+    model: ModelInfo
+    tokens: list[Token]
+    token: np.ndarray  # (n, embedding_size) token embeddings
+    position: np.ndarray | None  # (n, embedding_size); None for rotary / ALiBi / no-vector schemes
+    segment: np.ndarray | None  # (n, embedding_size); None where the model has no token-type embedding
+    sum: np.ndarray  # token + position + segment, before normalisation
+    embedding_output: np.ndarray  # (n, hidden_size): what the first transformer layer receives
+    attention: np.ndarray  # (layers, heads, n, n), rows are queries
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def special_mask(self) -> np.ndarray:
+        return np.array([t.special for t in self.tokens], dtype=bool)
+
+    def norms(self) -> dict[str, np.ndarray | None]:
+        parts = {"token": self.token, "position": self.position, "segment": self.segment, "sum": self.sum}
+        parts["embedding_output"] = self.embedding_output
+        return {name: None if v is None else np.linalg.norm(v, axis=-1) for name, v in parts.items()}
+
+    def token_sum_cosine(self) -> np.ndarray:
+        """Cosine between each token vector and its sum: 1 means position and segment changed nothing."""
+        num = (self.token * self.sum).sum(-1)
+        den = np.linalg.norm(self.token, axis=-1) * np.linalg.norm(self.sum, axis=-1)
+        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def inspect_text(text: str, pair: str | None = None, model: str | None = None, **options: Any) -> TextResult:
+    """Python entry point: `from posemb_cli import inspect_text`; the same numbers the CLI prints."""
+    loaded = load(model, device=options.pop("device", "cpu"), trust_remote_code=options.pop("trust_remote_code", False))
+    return next(inspect_texts(loaded, [text], pair=pair, **options))
+
+
+def inspect_texts(
+    loaded: LoadedModel,
+    texts: Iterable[str],
+    pair: str | None = None,
+    batch_size: int = 16,
+    truncate: bool = True,
+) -> Iterator[TextResult]:
+    """Inspect texts lazily, `batch_size` at a time (padded and masked); yields results in input order."""
+    iterator = iter(texts)
+    while chunk := list(itertools.islice(iterator, batch_size)):
+        yield from _inspect_batch(loaded, chunk, pair, truncate)
+
+
+def _inspect_batch(loaded: LoadedModel, texts: list[str], pair: str | None, truncate: bool) -> list[TextResult]:
+    import torch
+
+    tokenizer, info = loaded.tokenizer, loaded.info
+    pairs = [pair] * len(texts) if pair is not None else None
+    warnings = [_truncation_warnings(tokenizer, info, text, pair, truncate) for text in texts]
+    encoding = tokenizer(
+        texts,
+        pairs,
+        padding=True,
+        truncation="longest_first" if info.max_positions else False,
+        max_length=info.max_positions,
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+        return_tensors="pt",
+    )
+    lengths = encoding["attention_mask"].sum(-1).tolist()
+    for i, length in enumerate(lengths):
+        if length == 0:
+            raise PosembError(f"text {texts[i]!r} gives no tokens with the tokenizer of {info.name}")
+    with torch.inference_mode():
+        captured = _forward(loaded, encoding)
+    results = []
+    for i, text in enumerate(texts):
+        n = lengths[i]
+        tokens = _tokens(loaded, encoding, captured, i, n)
+        result = TextResult(
+            text=text,
+            pair=pair,
+            model=info,
+            tokens=tokens,
+            token=captured["token"][i, :n],
+            position=None if captured["position"] is None else captured["position"][i, :n],
+            segment=None if captured["segment"] is None else captured["segment"][i, :n],
+            sum=_sum(captured, i, n),
+            embedding_output=captured["embedding_output"][i, :n],
+            attention=captured["attention"][i, :, :, :n, :n],
+            warnings=warnings[i] + _unknown_warnings(tokens, text, pair, info),
+        )
+        _check_attention(result)
+        results.append(result)
+    return results
+
+
+def _truncation_warnings(tokenizer: Any, info: ModelInfo, text: str, pair: str | None, truncate: bool) -> list[str]:
+    if info.max_positions is None:
+        return []
+    total = len(tokenizer(text, pair, truncation=False)["input_ids"])
+    if total <= info.max_positions:
+        return []
+    cut = total - info.max_positions
+    if not truncate:
+        raise PosembError(
+            f"text has {total} tokens but {info.name} takes at most {info.max_positions} (drop --no-truncate to cut it)"
+        )
+    return [f"text has {total} tokens but {info.name} takes at most {info.max_positions}: {cut} tokens were cut"]
+
+
+def _forward(loaded: LoadedModel, encoding: Any) -> dict[str, Any]:
+    """Run the model once, capturing what each embedding module receives and returns (forward hooks)."""
+    family, model = loaded.family, loaded.model
+    captured: dict[str, Any] = {}
+
+    def capture(key: str, ids_from_kwarg: str | None = None) -> Any:
+        def hook(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+            if key in captured:  # keep the first call: the one on the input ids
+                return
+            ids = kwargs.get(ids_from_kwarg) if ids_from_kwarg else None
+            if ids is None:
+                ids = args[1] if ids_from_kwarg and len(args) > 1 else (args[0] if args else kwargs.get("input"))
+            captured[key] = (ids, None if ids_from_kwarg else output)
+
+        return hook
+
+    modules = [
+        ("token", family.token_embedding, None),
+        ("position", family.position_embedding, None),
+        ("segment", family.segment_embedding, None),
+        ("rotary", family.rotary_embedding, "position_ids"),
+    ]
+    handles = [
+        model.get_submodule(path).register_forward_hook(capture(key, kwarg), with_kwargs=True)
+        for key, path, kwarg in modules
+        if path
+    ]
+    inputs = {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
+    if family.segment_embedding and "token_type_ids" in encoding:
+        inputs["token_type_ids"] = encoding["token_type_ids"]
+    inputs = {k: v.to(loaded.device) for k, v in inputs.items()}
+    try:
+        output = model(**inputs, output_attentions=True, output_hidden_states=True, return_dict=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not output.attentions or output.attentions[0] is None:
+        raise PosembError(f"{loaded.info.name} returned no attention weights (is attention eager?)")
+    batch, length = encoding["input_ids"].shape
+
+    def vectors(key: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if key not in captured:
+            return None, None
+        ids, out = captured[key]
+        ids = ids.expand(batch, length).cpu().numpy()
+        return ids, None if out is None else _numpy(out.expand(batch, length, out.shape[-1]))
+
+    result: dict[str, Any] = {}
+    result["token_ids"], result["token"] = vectors("token")
+    result["position_ids"], result["position"] = vectors("position")
+    result["segment_ids"], result["segment"] = vectors("segment")
+    if result["position_ids"] is None:
+        result["position_ids"] = vectors("rotary")[0]
+    result["embedding_output"] = _numpy(output.hidden_states[0])
+    result["attention"] = np.stack([_numpy(a) for a in output.attentions], axis=1)  # (batch, layers, heads, n, n)
+    return result
+
+
+def _numpy(tensor: Any) -> np.ndarray:
+    return tensor.detach().float().cpu().numpy()
+
+
+def _sum(captured: dict[str, Any], i: int, n: int) -> np.ndarray:
+    total = captured["token"][i, :n].copy()
+    for key in ("position", "segment"):
+        if captured[key] is not None:
+            total += captured[key][i, :n]
+    return total
+
+
+def _tokens(loaded: LoadedModel, encoding: Any, captured: dict[str, Any], i: int, n: int) -> list[Token]:
+    tokenizer = loaded.tokenizer
+    ids = encoding["input_ids"][i, :n].tolist()
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    offsets = encoding["offset_mapping"][i, :n].tolist()
+    special = encoding["special_tokens_mask"][i, :n].tolist()
+    sequence_ids = encoding.sequence_ids(i)[:n]
+    position_ids, segment_ids = captured["position_ids"], captured["segment_ids"]
+    tokens = []
+    for k in range(n):
+        is_special = bool(special[k])
+        start, end = (None, None) if is_special else offsets[k]
+        tokens.append(
+            Token(
+                index=k,
+                id=ids[k],
+                token=pieces[k],
+                position_id=None if position_ids is None else int(position_ids[i, k]),
+                segment=None if segment_ids is None else int(segment_ids[i, k]),
+                start=start,
+                end=end,
+                special=is_special,
+                unknown=tokenizer.unk_token_id is not None and ids[k] == tokenizer.unk_token_id and not is_special,
+                sequence=None if is_special else sequence_ids[k],
+            )
+        )
+    return tokens
+
+
+def _unknown_warnings(tokens: list[Token], text: str, pair: str | None, info: ModelInfo) -> list[str]:
+    unknown = [t for t in tokens if t.unknown]
+    if not unknown:
+        return []
+    chars: list[str] = []
+    for t in unknown:
+        source = pair if t.sequence == 1 and pair is not None else text
+        for char in source[t.start : t.end] if t.start is not None else "":
+            if char not in chars:
+                chars.append(char)
+    cjk = any(unicodedata.east_asian_width(c) in ("W", "F") for c in chars)
+    suggestion = "bert-base-chinese" if cjk else "a multilingual model such as xlm-roberta-base"
+    shown = "".join(chars[:40]) + ("..." if len(chars) > 40 else "")
+    return [
+        f"{len(unknown)} of {len(tokens)} tokens are {unknown[0].token}: the vocabulary of {info.name} has no entry "
+        f"for {shown!r}; try a model whose vocabulary covers them, e.g. {suggestion}"
+    ]
+
+
+def _check_attention(result: TextResult) -> None:
+    deviation = np.abs(result.attention.sum(-1) - 1.0)
+    if deviation.size and deviation.max() >= ROW_SUM_TOLERANCE:
+        layer = int(np.unravel_index(deviation.argmax(), deviation.shape)[0])
+        raise PosembError(
+            f"attention rows of {result.model.name} do not sum to 1 (layer {layer} is off by {deviation.max():.2g}); "
+            "posemb needs softmax attention probabilities"
+        )

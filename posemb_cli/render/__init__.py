@@ -1,0 +1,1 @@
+"""Renderers: each reads core's result objects and writes one format (table, JSON/CSV/NPZ, plots)."""

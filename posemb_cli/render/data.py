@@ -1,0 +1,119 @@
+"""Machine-readable output of `inspect`: the JSON contract of DESIGN.md, CSV rows and NPZ arrays."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core import TextResult
+from ..output import write_atomic
+
+TOKEN_KEYS = ("index", "id", "token", "position_id", "segment", "start", "end", "special", "unknown")
+PARTS = ("token", "position", "segment", "sum", "embedding_output")
+
+
+def _floats(array: np.ndarray | None) -> Any:
+    if array is None:
+        return None
+    values = array.tolist()
+    return values
+
+
+def select_attention(result: TextResult, layers: Sequence[int] | None, heads: Sequence[int] | None) -> np.ndarray:
+    attention = result.attention
+    if layers is not None:
+        attention = attention[list(layers)]
+    if heads is not None:
+        attention = attention[:, list(heads)]
+    return attention
+
+
+def to_json(
+    result: TextResult,
+    vectors: bool = False,
+    attention: bool = False,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """One text as the object of DESIGN.md's output contract."""
+    data: dict[str, Any] = {
+        "text": result.text,
+        "pair": result.pair,
+        "model": result.model.to_json(),
+        "tokens": [{key: getattr(token, key) for key in TOKEN_KEYS} for token in result.tokens],
+        "norms": {name: _floats(values) for name, values in result.norms().items()},
+    }
+    if vectors:
+        data["vectors"] = {name: _floats(getattr(result, name)) for name in PARTS}
+    if attention:
+        data["attention"] = select_attention(result, layers, heads).tolist()
+    data["warnings"] = list(result.warnings)
+    return data
+
+
+CSV_COLUMNS = (
+    "text_index",
+    *TOKEN_KEYS,
+    "norm_token",
+    "norm_position",
+    "norm_segment",
+    "norm_sum",
+    "norm_embedding_output",
+    "cos_token_sum",
+)
+
+
+def csv_header() -> str:
+    return _csv_line(CSV_COLUMNS)
+
+
+def csv_rows(result: TextResult, text_index: int) -> str:
+    norms = result.norms()
+    cosine = result.token_sum_cosine()
+    buffer = []
+    for k, token in enumerate(result.tokens):
+        row: list[Any] = [text_index, *(getattr(token, key) for key in TOKEN_KEYS)]
+        row += [None if norms[name] is None else _num(norms[name][k]) for name in PARTS]
+        row.append(_num(cosine[k]))
+        buffer.append(_csv_line(row))
+    return "".join(buffer)
+
+
+def _num(value: float) -> float | str:
+    value = float(value)
+    return "nan" if math.isnan(value) else value
+
+
+def _csv_line(values: Sequence[Any]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(["" if v is None else v for v in values])
+    return out.getvalue()
+
+
+def save_npz(path: Path, results: Sequence[TextResult]) -> None:
+    """Every array of every text, keys `text{i}/{name}` (token_ids, position_ids, ..., attention)."""
+    arrays: dict[str, np.ndarray] = {}
+    for i, result in enumerate(results):
+        prefix = f"text{i}/"
+        arrays[prefix + "token_ids"] = np.array([t.id for t in result.tokens], dtype=np.int64)
+        if result.tokens and result.tokens[0].position_id is not None:
+            arrays[prefix + "position_ids"] = np.array([t.position_id for t in result.tokens], dtype=np.int64)
+        if result.tokens and result.tokens[0].segment is not None:
+            arrays[prefix + "segment_ids"] = np.array([t.segment for t in result.tokens], dtype=np.int64)
+        for name in PARTS:
+            value = getattr(result, name)
+            if value is not None:
+                arrays[prefix + name] = value
+        arrays[prefix + "attention"] = result.attention
+
+    def write(temp: str) -> None:
+        with open(temp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    write_atomic(path, write)
