@@ -26,6 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain Click help and one-line usage errors: "Error: Invalid value for ..."
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -54,12 +55,13 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
+        metavar="NAME|FOLDER",
         help="Local model folder or Hugging Face hub id. Default: the bundled sentence-transformers/all-MiniLM-L6-v2.",
     ),
 ]
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format on stdout.")]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", metavar="table|json|jsonl|csv", help="Output format on stdout.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Short for --format json.")]
-DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the model runs.")]
+DeviceOpt = Annotated[Device, typer.Option("--device", metavar="auto|cpu|cuda|mps", help="Where the model runs.")]
 TrustOpt = Annotated[
     bool, typer.Option("--trust-remote-code", help="Allow a model's own Python code to run (off: never runs).")
 ]
@@ -114,7 +116,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool, typer.Option("--version", callback=_version, is_eager=True, metavar="", help="Print the version and exit.")
     ] = False,
     debug: Annotated[
         bool, typer.Option("--debug", envvar="POSEMB_DEBUG", help="Show full tracebacks (for bug reports).")
@@ -153,26 +155,26 @@ def _check_range(option: str, values: Optional[list[int]], count: int, what: str
 @app.command()
 @handle_errors
 def inspect(
-    texts: Annotated[list[str], typer.Argument(help="Texts to inspect; `-` reads one text per line from stdin.")],
-    pair: Annotated[Optional[str], typer.Option("--pair", help="Second sentence (segment 1) for every text.")] = None,
+    texts: Annotated[list[str], typer.Argument(metavar="TEXT...", help="Texts to inspect; `-` reads one text per line from stdin.")],
+    pair: Annotated[Optional[str], typer.Option("--pair", metavar="TEXT", help="Second sentence (segment 1) for every text.")] = None,
     model: ModelOpt = None,
     output_format: FormatOpt = Format.table,
     json_flag: JsonOpt = False,
     vectors: Annotated[bool, typer.Option("--vectors", help="Add token/position/segment/sum vectors to JSON.")] = False,
     attention: Annotated[bool, typer.Option("--attention", help="Add attention maps [layer][head][query][key].")] = False,
     layer: Annotated[
-        Optional[list[int]], typer.Option("--layer", min=0, help="Only these layers (from 0) in --attention.")
+        Optional[list[int]], typer.Option("--layer", metavar="N", help="Only these layers (from 0) in --attention.")
     ] = None,
     head: Annotated[
-        Optional[list[int]], typer.Option("--head", min=0, help="Only these heads (from 0) in --attention.")
+        Optional[list[int]], typer.Option("--head", metavar="N", help="Only these heads (from 0) in --attention.")
     ] = None,
-    save: Annotated[Optional[Path], typer.Option("--save", help="Write every array to this .npz file.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per forward pass.")] = 16,
+    save: Annotated[Optional[Path], typer.Option("--save", metavar="FILE.npz", help="Write every array to this .npz file.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, metavar="N", help="Texts per forward pass.")] = 16,
     no_truncate: Annotated[
         bool, typer.Option("--no-truncate", help="Error instead of cutting texts longer than the model's positions.")
     ] = False,
     encoding_errors: Annotated[
-        EncodingErrors, typer.Option("--encoding-errors", help="What to do with invalid UTF-8 on stdin.")
+        EncodingErrors, typer.Option("--encoding-errors", metavar="strict|replace", help="What to do with invalid UTF-8 on stdin.")
     ] = EncodingErrors.strict,
     device: DeviceOpt = Device.cpu,
     trust_remote_code: TrustOpt = False,

@@ -194,6 +194,8 @@ def _forward(loaded: LoadedModel, encoding: Any) -> dict[str, Any]:
     result["segment_ids"], result["segment"] = vectors("segment")
     if result["position_ids"] is None:
         result["position_ids"] = vectors("rotary")[0]
+    if result["position_ids"] is None:  # ALiBi counts positions 0..n-1 from the mask; so do we
+        result["position_ids"] = np.broadcast_to(np.arange(length), (batch, length))
     result["embedding_output"] = _numpy(output.hidden_states[0])
     result["attention"] = np.stack([_numpy(a) for a in output.attentions], axis=1)  # (batch, layers, heads, n, n)
     return result

