@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional, TypeVar
 import typer
 
 from . import __version__
-from .errors import ExitCode, PosembError
+from .errors import ExitCode, PosembError, PosembUsageError
 
 app = typer.Typer(
     name="posemb",
@@ -67,6 +67,7 @@ TrustOpt = Annotated[
 ]
 
 _debug = False
+_progress = {"done": -1}  # texts finished by the running command, for the Ctrl-C message
 
 
 def _stderr(message: str) -> None:
@@ -91,7 +92,8 @@ def handle_errors(command: F) -> F:
             _stderr(f"Error: {exc}")
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
-            _stderr("Interrupted.")
+            _stderr(f"Interrupted after {_progress['done']} text(s); no files were written." if _progress["done"] >= 0
+                    else "Interrupted.")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except BrokenPipeError:
             # The reader (e.g. `head`) closed the pipe: stop quietly, and keep Python's exit-time flush quiet too.
@@ -147,8 +149,6 @@ def read_texts(texts: list[str], encoding_errors: str) -> Iterator[str]:
 def _check_range(option: str, values: Optional[list[int]], count: int, what: str, model: str) -> None:
     for value in values or []:
         if not 0 <= value < count:
-            from .errors import PosembUsageError
-
             raise PosembUsageError(f"{option} {value} is out of range: {model} has {what} 0..{count - 1}")
 
 
@@ -186,7 +186,7 @@ def inspect(
     fmt = Format.json if json_flag else output_format
     if save is not None:
         if save.suffix != ".npz":
-            raise typer.BadParameter("the file must end in .npz", param_hint="--save")
+            raise PosembUsageError(f"--save {save}: the file name must end in .npz")
         from .output import check_writable
 
         check_writable(save)
@@ -233,7 +233,7 @@ def _render_inspect(
         console = Console(file=out, width=None if out.isatty() else 120)
     elif fmt is Format.csv:
         out.write(data.csv_header())
-    count = 0
+    count = _progress["done"] = 0
     for result in results:
         for warning in result.warnings:
             _stderr(f"Warning: {warning}")
@@ -256,6 +256,7 @@ def _render_inspect(
         if kept is not None:
             kept.append(result)
         count += 1
+        _progress["done"] = count
     if fmt is Format.json and not single:
         out.write("\n]\n" if count else "[]\n")
     if count == 0:
