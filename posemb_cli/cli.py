@@ -276,7 +276,8 @@ def models(
     fmt = Format.json if json_flag else output_format
     from .render.listing import render_rows
 
-    render_rows(rows, fmt.value, title="models available offline")
+    columns = ["name", "source", "family", "type", "position_scheme", "layers", "max_positions", "size_bytes"]
+    render_rows(rows, fmt.value, title="models available offline", columns=None if fmt is not Format.table else columns)
 
 
 def run() -> None:

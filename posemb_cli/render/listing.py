@@ -47,7 +47,7 @@ def render_rows(rows: Sequence[dict[str, Any]], fmt: str, title: str = "", colum
 
         table = Table(title=title, title_justify="left", header_style="bold")
         for column in columns:
-            table.add_column(column)
+            table.add_column(column.replace("size_bytes", "size").replace("_", " "))
         for row in rows:
             table.add_row(
                 *(

@@ -1,0 +1,167 @@
+"""Rich tables for `posemb positions`: the properties of Phi, ALiBi slopes, T5 buckets and the probes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..positions import PositionAnalysis
+
+PROPERTY_ROWS = (
+    ("translation invariance", "translation_invariance", "Φ depends only on the offset j − i"),
+    ("symmetry", "symmetry", "Φ(i, j) = Φ(j, i)"),
+    ("monotonicity forward", ("monotonicity", "forward"), "Φ falls steadily as j moves past i (j > i)"),
+    ("monotonicity backward", ("monotonicity", "backward"), "Φ falls steadily as j moves before i (j < i)"),
+)
+BUCKET_PAIRS_PER_ROW = 4
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _get(properties: dict[str, Any], key: str | tuple[str, str]) -> Any:
+    if isinstance(key, tuple):
+        return properties.get(key[0], {}).get(key[1])
+    return properties.get(key)
+
+
+def phi_meaning(analysis: PositionAnalysis) -> str:
+    """One sentence: what Phi(i, j) is for this scheme and metric."""
+    if analysis.scheme == "rotary":
+        scaled = " ÷ (dim/2)" if analysis.metric == "cosine" else ""
+        return f"Φ(i, j) = Σₖ cos((i − j)·θₖ){scaled}: how rotation alone changes the score of one vector at i and j"
+    if analysis.scheme == "alibi":
+        return "Φ(i, j) = −m·|i − j|: the ALiBi bias added to attention scores (mean over heads)"
+    if analysis.metric == "bucket_level":
+        return "Φ(i, j) = −(bucket level of j − i): how far apart T5's buckets put i and j"
+    if analysis.scheme == "relative_bucket":
+        return "Φ(i, j) = the learned T5 bias for the bucket of j − i (mean over heads)"
+    if analysis.scheme == "none":
+        return "Φ(i, j) = first-layer attention of position i to position j in the identical-word probe"
+    kind = "dot product" if analysis.metric == "dot" else "cosine"
+    return f"Φ(i, j) = {kind} of the position embeddings of positions i and j"
+
+
+def header(analysis: PositionAnalysis) -> str:
+    who = f"[bold]{escape(analysis.model)}[/bold] · " if analysis.model else ""
+    return (
+        f"{who}position scheme [bold]{analysis.scheme}[/bold] · {escape(analysis.source)} · "
+        f"first {analysis.length} positions"
+    )
+
+
+def properties_table(analysis: PositionAnalysis) -> Table:
+    window = analysis.properties.get("monotonicity", {}).get("window")
+    table = Table(title="properties of Φ (Wang et al., ICLR 2021)", title_justify="left", header_style="bold")
+    table.add_column("property")
+    table.add_column("Φ", justify="right")
+    probe = analysis.probe["properties"] if analysis.probe and analysis.scheme != "none" else None
+    if probe is not None:
+        table.add_column("probe", justify="right")
+    table.add_column("1 means")
+    for label, key, meaning in PROPERTY_ROWS:
+        if isinstance(key, tuple):
+            meaning += f", within {window} positions"
+        cells = [label, _fmt(_get(analysis.properties, key))]
+        if probe is not None:
+            cells.append(_fmt(_get(probe, key)))
+        table.add_row(*cells, meaning)
+    return table
+
+
+def slopes_table(slopes: list[float]) -> Table:
+    table = Table(title="ALiBi slopes: bias −m·|i − j|", title_justify="left", header_style="bold")
+    for name in ("head", "slope m", "log₂ m"):
+        table.add_column(name, justify="right")
+    for head, slope in enumerate(slopes):
+        table.add_row(str(head), f"{slope:.6g}", f"{math.log2(slope):.3g}")
+    return table
+
+
+def bucket_ranges(buckets: dict[int, int]) -> list[tuple[int, int, int]]:
+    """Consecutive offsets with the same bucket as (first offset, last offset, bucket)."""
+    ranges: list[tuple[int, int, int]] = []
+    for offset in sorted(buckets):
+        bucket = buckets[offset]
+        if ranges and ranges[-1][2] == bucket and ranges[-1][1] == offset - 1:
+            ranges[-1] = (ranges[-1][0], offset, bucket)
+        else:
+            ranges.append((offset, offset, bucket))
+    return ranges
+
+
+def buckets_table(buckets: dict[int, int]) -> Table:
+    table = Table(title="T5 bucket of each offset (key − query)", title_justify="left", header_style="bold")
+    for _ in range(BUCKET_PAIRS_PER_ROW):
+        table.add_column("offsets", justify="right")
+        table.add_column("bucket", justify="right", style="bold")
+    cells = [
+        (str(first) if first == last else f"{first}…{last}", str(bucket))
+        for first, last, bucket in bucket_ranges(buckets)
+    ]
+    for start in range(0, len(cells), BUCKET_PAIRS_PER_ROW):
+        row = [cell for pair in cells[start : start + BUCKET_PAIRS_PER_ROW] for cell in pair]
+        table.add_row(*row, *[""] * (2 * BUCKET_PAIRS_PER_ROW - len(row)))
+    return table
+
+
+def probe_table(analysis: PositionAnalysis) -> Table:
+    probe = analysis.probe or {}
+    table = Table(
+        title=(
+            f"identical-word probe: layer 1 attention on {analysis.length} copies of one word, "
+            f"mean over {probe.get('words')} random words (seed {probe.get('seed')})"
+        ),
+        title_justify="left",
+        header_style="bold",
+    )
+    table.add_column("head", justify="right")
+    for label, _, _ in PROPERTY_ROWS:
+        table.add_column(label, justify="right")
+    for row in probe.get("per_head", []):
+        table.add_row(str(row["head"]), *(_fmt(_get(row, key)) for _, key, _ in PROPERTY_ROWS))
+    mean = probe.get("properties", {})
+    table.add_row("[bold]mean[/bold]", *(f"[bold]{_fmt(_get(mean, key))}[/bold]" for _, key, _ in PROPERTY_ROWS))
+    return table
+
+
+def vector_lines(analysis: PositionAnalysis) -> list[str]:
+    """What the position vectors know (Wang & Chen, EMNLP 2020)."""
+    lines = []
+    if analysis.regression_mae is not None:
+        lines.append(
+            f"absolute position read back from the vector (5-fold linear regression): mean error "
+            f"[bold]{analysis.regression_mae:.2f}[/bold] positions (of {analysis.length}; 0 = perfectly linear)"
+        )
+    if analysis.pca_explained is not None:
+        first, second = (100 * v for v in analysis.pca_explained)
+        lines.append(f"first two principal components of the vectors explain {first:.1f}% + {second:.1f}% of variance")
+    return lines
+
+
+def print_positions(console: Console, analysis: PositionAnalysis) -> None:
+    console.print(header(analysis))
+    console.print(
+        f"[dim]{phi_meaning(analysis)}. Each property is 1 for a purely relative, symmetric Φ that "
+        "falls with distance.[/dim]"
+    )
+    console.print(properties_table(analysis))
+    if analysis.slopes is not None:
+        console.print(slopes_table(analysis.slopes))
+    if analysis.buckets is not None:
+        console.print(buckets_table(analysis.buckets))
+    if analysis.probe is not None:
+        console.print(probe_table(analysis))
+    for line in vector_lines(analysis):
+        console.print(line)
+    for note in analysis.notes:
+        console.print(f"[dim]note: {escape(note)}[/dim]")
