@@ -2,6 +2,7 @@
 
 Commands and where their work lives:
   inspect  -> core.inspect_texts, render/table.py, render/data.py
+  positions -> positions.analyse_model / analyse_scheme, render/positions_table.py
   models   -> models.list_models
 """
 
@@ -261,6 +262,84 @@ def _render_inspect(
         out.write("\n]\n" if count else "[]\n")
     if count == 0:
         _stderr("Warning: no texts were given (stdin was empty)")
+
+
+class Scheme(str, Enum):
+    sinusoidal = "sinusoidal"
+    rotary = "rotary"
+    alibi = "alibi"
+    t5 = "t5"
+
+
+class Metric(str, Enum):
+    dot = "dot"
+    cosine = "cosine"
+
+
+@app.command()
+@handle_errors
+def positions(
+    model: ModelOpt = None,
+    scheme: Annotated[
+        Optional[Scheme],
+        typer.Option("--scheme", metavar="sinusoidal|rotary|alibi|t5", help="Analyse an analytic scheme; no weights."),
+    ] = None,
+    length: Annotated[
+        Optional[int], typer.Option("--length", metavar="N", help="Positions to compare (default min(128, max)).")
+    ] = None,
+    metric: Annotated[Metric, typer.Option("--metric", metavar="dot|cosine", help="Proximity Φ.")] = Metric.dot,
+    window: Annotated[int, typer.Option("--window", metavar="W", help="Window of local monotonicity.")] = 16,
+    dim: Annotated[Optional[int], typer.Option("--dim", metavar="D", help="Sinusoidal/rotary dimension.")] = None,
+    base: Annotated[float, typer.Option("--base", help="Sinusoidal/rotary base.")] = 10000.0,
+    heads: Annotated[Optional[int], typer.Option("--heads", metavar="H", help="ALiBi heads (default 8).")] = None,
+    buckets: Annotated[int, typer.Option("--buckets", metavar="B", help="T5 relative buckets.")] = 32,
+    max_distance: Annotated[int, typer.Option("--max-distance", metavar="D", help="T5 max distance.")] = 128,
+    bidirectional: Annotated[
+        bool, typer.Option("--bidirectional/--causal", help="T5 buckets for an encoder or a decoder.")
+    ] = True,
+    probe: Annotated[
+        Optional[str], typer.Option("--probe", metavar="identical-word", help="Layer-1 attention on a repeated word.")
+    ] = None,
+    words: Annotated[int, typer.Option("--words", metavar="K", help="Random words averaged by the probe.")] = 30,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the probe's word choice.")] = 0,
+    matrix: Annotated[bool, typer.Option("--matrix", help="Add the matrix Φ to JSON.")] = False,
+    output_format: FormatOpt = Format.table,
+    json_flag: JsonOpt = False,
+    device: DeviceOpt = Device.cpu,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """How a model (or an analytic scheme) encodes position: proximity Φ and its properties (Wang et al. 2021).
+
+    Example: posemb positions --scheme rotary --dim 64 --base 10000
+    """
+    import json
+
+    from . import positions as compute
+
+    fmt = Format.json if json_flag else output_format
+    if fmt in (Format.jsonl, Format.csv):
+        raise PosembUsageError("positions prints a table or one JSON object: use --format table or --json")
+    if scheme is not None:
+        if model is not None or probe is not None:
+            raise PosembUsageError("--scheme analyses a formula; it takes no --model and no --probe")
+        analysis = compute.analyse_scheme(
+            scheme.value, length, dim=dim, base=base, heads=heads, buckets=buckets, max_distance=max_distance,
+            bidirectional=bidirectional, metric=metric.value, window=window,
+        )
+    else:
+        from .models import load
+
+        loaded = load(model, device=device.value, trust_remote_code=trust_remote_code)
+        analysis = compute.analyse_model(loaded, length, metric=metric.value, window=window, probe=probe,
+                                         words=words, seed=seed)
+    if fmt is Format.json:
+        print(json.dumps(analysis.to_json(matrix=matrix), ensure_ascii=False, indent=2))
+        return
+    from rich.console import Console
+
+    from .render.positions_table import print_positions
+
+    print_positions(Console(width=None if sys.stdout.isatty() else 120), analysis)
 
 
 @app.command()

@@ -240,3 +240,46 @@ def test_json_keys_and_plain_values():
     json.dumps(full, allow_nan=False)
     assert "-3…" not in _rendered(analyse_scheme("t5", length=4, bidirectional=False))
     assert "0…3" in _rendered(analyse_scheme("t5", length=4, bidirectional=False))
+
+
+# --- the command as a user runs it -------------------------------------------------------------------------------
+
+
+def test_cli_positions_sinusoidal_json():
+    import json as _json
+
+    from conftest import run_cli
+
+    result = run_cli("positions", "--scheme", "sinusoidal", "--dim", "768", "--length", "512", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = _json.loads(result.stdout)
+    assert {"scheme", "model", "length", "metric", "properties", "slopes", "buckets", "probe"} <= set(data)
+    assert data["scheme"] == "sinusoidal" and data["length"] == 512 and "matrix" not in data
+    assert abs(data["properties"]["translation_invariance"] - 1) < 1e-9
+
+
+def test_cli_positions_alibi_slopes_and_bundled_table():
+    import json as _json
+
+    from conftest import run_cli
+
+    data = _json.loads(run_cli("positions", "--scheme", "alibi", "--heads", "8", "--json").stdout)
+    assert data["slopes"] == [2.0**-k for k in range(1, 9)]
+    result = run_cli("positions", "--length", "16", "--json", "--matrix")
+    data = _json.loads(result.stdout)
+    from posemb_cli.models import bundled_model_path
+    from safetensors.numpy import load_file
+
+    table = load_file(str(bundled_model_path() / "model.safetensors"))["embeddings.position_embeddings.weight"][:16]
+    np.testing.assert_allclose(np.array(data["matrix"]), table @ table.T, rtol=1e-5, atol=1e-5)
+    table_text = run_cli("positions").stdout
+    assert "translation invariance" in table_text and "learned_absolute" in table_text
+
+
+def test_cli_positions_usage_errors():
+    from conftest import run_cli
+
+    result = run_cli("positions", "--length", "600")
+    assert result.exit_code == 2 and "512" in result.stderr and "Traceback" not in result.output
+    result = run_cli("positions", "--scheme", "rotary", "-m", "bert-base-uncased")
+    assert result.exit_code == 2 and "--scheme" in result.stderr
