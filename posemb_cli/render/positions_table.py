@@ -149,10 +149,11 @@ def vector_lines(analysis: PositionAnalysis) -> list[str]:
 
 
 def print_positions(console: Console, analysis: PositionAnalysis) -> None:
-    console.print(header(analysis))
+    console.print(header(analysis), soft_wrap=True)
     console.print(
         f"[dim]{phi_meaning(analysis)}. Each property is 1 for a purely relative, symmetric Φ that "
-        "falls with distance.[/dim]"
+        "falls with distance.[/dim]",
+        soft_wrap=True,
     )
     console.print(properties_table(analysis))
     if analysis.slopes is not None:
@@ -162,6 +163,6 @@ def print_positions(console: Console, analysis: PositionAnalysis) -> None:
     if analysis.probe is not None:
         console.print(probe_table(analysis))
     for line in vector_lines(analysis):
-        console.print(line)
+        console.print(line, soft_wrap=True)
     for note in analysis.notes:
-        console.print(f"[dim]note: {escape(note)}[/dim]")
+        console.print(f"[dim]note: {escape(note)}[/dim]", soft_wrap=True)
