@@ -9,7 +9,7 @@ TORCH_PIP_ARGS ?=
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 DEMO_TEXT ?= 我爱自然语言处理
 
-.PHONY: install demo test lint bench examples clean
+.PHONY: install demo test lint bench examples fonts clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,18 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/posemb inspect "$(DEMO_TEXT)"
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test fonts
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# Chinese labels in pictures need a CJK font; as root on Debian/Ubuntu, install one (the tests check the glyphs).
+fonts: $(VENV)/.installed
+	@$(BIN)/python -c "from posemb_cli.render.fonts import find_cjk_font as f; raise SystemExit(f('我') is None)" \
+	|| { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	       apt-get update -qq && apt-get install -y -qq fonts-wqy-microhei >/dev/null; \
+	     else echo "note: no CJK font: pictures will warn; install e.g. fonts-wqy-microhei or fonts-noto-cjk"; fi; }
+
+examples: $(VENV)/.installed fonts
+	HF_HUB_OFFLINE=1 $(BIN)/python examples/make_figures.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check posemb_cli tests examples

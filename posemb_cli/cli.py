@@ -159,7 +159,10 @@ def inspect(
     texts: Annotated[list[str], typer.Argument(metavar="TEXT...", help="Texts to inspect; `-` reads one text per line from stdin.")],
     pair: Annotated[Optional[str], typer.Option("--pair", metavar="TEXT", help="Second sentence (segment 1) for every text.")] = None,
     model: ModelOpt = None,
-    output_format: FormatOpt = Format.table,
+    output_format: Annotated[
+        Optional[Format],
+        typer.Option("--format", "-f", metavar="table|json|jsonl|csv", help="Output format on stdout [default: table]."),
+    ] = None,
     json_flag: JsonOpt = False,
     vectors: Annotated[bool, typer.Option("--vectors", help="Add token/position/segment/sum vectors to JSON.")] = False,
     attention: Annotated[bool, typer.Option("--attention", help="Add attention maps [layer][head][query][key].")] = False,
@@ -177,6 +180,18 @@ def inspect(
     encoding_errors: Annotated[
         EncodingErrors, typer.Option("--encoding-errors", metavar="strict|replace", help="What to do with invalid UTF-8 on stdin.")
     ] = EncodingErrors.strict,
+    plot: Annotated[
+        Optional[PlotKind],
+        typer.Option("--plot", metavar="attention|positions|embeddings|all", help="Draw a picture (needs -o)."),
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", metavar="FILE|FOLDER", help="Picture file (.png/.svg/.pdf).")
+    ] = None,
+    dpi: Annotated[float, typer.Option("--dpi", min=1, help="Picture resolution.")] = 150,
+    n_positions: Annotated[
+        Optional[int], typer.Option("--positions", metavar="N", help="Positions in --plot positions (default 128).")
+    ] = None,
+    font: Annotated[Optional[Path], typer.Option("--font", metavar="PATH", help="Font file for the labels.")] = None,
     device: DeviceOpt = Device.cpu,
     trust_remote_code: TrustOpt = False,
 ) -> None:
@@ -184,7 +199,9 @@ def inspect(
 
     Example: posemb inspect "position matters" --pair "so does order" --json --vectors --attention
     """
-    fmt = Format.json if json_flag else output_format
+    fmt = Format.json if json_flag else (output_format or (None if plot else Format.table))
+    if plot is not None:
+        _check_plot_options(plot, output, texts, font)
     if save is not None:
         if save.suffix != ".npz":
             raise PosembUsageError(f"--save {save}: the file name must end in .npz")
@@ -203,18 +220,68 @@ def inspect(
         loaded, read_texts(texts, encoding_errors.value), pair=pair, batch_size=batch_size, truncate=not no_truncate
     )
     kept = [] if save is not None else None
+    if plot is not None:
+        kept = []
     single = len(texts) == 1 and texts[0] != "-"  # one text: a JSON object; otherwise a JSON array
     _render_inspect(results, fmt, single, vectors, attention, layer, head, kept)
-    if save is not None and kept is not None:
+    if plot is not None and output is not None and kept:
+        _draw(plot, kept[0], loaded, output, dpi, n_positions, font, layer, head)
+    if save is not None and kept:
         from .render.data import save_npz
 
         save_npz(save, kept)
         _stderr(f"Saved {len(kept)} text(s) to {save}")
 
 
+class PlotKind(str, Enum):
+    attention = "attention"
+    positions = "positions"
+    embeddings = "embeddings"
+    all = "all"
+
+
+def _check_plot_options(plot: PlotKind, output: Optional[Path], texts: list[str], font: Optional[Path]) -> None:
+    """Fail before loading the model when the picture cannot be written."""
+    if output is None:
+        raise PosembUsageError(f"--plot {plot.value} needs -o FILE (or -o FOLDER for --plot all)")
+    if len(texts) != 1 or texts[0] == "-":
+        raise PosembUsageError("--plot draws one text: give exactly one TEXT argument")
+    if font is not None and not font.is_file():
+        raise PosembError(f"--font {font}: no such font file")
+    if plot is not PlotKind.all:
+        from .output import check_writable
+        from .render.plots import picture_format
+
+        picture_format(output)
+        check_writable(output)
+
+
+def _draw(
+    plot: PlotKind,
+    result: Any,
+    loaded: Any,
+    output: Path,
+    dpi: float,
+    n_positions: Optional[int],
+    font: Optional[Path],
+    layers: Optional[list[int]],
+    heads: Optional[list[int]],
+) -> None:
+    from .render.plot_data import position_data
+    from .render.plots import render_plot
+
+    data = position_data(loaded, n_positions) if plot in (PlotKind.positions, PlotKind.all) else None
+    written = render_plot(
+        plot.value, result, output, dpi=dpi, font=font, layers=layers, heads=heads, position_data=data,
+        on_warning=lambda message: _stderr(f"Warning: {message}"),
+    )
+    for path, _ in written:
+        _stderr(f"Wrote {path}")
+
+
 def _render_inspect(
     results: Iterator[Any],
-    fmt: Format,
+    fmt: Optional[Format],
     single: bool,
     vectors: bool,
     attention: bool,
@@ -245,7 +312,7 @@ def _render_inspect(
             print_result(console, result)
         elif fmt is Format.csv:
             out.write(data.csv_rows(result, count))
-        else:
+        elif fmt is not None:  # None: --plot alone prints nothing on stdout
             obj = data.to_json(result, vectors=vectors, attention=attention, layers=layers, heads=heads)
             if fmt is Format.jsonl:
                 out.write(json.dumps(obj, ensure_ascii=False) + "\n")

@@ -28,8 +28,15 @@ def write_atomic(path: Path, write: Callable[[str], None], suffix: str = "") -> 
     os.close(fd)
     try:
         write(temp)
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual permissions
         os.replace(temp, path)
     except BaseException:
         if os.path.exists(temp):
             os.unlink(temp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -202,3 +202,31 @@ def test_pipe_closed_early_gives_no_traceback():
     cmd = f"{sys.executable} -m posemb_cli inspect - --json | head -c 10"
     proc = subprocess.run(cmd, shell=True, input=lines.encode(), capture_output=True, timeout=300)
     assert len(proc.stdout) == 10 and b"Traceback" not in proc.stderr
+
+
+def test_plot_from_the_command_line(tmp_path):
+    from PIL import Image
+
+    result = run_cli("inspect", "我爱自然语言处理", "--plot", "attention", "--layer", "3", "--head", "7",
+                     "-o", str(tmp_path / "head.png"), "--dpi", "100")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "" and f"Wrote {tmp_path / 'head.png'}" in result.stderr
+    assert Image.open(tmp_path / "head.png").size[0] > 300
+    result = run_cli("inspect", "position matters", "--plot", "all", "-o", str(tmp_path / "figs"))
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["attention.png", "embeddings.png", "positions.png"]
+    assert oct((tmp_path / "figs" / "attention.png").stat().st_mode & 0o777) != oct(0o600)
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["-o", "a.jpg"], 1, "use .png, .svg or .pdf"),
+        ([], 2, "--plot attention needs -o FILE"),
+        (["-o", "missing/a.png"], 1, "folder missing does not exist"),
+    ],
+)
+def test_plot_errors_before_loading(args, code, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("inspect", "x", "--plot", "attention", *args)
+    assert result.exit_code == code and message in result.stderr
+    assert list(tmp_path.iterdir()) == []
