@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PosembUsageError
+from ..positions import position_rows, rope_settings
 
 DEFAULT_POSITIONS = 128
 MAX_COMPUTED_POSITIONS = 4096  # rotary / ALiBi pictures are computed, not read: keep the n x n matrices reasonable
@@ -44,14 +45,8 @@ def position_data(loaded: Any, n: int | None = None) -> PositionData:
     if n < 1:
         raise PosembUsageError(f"--positions must be at least 1, got {n}")
     if family.position_table and scheme in ("learned_absolute", "sinusoidal"):
-        module = model.get_submodule(family.position_table)
-        first = 0
-        if family.position_offset:
-            padding_idx = getattr(module, "padding_idx", None)
-            if padding_idx is None:
-                padding_idx = getattr(model.config, "pad_token_id", 0) or 0
-            first = int(padding_idx) + 1
-        weight = module.weight.detach().float().cpu().numpy()
+        path, first = position_rows(loaded)  # RoBERTa-style tables start at padding_idx + 1
+        weight = model.get_submodule(path).weight.detach().float().cpu().numpy()
         available = weight.shape[0] - first
         if n > available:
             raise PosembUsageError(f"--positions {n} is more than the {available} positions of {info.name}")
@@ -69,27 +64,6 @@ def position_data(loaded: Any, n: int | None = None) -> PositionData:
 
 
 def rotary_settings(config: Any) -> tuple[int, float, str]:
-    """(rotary dim, base, rope_type) from a transformers config.
-
-    transformers 5 keeps the base in `config.rope_parameters["rope_theta"]`; older configs have `rope_theta`.
-    The rotated dimension is head_dim (hidden_size / heads unless the config says) times partial_rotary_factor.
-    """
-    params = getattr(config, "rope_parameters", None) or {}
-    if isinstance(params, dict) and "full_attention" in params and isinstance(params["full_attention"], dict):
-        params = params["full_attention"]  # per-layer-type configs (e.g. Gemma-3 style)
-    base = params.get("rope_theta") if isinstance(params, dict) else None
-    if base is None:
-        base = getattr(config, "rope_theta", None)
-    if base is None:
-        base = 10000.0
-    head_dim = getattr(config, "head_dim", None)
-    if not head_dim:
-        heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None)
-        head_dim = config.hidden_size // heads
-    factor = params.get("partial_rotary_factor") if isinstance(params, dict) else None
-    if factor is None:
-        factor = getattr(config, "partial_rotary_factor", None) or 1.0
-    dim = int(head_dim * factor)
-    dim -= dim % 2
-    rope_type = (params.get("rope_type") if isinstance(params, dict) else None) or "default"
-    return dim, float(base), str(rope_type)
+    """(rotary dim, base, rope_type) from a transformers config; the rules live in `positions.rope_settings`."""
+    rope = rope_settings(config)
+    return rope["dim"], rope["base"], rope["rope_type"]
