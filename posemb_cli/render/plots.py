@@ -289,6 +289,8 @@ def _set_token_ticks(
         ax.set_yticks(ticks)
         artists = ax.set_yticklabels(texts, fontsize=fontsize)
     for artist, k in zip(artists, ticks, strict=True):
+        if axis == "x" and not upright and _width_chars(artist.get_text()) <= 2:
+            artist.set_rotation(0)  # a single CJK character (or two Latin ones) reads better upright
         colour = labels[k].colour
         if colour:
             artist.set_color(colour)
