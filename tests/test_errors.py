@@ -176,3 +176,10 @@ def test_ctrl_c_during_stdin_stream(tmp_path):
     assert proc.returncode == 130
     assert b"Interrupted after 2 text(s)" in err and b"Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_debug_shows_the_traceback():
+    quiet = run_posemb("inspect", "x", "-m", "./no/such/model")
+    assert quiet.returncode == 1 and b"Traceback" not in quiet.stderr
+    loud = run_posemb("--debug", "inspect", "x", "-m", "./no/such/model")
+    assert loud.returncode == 1 and b"Traceback" in loud.stderr and b"PosembError" in loud.stderr
