@@ -47,6 +47,8 @@ class TextResult:
     embedding_output: np.ndarray  # (n, hidden_size): what the first transformer layer receives
     attention: np.ndarray  # (layers, heads, n, n), rows are queries
     warnings: list[str] = field(default_factory=list)
+    # (layers + 1, n, hidden): the embedding output, then each layer's output; only with hidden_states=True
+    hidden_states: np.ndarray | None = None
 
     @property
     def special_mask(self) -> np.ndarray:
@@ -76,14 +78,19 @@ def inspect_texts(
     pair: str | None = None,
     batch_size: int = 16,
     truncate: bool = True,
+    hidden_states: bool = False,
 ) -> Iterator[TextResult]:
-    """Inspect texts lazily, `batch_size` at a time (padded and masked); yields results in input order."""
+    """Inspect texts lazily, `batch_size` at a time (padded and masked); yields results in input order.
+
+    hidden_states=True also keeps every layer's output in `TextResult.hidden_states` (for `compare`)."""
     iterator = iter(texts)
     while chunk := list(itertools.islice(iterator, batch_size)):
-        yield from _inspect_batch(loaded, chunk, pair, truncate)
+        yield from _inspect_batch(loaded, chunk, pair, truncate, hidden_states)
 
 
-def _inspect_batch(loaded: LoadedModel, texts: list[str], pair: str | None, truncate: bool) -> list[TextResult]:
+def _inspect_batch(
+    loaded: LoadedModel, texts: list[str], pair: str | None, truncate: bool, hidden_states: bool = False
+) -> list[TextResult]:
     import torch
 
     tokenizer, info = loaded.tokenizer, loaded.info
@@ -104,7 +111,7 @@ def _inspect_batch(loaded: LoadedModel, texts: list[str], pair: str | None, trun
         if length == 0:
             raise PosembError(f"text {texts[i]!r} gives no tokens with the tokenizer of {info.name}")
     with torch.inference_mode():
-        captured = _forward(loaded, encoding)
+        captured = _forward(loaded, encoding, hidden_states)
     results = []
     for i, text in enumerate(texts):
         n = lengths[i]
@@ -121,6 +128,7 @@ def _inspect_batch(loaded: LoadedModel, texts: list[str], pair: str | None, trun
             embedding_output=captured["embedding_output"][i, :n],
             attention=captured["attention"][i, :, :, :n, :n],
             warnings=warnings[i] + _unknown_warnings(tokens, text, pair, info),
+            hidden_states=None if captured["hidden_states"] is None else captured["hidden_states"][i, :, :n],
         )
         _check_attention(result)
         results.append(result)
@@ -141,7 +149,7 @@ def _truncation_warnings(tokenizer: Any, info: ModelInfo, text: str, pair: str |
     return [f"text has {total} tokens but {info.name} takes at most {info.max_positions}: {cut} tokens were cut"]
 
 
-def _forward(loaded: LoadedModel, encoding: Any) -> dict[str, Any]:
+def _forward(loaded: LoadedModel, encoding: Any, hidden_states: bool = False) -> dict[str, Any]:
     """Run the model once, capturing what each embedding module receives and returns (forward hooks)."""
     family, model = loaded.family, loaded.model
     captured: dict[str, Any] = {}
@@ -197,6 +205,9 @@ def _forward(loaded: LoadedModel, encoding: Any) -> dict[str, Any]:
     if result["position_ids"] is None:  # ALiBi counts positions 0..n-1 from the mask; so do we
         result["position_ids"] = np.broadcast_to(np.arange(length), (batch, length))
     result["embedding_output"] = _numpy(output.hidden_states[0])
+    result["hidden_states"] = (
+        np.stack([_numpy(h) for h in output.hidden_states], axis=1) if hidden_states else None
+    )  # (batch, layers + 1, n, hidden)
     result["attention"] = np.stack([_numpy(a) for a in output.attentions], axis=1)  # (batch, layers, heads, n, n)
     return result
 
