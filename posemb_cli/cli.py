@@ -4,6 +4,8 @@ Commands and where their work lives:
   inspect  -> core.inspect_texts, render/table.py, render/data.py
   positions -> positions.analyse_model / analyse_scheme, render/positions_table.py
   models   -> models.list_models
+  compare  -> compare.compare, words.py, render/compare_table.py, render/compare_plot.py
+  stats    -> stats.corpus_stats, render/stats_output.py, render/stats_plot.py
 """
 
 from __future__ import annotations
@@ -60,7 +62,9 @@ ModelOpt = Annotated[
         help="Local model folder or Hugging Face hub id. Default: the bundled sentence-transformers/all-MiniLM-L6-v2.",
     ),
 ]
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", metavar="table|json|jsonl|csv", help="Output format on stdout.")]
+FormatOpt = Annotated[
+    Format, typer.Option("--format", "-f", metavar="table|json|jsonl|csv", help="Output format on stdout.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Short for --format json.")]
 DeviceOpt = Annotated[Device, typer.Option("--device", metavar="auto|cpu|cuda|mps", help="Where the model runs.")]
 TrustOpt = Annotated[
@@ -93,8 +97,11 @@ def handle_errors(command: F) -> F:
             _stderr(f"Error: {exc}")
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
-            _stderr(f"Interrupted after {_progress['done']} text(s); no files were written." if _progress["done"] >= 0
-                    else "Interrupted.")
+            _stderr(
+                f"Interrupted after {_progress['done']} text(s); no files were written."
+                if _progress["done"] >= 0
+                else "Interrupted."
+            )
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except BrokenPipeError:
             # The reader (e.g. `head`) closed the pipe: stop quietly, and keep Python's exit-time flush quiet too.
@@ -119,7 +126,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, metavar="", help="Print the version and exit.")
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, metavar="", help="Print the version and exit."),
     ] = False,
     debug: Annotated[
         bool, typer.Option("--debug", envvar="POSEMB_DEBUG", help="Show full tracebacks (for bug reports).")
@@ -156,29 +164,43 @@ def _check_range(option: str, values: Optional[list[int]], count: int, what: str
 @app.command()
 @handle_errors
 def inspect(
-    texts: Annotated[list[str], typer.Argument(metavar="TEXT...", help="Texts to inspect; `-` reads one text per line from stdin.")],
-    pair: Annotated[Optional[str], typer.Option("--pair", metavar="TEXT", help="Second sentence (segment 1) for every text.")] = None,
+    texts: Annotated[
+        list[str], typer.Argument(metavar="TEXT...", help="Texts to inspect; `-` reads one text per line from stdin.")
+    ],
+    pair: Annotated[
+        Optional[str], typer.Option("--pair", metavar="TEXT", help="Second sentence (segment 1) for every text.")
+    ] = None,
     model: ModelOpt = None,
     output_format: Annotated[
         Optional[Format],
-        typer.Option("--format", "-f", metavar="table|json|jsonl|csv", help="Output format on stdout [default: table]."),
+        typer.Option(
+            "--format", "-f", metavar="table|json|jsonl|csv", help="Output format on stdout [default: table]."
+        ),
     ] = None,
     json_flag: JsonOpt = False,
     vectors: Annotated[bool, typer.Option("--vectors", help="Add token/position/segment/sum vectors to JSON.")] = False,
-    attention: Annotated[bool, typer.Option("--attention", help="Add attention maps [layer][head][query][key].")] = False,
+    attention: Annotated[
+        bool, typer.Option("--attention", help="Add attention maps [layer][head][query][key].")
+    ] = False,
+    words: Annotated[
+        bool, typer.Option("--words", help="Also show words: tokens merged by offsets, word-level attention per layer.")
+    ] = False,
     layer: Annotated[
         Optional[list[int]], typer.Option("--layer", metavar="N", help="Only these layers (from 0) in --attention.")
     ] = None,
     head: Annotated[
         Optional[list[int]], typer.Option("--head", metavar="N", help="Only these heads (from 0) in --attention.")
     ] = None,
-    save: Annotated[Optional[Path], typer.Option("--save", metavar="FILE.npz", help="Write every array to this .npz file.")] = None,
+    save: Annotated[
+        Optional[Path], typer.Option("--save", metavar="FILE.npz", help="Write every array to this .npz file.")
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, metavar="N", help="Texts per forward pass.")] = 16,
     no_truncate: Annotated[
         bool, typer.Option("--no-truncate", help="Error instead of cutting texts longer than the model's positions.")
     ] = False,
     encoding_errors: Annotated[
-        EncodingErrors, typer.Option("--encoding-errors", metavar="strict|replace", help="What to do with invalid UTF-8 on stdin.")
+        EncodingErrors,
+        typer.Option("--encoding-errors", metavar="strict|replace", help="What to do with invalid UTF-8 on stdin."),
     ] = EncodingErrors.strict,
     plot: Annotated[
         Optional[PlotKind],
@@ -200,6 +222,8 @@ def inspect(
     Example: posemb inspect "position matters" --pair "so does order" --json --vectors --attention
     """
     fmt = Format.json if json_flag else (output_format or (None if plot else Format.table))
+    if words and fmt is Format.csv:
+        raise PosembUsageError("--words adds to the table or JSON output; CSV has one row per token")
     if plot is not None:
         _check_plot_options(plot, output, texts, font)
     if save is not None:
@@ -223,7 +247,7 @@ def inspect(
     if plot is not None:
         kept = []
     single = len(texts) == 1 and texts[0] != "-"  # one text: a JSON object; otherwise a JSON array
-    _render_inspect(results, fmt, single, vectors, attention, layer, head, kept)
+    _render_inspect(results, fmt, single, vectors, attention, layer, head, kept, words)
     if plot is not None and output is not None and kept:
         _draw(plot, kept[0], loaded, output, dpi, n_positions, font, layer, head)
     if save is not None and kept:
@@ -272,7 +296,14 @@ def _draw(
 
     data = position_data(loaded, n_positions) if plot in (PlotKind.positions, PlotKind.all) else None
     written = render_plot(
-        plot.value, result, output, dpi=dpi, font=font, layers=layers, heads=heads, position_data=data,
+        plot.value,
+        result,
+        output,
+        dpi=dpi,
+        font=font,
+        layers=layers,
+        heads=heads,
+        position_data=data,
         on_warning=lambda message: _stderr(f"Warning: {message}"),
     )
     for path, _ in written:
@@ -288,6 +319,7 @@ def _render_inspect(
     layers: Optional[list[int]],
     heads: Optional[list[int]],
     kept: Optional[list[Any]],
+    words: bool = False,
 ) -> None:
     import json
 
@@ -310,10 +342,18 @@ def _render_inspect(
             from .render.table import print_result
 
             print_result(console, result)
+            if words:
+                from .render.compare_table import print_words
+
+                print_words(console, result)
         elif fmt is Format.csv:
             out.write(data.csv_rows(result, count))
         elif fmt is not None:  # None: --plot alone prints nothing on stdout
             obj = data.to_json(result, vectors=vectors, attention=attention, layers=layers, heads=heads)
+            if words:  # adds "words", "word_units" and, with --attention, "word_attention"
+                from .words import words_json
+
+                obj.update(words_json(result, attention=attention, layers=layers, heads=heads))
             if fmt is Format.jsonl:
                 out.write(json.dumps(obj, ensure_ascii=False) + "\n")
             elif single:
@@ -390,15 +430,24 @@ def positions(
         if model is not None or probe is not None:
             raise PosembUsageError("--scheme analyses a formula; it takes no --model and no --probe")
         analysis = compute.analyse_scheme(
-            scheme.value, length, dim=dim, base=base, heads=heads, buckets=buckets, max_distance=max_distance,
-            bidirectional=bidirectional, metric=metric.value, window=window,
+            scheme.value,
+            length,
+            dim=dim,
+            base=base,
+            heads=heads,
+            buckets=buckets,
+            max_distance=max_distance,
+            bidirectional=bidirectional,
+            metric=metric.value,
+            window=window,
         )
     else:
         from .models import load
 
         loaded = load(model, device=device.value, trust_remote_code=trust_remote_code)
-        analysis = compute.analyse_model(loaded, length, metric=metric.value, window=window, probe=probe,
-                                         words=words, seed=seed)
+        analysis = compute.analyse_model(
+            loaded, length, metric=metric.value, window=window, probe=probe, words=words, seed=seed
+        )
     if fmt is Format.json:
         print(json.dumps(analysis.to_json(matrix=matrix), ensure_ascii=False, indent=2))
         return
@@ -424,6 +473,205 @@ def models(
 
     columns = ["name", "source", "family", "type", "position_scheme", "layers", "max_positions", "size_bytes"]
     render_rows(rows, fmt.value, title="models available offline", columns=None if fmt is not Format.table else columns)
+
+
+@app.command()
+@handle_errors
+def compare(
+    text: Annotated[Optional[str], typer.Argument(metavar="TEXT", help="The text to compare on (or --corpus).")] = None,
+    model: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="NAME|FOLDER|scheme:NAME",
+            help="A model to compare; repeat, at least two. scheme:sinusoidal|rotary|alibi|t5 adds an analytic "
+            "position scheme (position section only).",
+        ),
+    ] = None,
+    corpus: Annotated[
+        Optional[Path],
+        typer.Option("--corpus", metavar="FILE", help="Average over the lines of this UTF-8 file (`-`: stdin)."),
+    ] = None,
+    max_lines: Annotated[
+        int, typer.Option("--max-lines", min=1, metavar="N", help="Non-empty --corpus lines to read.")
+    ] = 1000,
+    words: Annotated[
+        bool,
+        typer.Option(
+            "--words",
+            help="Merge subword tokens into words (attention summed over key pieces, averaged over query pieces).",
+        ),
+    ] = False,
+    plot: Annotated[
+        Optional[Path], typer.Option("--plot", metavar="FILE", help="Also draw one figure (.png/.svg/.pdf).")
+    ] = None,
+    dpi: Annotated[float, typer.Option("--dpi", min=1, help="Picture resolution.")] = 150,
+    font: Annotated[Optional[Path], typer.Option("--font", metavar="PATH", help="Font file for the labels.")] = None,
+    output_format: FormatOpt = Format.table,
+    json_flag: JsonOpt = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, metavar="N", help="Texts per forward pass.")] = 16,
+    encoding_errors: Annotated[
+        EncodingErrors, typer.Option("--encoding-errors", metavar="strict|replace", help="Invalid UTF-8 in --corpus.")
+    ] = EncodingErrors.strict,
+    device: DeviceOpt = Device.cpu,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Two or more models side by side: tokenization, position encodings, attention per layer, layer similarity (CKA).
+
+    Example: posemb compare "The cat sat on the mat." -m sentence-transformers/all-MiniLM-L6-v2 -m scheme:rotary
+    """
+    import json
+
+    from .compare import compare as run_compare
+    from .compare import parse_specs, read_corpus
+
+    fmt = Format.json if json_flag else output_format
+    if fmt in (Format.jsonl, Format.csv):
+        raise PosembUsageError("compare prints tables or one JSON object: use --format table or --json")
+    parse_specs(model or [])
+    if (text is None) == (corpus is None):
+        raise PosembUsageError("give one TEXT or --corpus FILE (not both)")
+    if plot is not None:
+        from .output import check_writable
+        from .render.plots import picture_format
+
+        picture_format(plot)
+        check_writable(plot)
+        if font is not None and not font.is_file():
+            raise PosembError(f"--font {font}: no such font file")
+    if corpus is None:
+        texts, name = [text or ""], None
+    else:
+        name = "stdin" if str(corpus) == "-" else str(corpus)
+        if str(corpus) == "-":
+            texts, more = read_corpus(sys.stdin.buffer, name, max_lines, encoding_errors.value)
+        else:
+            try:
+                with corpus.open("rb") as stream:
+                    texts, more = read_corpus(stream, name, max_lines, encoding_errors.value)
+            except OSError as exc:
+                raise PosembError(f"cannot read --corpus {corpus}: {exc.strerror or exc}") from None
+        if more:
+            _stderr(f"Warning: read the first {max_lines} lines of {name} (--max-lines {max_lines})")
+    comparison = run_compare(
+        model or [],
+        texts,
+        corpus=name,
+        words=words,
+        device=device.value,
+        trust_remote_code=trust_remote_code,
+        batch_size=batch_size,
+        on_progress=(lambda m: _stderr(f"Running {m}")) if sys.stderr.isatty() else None,
+    )
+    for report in comparison.models:
+        for warning in report.warnings:
+            _stderr(f"Warning: {warning}")
+    for warning in comparison.warnings:
+        _stderr(f"Warning: {warning}")
+    if fmt is Format.json:
+        print(json.dumps(comparison.to_json(), ensure_ascii=False, indent=2))
+    else:
+        from rich.console import Console
+
+        from .render.compare_table import print_comparison
+
+        print_comparison(Console(width=None if sys.stdout.isatty() else 120), comparison)
+    if plot is not None:
+        from .render.compare_plot import plot_comparison
+
+        data = plot_comparison(comparison, plot, dpi=dpi, font=font)
+        for warning in data.warnings:
+            _stderr(f"Warning: {warning}")
+        _stderr(f"Wrote {plot}")
+
+
+@app.command()
+@handle_errors
+def stats(
+    corpus: Annotated[str, typer.Argument(metavar="FILE|-", help="Text file, one text per line; `-` reads stdin.")],
+    model: ModelOpt = None,
+    pairs: Annotated[bool, typer.Option("--pairs", help="Each line is a sentence pair 'A<TAB>B'.")] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, metavar="N", help="Texts per forward pass (bucketed by length).")
+    ] = 32,
+    max_length: Annotated[
+        Optional[int],
+        typer.Option("--max-length", min=2, metavar="N", help="Cut texts to N tokens (default: the model's maximum)."),
+    ] = None,
+    sink_k: Annotated[
+        int, typer.Option("--sink-k", min=1, metavar="K", help="sink = attention on the first K tokens.")
+    ] = 4,
+    sort: Annotated[
+        Optional[str], typer.Option("--sort", metavar="COLUMN", help="Order heads by a column, e.g. entropy.")
+    ] = None,
+    reverse: Annotated[bool, typer.Option("--reverse", help="Sort in descending order.")] = False,
+    plot: Annotated[
+        Optional[Path],
+        typer.Option("--plot", metavar="FILE", help="Heatmaps layers x heads, one per statistic (.png/.svg/.pdf)."),
+    ] = None,
+    output_format: FormatOpt = Format.table,
+    json_flag: JsonOpt = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors: no progress bar, no warnings.")
+    ] = False,
+    encoding_errors: Annotated[
+        EncodingErrors, typer.Option("--encoding-errors", metavar="strict|replace", help="Invalid UTF-8 in the corpus.")
+    ] = EncodingErrors.strict,
+    device: DeviceOpt = Device.auto,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Per-head attention statistics over a corpus: special tokens, neighbours, entropy, distance, sink, pattern.
+
+    Example: posemb stats corpus.txt --format csv --plot heads.png
+    """
+    from . import stats as compute
+
+    fmt = Format.json if json_flag else output_format
+    if fmt is Format.jsonl:
+        raise PosembUsageError("stats prints a table, one JSON object or CSV: use --format table, json or csv")
+    compute.check_sort_column(sort, pairs)
+    if plot is not None:
+        from .output import check_writable
+        from .render.plots import picture_format
+
+        picture_format(plot)
+        check_writable(plot)
+    stream, name = compute.open_corpus(corpus)
+    from .models import load
+    from .render.stats_output import print_stats, progress_bar
+
+    with stream:
+        loaded = load(model, device=device.value, trust_remote_code=trust_remote_code)
+        show = not quiet and sys.stderr.isatty()
+        total = compute.count_texts(corpus) if show and corpus != "-" else None
+        _progress["done"] = 0
+        with progress_bar(total, enabled=show) as advance:
+
+            def on_batch(done: int) -> None:
+                _progress["done"] = done
+                advance(done)
+
+            result = compute.corpus_stats(
+                loaded,
+                compute.read_lines(stream, name, pairs, encoding_errors.value),
+                pairs=pairs,
+                batch_size=batch_size,
+                max_length=max_length,
+                sink_k=sink_k,
+                on_batch=on_batch,
+            )
+    for warning in [] if quiet else result.warnings:
+        _stderr(f"Warning: {warning}")
+    print_stats(result, fmt.value, sort, reverse)
+    if plot is not None and result.texts:
+        from .render.stats_plot import plot_stats
+
+        plot_stats(result, plot)
+        if not quiet:
+            _stderr(f"Wrote {plot}")
+    elif plot is not None and not quiet:
+        _stderr(f"Warning: {plot} was not written: there were no texts to draw")
 
 
 def run() -> None:

@@ -40,7 +40,15 @@ MAX_UNKNOWN_CHARS = 200
 FEW_CKA_WORDS = 50  # below this, linear CKA leans towards 1 (few samples in many dimensions): say so
 ATTENTION_KEYS = ("entropy", "uniform_entropy", "distance", "special", "self", "prev", "next")
 FACT_KEYS = (
-    "type", "family", "layers", "heads", "hidden_size", "parameters", "vocab_size", "max_positions", "position_scheme"
+    "type",
+    "family",
+    "layers",
+    "heads",
+    "hidden_size",
+    "parameters",
+    "vocab_size",
+    "max_positions",
+    "position_scheme",
 )
 
 
@@ -74,9 +82,7 @@ def parse_specs(names: Sequence[str]) -> list[ModelSpec]:
     return specs
 
 
-def read_corpus(
-    stream: BinaryIO, name: str, max_lines: int, encoding_errors: str = "strict"
-) -> tuple[list[str], bool]:
+def read_corpus(stream: BinaryIO, name: str, max_lines: int, encoding_errors: str = "strict") -> tuple[list[str], bool]:
     """The first `max_lines` non-empty lines of a UTF-8 stream, read lazily (nothing past them is read, but one line to
     tell whether there was more). Returns (lines, whether lines were left unread)."""
     lines: list[str] = []
@@ -169,8 +175,15 @@ class ModelReport:
             "tokens": None
             if self.tokens is None
             else [
-                {"index": t.index, "id": t.id, "token": t.token, "start": t.start, "end": t.end, "special": t.special,
-                 "unknown": t.unknown}
+                {
+                    "index": t.index,
+                    "id": t.id,
+                    "token": t.token,
+                    "start": t.start,
+                    "end": t.end,
+                    "special": t.special,
+                    "unknown": t.unknown,
+                }
                 for t in self.tokens
             ],
             "positions": None if self.positions is None else self.positions.to_json(),

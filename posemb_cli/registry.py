@@ -24,6 +24,9 @@ class Family:
     position_offset: int = 0  # RoBERTa-style models start position ids at padding_idx + 1
     position_table: str | None = None  # where the learned table lives, for reports
     causal: bool = False
+    # Each layer's self-attention module, `{layer}` = layer index from 0. Its forward returns (output, weights) with
+    # eager attention; `stats` hooks it to reduce one layer's maps at a time. None: `stats` cannot run the family.
+    attention_module: str | None = None
 
     def position_scheme(self, config: Any) -> str:
         # DistilBERT can be trained with a frozen sinusoidal table instead of a learned one.
@@ -45,6 +48,7 @@ _BERT_LIKE = dict(
     position_embedding="embeddings.position_embeddings",
     segment_embedding="embeddings.token_type_embeddings",
     position_table="embeddings.position_embeddings",
+    attention_module="encoder.layer.{layer}.attention.self",
 )
 
 FAMILIES: tuple[Family, ...] = (
@@ -64,9 +68,17 @@ FAMILIES: tuple[Family, ...] = (
         token_embedding="embeddings.word_embeddings",
         position_embedding="embeddings.position_embeddings",
         position_table="embeddings.position_embeddings",
+        attention_module="transformer.layer.{layer}.attention",
     ),
     Family(
-        "GPT-2", ("gpt2",), "learned_absolute", token_embedding="wte", position_embedding="wpe", position_table="wpe", causal=True
+        "GPT-2",
+        ("gpt2",),
+        "learned_absolute",
+        token_embedding="wte",
+        position_embedding="wpe",
+        position_table="wpe",
+        causal=True,
+        attention_module="h.{layer}.attn",
     ),
     Family(
         "LLaMA",
@@ -75,8 +87,16 @@ FAMILIES: tuple[Family, ...] = (
         token_embedding="embed_tokens",
         rotary_embedding="rotary_emb",
         causal=True,
+        attention_module="layers.{layer}.self_attn",
     ),
-    Family("BLOOM", ("bloom",), "alibi", token_embedding="word_embeddings", causal=True),
+    Family(
+        "BLOOM",
+        ("bloom",),
+        "alibi",
+        token_embedding="word_embeddings",
+        causal=True,
+        attention_module="h.{layer}.self_attention",
+    ),
 )
 
 _BY_TYPE = {model_type: family for family in FAMILIES for model_type in family.model_types}

@@ -60,29 +60,62 @@ def _config(family: str, vocab_size: int):
     h, n_layers, n_heads, n_pos = TINY["hidden"], TINY["layers"], TINY["heads"], TINY["positions"]
     common = dict(vocab_size=vocab_size)
     if family == "bert":
-        return t.BertConfig(hidden_size=h, num_hidden_layers=n_layers, num_attention_heads=n_heads,
-                            intermediate_size=37, max_position_embeddings=n_pos, **common)
+        return t.BertConfig(
+            hidden_size=h,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            intermediate_size=37,
+            max_position_embeddings=n_pos,
+            **common,
+        )
     if family == "roberta":
-        return t.RobertaConfig(hidden_size=h, num_hidden_layers=n_layers, num_attention_heads=n_heads,
-                               intermediate_size=37, max_position_embeddings=n_pos + 2, pad_token_id=1,
-                               bos_token_id=0, eos_token_id=2, type_vocab_size=1, **common)
+        return t.RobertaConfig(
+            hidden_size=h,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            intermediate_size=37,
+            max_position_embeddings=n_pos + 2,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            type_vocab_size=1,
+            **common,
+        )
     if family == "distilbert":
-        return t.DistilBertConfig(dim=h, n_layers=n_layers, n_heads=n_heads, hidden_dim=37,
-                                  max_position_embeddings=n_pos, **common)
+        return t.DistilBertConfig(
+            dim=h, n_layers=n_layers, n_heads=n_heads, hidden_dim=37, max_position_embeddings=n_pos, **common
+        )
     if family == "electra":
-        return t.ElectraConfig(embedding_size=16, hidden_size=h, num_hidden_layers=n_layers,
-                               num_attention_heads=n_heads, intermediate_size=37, max_position_embeddings=n_pos,
-                               **common)
+        return t.ElectraConfig(
+            embedding_size=16,
+            hidden_size=h,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            intermediate_size=37,
+            max_position_embeddings=n_pos,
+            **common,
+        )
     if family == "gpt2":
-        return t.GPT2Config(n_embd=h, n_layer=n_layers, n_head=n_heads, n_positions=n_pos, bos_token_id=0,
-                            eos_token_id=2, **common)
+        return t.GPT2Config(
+            n_embd=h, n_layer=n_layers, n_head=n_heads, n_positions=n_pos, bos_token_id=0, eos_token_id=2, **common
+        )
     if family == "llama":
-        return t.LlamaConfig(hidden_size=h, num_hidden_layers=n_layers, num_attention_heads=n_heads,
-                             num_key_value_heads=2, intermediate_size=37, max_position_embeddings=n_pos,
-                             bos_token_id=0, eos_token_id=2, pad_token_id=1, **common)
+        return t.LlamaConfig(
+            hidden_size=h,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            num_key_value_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=n_pos,
+            bos_token_id=0,
+            eos_token_id=2,
+            pad_token_id=1,
+            **common,
+        )
     if family == "bloom":
-        return t.BloomConfig(hidden_size=h, n_layer=n_layers, n_head=n_heads, bos_token_id=0, eos_token_id=2,
-                             pad_token_id=1, **common)
+        return t.BloomConfig(
+            hidden_size=h, n_layer=n_layers, n_head=n_heads, bos_token_id=0, eos_token_id=2, pad_token_id=1, **common
+        )
     raise ValueError(family)
 
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 import transformers
-
 from conftest import run_cli, run_posemb
 
 TEXT, PAIR = "position matters", "so does order"
@@ -80,7 +79,15 @@ def test_json_contract_and_numbers(direct_bundled):
     assert [t["segment"] for t in data["tokens"]] == encoding["token_type_ids"][0].tolist()
     assert [t["position_id"] for t in data["tokens"]] == list(range(len(ids)))
     assert list(data["tokens"][0]) == [
-        "index", "id", "token", "position_id", "segment", "start", "end", "special", "unknown",
+        "index",
+        "id",
+        "token",
+        "position_id",
+        "segment",
+        "start",
+        "end",
+        "special",
+        "unknown",
     ]
     emb = model.embeddings
     expected = {
@@ -94,9 +101,7 @@ def test_json_contract_and_numbers(direct_bundled):
         value = value.detach().numpy()
         np.testing.assert_allclose(np.array(data["vectors"][name]), value, atol=1e-5, err_msg=name)
         np.testing.assert_allclose(np.array(data["norms"][name]), np.linalg.norm(value, axis=-1), atol=1e-5)
-    np.testing.assert_allclose(
-        np.array(data["attention"]), np.stack([a[0].numpy() for a in out.attentions]), atol=1e-5
-    )
+    np.testing.assert_allclose(np.array(data["attention"]), np.stack([a[0].numpy() for a in out.attentions]), atol=1e-5)
 
 
 def test_attention_limited_to_layer_and_head(direct_bundled):
@@ -149,7 +154,7 @@ def test_many_texts_json_is_an_array():
 
 
 def test_stdin_jsonl_in_a_real_process():
-    proc = run_posemb("inspect", "-", "--format", "jsonl", input="one line\nanother line\n".encode())
+    proc = run_posemb("inspect", "-", "--format", "jsonl", input=b"one line\nanother line\n")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.decode().splitlines()
     assert [json.loads(line)["text"] for line in lines] == ["one line", "another line"]
@@ -207,8 +212,20 @@ def test_pipe_closed_early_gives_no_traceback():
 def test_plot_from_the_command_line(tmp_path):
     from PIL import Image
 
-    result = run_cli("inspect", "我爱自然语言处理", "--plot", "attention", "--layer", "3", "--head", "7",
-                     "-o", str(tmp_path / "head.png"), "--dpi", "100")
+    result = run_cli(
+        "inspect",
+        "我爱自然语言处理",
+        "--plot",
+        "attention",
+        "--layer",
+        "3",
+        "--head",
+        "7",
+        "-o",
+        str(tmp_path / "head.png"),
+        "--dpi",
+        "100",
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "" and f"Wrote {tmp_path / 'head.png'}" in result.stderr
     assert Image.open(tmp_path / "head.png").size[0] > 300

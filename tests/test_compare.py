@@ -80,8 +80,13 @@ def test_word_attention_by_hand():
     """'ab cd' as [CLS] a ##b cd [SEP]: word 'ab' = tokens 1, 2. Clark et al.: sum over key pieces, mean over query
     pieces; [CLS] and [SEP] stay units."""
     text = "ab cd"
-    tokens = [_tok(0, "[CLS]", None, None, True), _tok(1, "a", 0, 1), _tok(2, "##b", 1, 2), _tok(3, "cd", 3, 5),
-              _tok(4, "[SEP]", None, None, True)]
+    tokens = [
+        _tok(0, "[CLS]", None, None, True),
+        _tok(1, "a", 0, 1),
+        _tok(2, "##b", 1, 2),
+        _tok(3, "cd", 3, 5),
+        _tok(4, "[SEP]", None, None, True),
+    ]
     a = np.array(
         [
             [0.2, 0.2, 0.2, 0.2, 0.2],
@@ -94,7 +99,10 @@ def test_word_attention_by_hand():
     words = split_words(text)
     parts = units(tokens, words, text)
     assert [(u.label, u.tokens, u.word) for u in parts] == [
-        ("[CLS]", (0,), None), ("ab", (1, 2), 0), ("cd", (3,), 1), ("[SEP]", (4,), None)
+        ("[CLS]", (0,), None),
+        ("ab", (1, 2), 0),
+        ("cd", (3,), 1),
+        ("[SEP]", (4,), None),
     ]
     expected = np.array(
         [
@@ -143,14 +151,42 @@ def test_inspect_words_helpers(tiny_models):
 
 def test_bundled_headline_tokenization_and_json_keys(tiny_models):
     data = compare_json(HEADLINE, "-m", "bundled", "-m", str(tiny_models["gpt2"]), "-m", "scheme:sinusoidal")
-    assert set(data) == {"text", "corpus", "lines", "words_view", "position_length", "position_metric", "words",
-                         "models", "alignment", "similarity", "warnings"}
+    assert set(data) == {
+        "text",
+        "corpus",
+        "lines",
+        "words_view",
+        "position_length",
+        "position_metric",
+        "words",
+        "models",
+        "alignment",
+        "similarity",
+        "warnings",
+    }
     bundled, gpt2, scheme = data["models"]
-    assert set(bundled) == {"name", "kind", "facts", "tokenization", "tokens", "positions", "attention_unit",
-                            "attention", "warnings"}
-    assert bundled["facts"] == {"type": "bert", "family": "BERT", "layers": 6, "heads": 12, "hidden_size": 384,
-                                "parameters": 22713216, "vocab_size": 30522, "max_positions": 512,
-                                "position_scheme": "learned_absolute"}
+    assert set(bundled) == {
+        "name",
+        "kind",
+        "facts",
+        "tokenization",
+        "tokens",
+        "positions",
+        "attention_unit",
+        "attention",
+        "warnings",
+    }
+    assert bundled["facts"] == {
+        "type": "bert",
+        "family": "BERT",
+        "layers": 6,
+        "heads": 12,
+        "hidden_size": 384,
+        "parameters": 22713216,
+        "vocab_size": 30522,
+        "max_positions": 512,
+        "position_scheme": "learned_absolute",
+    }
     counts = bundled["tokenization"]
     assert (counts["tokens"], counts["unknown"], counts["special"]) == (8, 7, 2)
     assert counts["unknown_characters"] == "爱自然语言处理"
@@ -167,7 +203,15 @@ def test_bundled_headline_tokenization_and_json_keys(tiny_models):
     assert scheme["positions"]["source"] == "analytic: sinusoidal, dim 384, base 10000"  # the first model's width
     assert data["position_length"] == 64  # the tiny model has 64 positions
     assert len(bundled["attention"]) == 6 and set(bundled["attention"][0]) == {
-        "layer", "entropy", "uniform_entropy", "distance", "special", "self", "prev", "next"}
+        "layer",
+        "entropy",
+        "uniform_entropy",
+        "distance",
+        "special",
+        "self",
+        "prev",
+        "next",
+    }
     (pair,) = data["similarity"]
     assert pair["words"] == 8 and pair["labels_a"][:2] == ["embeddings", "layer 0"]
     assert np.array(pair["cka"]).shape == (7, 3)
@@ -213,8 +257,9 @@ def test_self_similarity_has_ones_on_the_diagonal(tiny_models):
 
 
 def test_scheme_pseudo_models(tiny_models):
-    data = compare_json(TEXT, "-m", str(tiny_models["bloom"]), "-m", "scheme:rotary", "-m", "scheme:alibi",
-                        "-m", "scheme:t5")
+    data = compare_json(
+        TEXT, "-m", str(tiny_models["bloom"]), "-m", "scheme:rotary", "-m", "scheme:alibi", "-m", "scheme:t5"
+    )
     bloom, rotary, alibi, t5 = data["models"]
     assert data["position_length"] == 128  # BLOOM has no position limit
     assert bloom["positions"]["scheme"] == "alibi" and data["similarity"] == []
@@ -246,8 +291,18 @@ def test_corpus_averages_the_lines(tiny_models, tmp_path):
 
 def test_plot_png(tiny_models, tmp_path):
     out = tmp_path / "cmp.png"
-    result = run_cli("compare", HEADLINE + " and more", "-m", str(tiny_models["roberta"]), "-m",
-                     str(tiny_models["distilbert"]), "-m", "scheme:sinusoidal", "--plot", str(out))
+    result = run_cli(
+        "compare",
+        HEADLINE + " and more",
+        "-m",
+        str(tiny_models["roberta"]),
+        "-m",
+        str(tiny_models["distilbert"]),
+        "-m",
+        "scheme:sinusoidal",
+        "--plot",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     assert f"Wrote {out}" in result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import run_cli, run_posemb
 
 
@@ -113,7 +112,10 @@ def test_invalid_utf8_names_the_line():
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 2
 
 
-@pytest.mark.parametrize("text", ["", "   ", "[CLS] [SEP]", "\x00\x01\x7f", "🙂👍🏽", "שלום עולם", "e\u0301\u0301", "中文 English العربية 日本語"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "   ", "[CLS] [SEP]", "\x00\x01\x7f", "🙂👍🏽", "שלום עולם", "e\u0301\u0301", "中文 English العربية 日本語"],
+)
 def test_odd_texts_keep_offsets_consistent(text):
     result = run_cli("inspect", text, "--json")
     assert result.exit_code == 0, result.stderr
@@ -161,9 +163,22 @@ def test_unwritable_folder(tmp_path):
 def test_ctrl_c_during_stdin_stream(tmp_path):
     target = tmp_path / "out.npz"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "posemb_cli", "inspect", "-", "--format", "jsonl", "--batch-size", "1",
-         "--save", str(target)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "posemb_cli",
+            "inspect",
+            "-",
+            "--format",
+            "jsonl",
+            "--batch-size",
+            "1",
+            "--save",
+            str(target),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     proc.stdin.write(b"first line\nsecond line\n")
     proc.stdin.flush()

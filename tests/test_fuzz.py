@@ -1,4 +1,6 @@
-"""Property-based tests: arbitrary Unicode never breaks posemb. POSEMB_FUZZ_EXAMPLES raises the count (opt-in long run)."""
+"""Property-based tests: arbitrary Unicode never breaks posemb.
+
+POSEMB_FUZZ_EXAMPLES raises the number of examples (an opt-in long run)."""
 
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ def test_arbitrary_text(family, loaded_models, texts):
     except PosembError as exc:  # GPT-2 has no special tokens: an empty text gives no tokens at all
         assert "gives no tokens" in str(exc)
         return
-    for text, result in zip(texts, batched):
+    for text, result in zip(texts, batched, strict=True):
         _check(result, text)
         single = next(inspect_texts(loaded, [text], batch_size=1))
         assert [t.id for t in single.tokens] == [t.id for t in result.tokens]

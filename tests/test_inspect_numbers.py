@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from conftest import FAMILIES
 
 from posemb_cli.core import inspect_texts
 from posemb_cli.models import load
-
-from conftest import FAMILIES
 
 TEXT = "Position matters, and so does order!"
 PAIR = "The cat sat."
@@ -110,7 +109,7 @@ def test_batched_equals_one_at_a_time(family, tiny_models):
     loaded = load(str(tiny_models[family]))
     batched = list(inspect_texts(loaded, texts, batch_size=4))
     single = [next(inspect_texts(loaded, [t], batch_size=1)) for t in texts]
-    for b, s in zip(batched, single):
+    for b, s in zip(batched, single, strict=True):
         assert [t.id for t in b.tokens] == [t.id for t in s.tokens]
         assert [t.position_id for t in b.tokens] == [t.position_id for t in s.tokens]
         for name in ("token", "sum", "embedding_output", "attention"):

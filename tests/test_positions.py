@@ -267,8 +267,9 @@ def test_cli_positions_alibi_slopes_and_bundled_table():
     assert data["slopes"] == [2.0**-k for k in range(1, 9)]
     result = run_cli("positions", "--length", "16", "--json", "--matrix")
     data = _json.loads(result.stdout)
-    from posemb_cli.models import bundled_model_path
     from safetensors.numpy import load_file
+
+    from posemb_cli.models import bundled_model_path
 
     table = load_file(str(bundled_model_path() / "model.safetensors"))["embeddings.position_embeddings.weight"][:16]
     np.testing.assert_allclose(np.array(data["matrix"]), table @ table.T, rtol=1e-5, atol=1e-5)

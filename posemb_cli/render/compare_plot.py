@@ -82,8 +82,15 @@ def plot_comparison(
                 _attention_row(fig, comparison, attended, headers, bottom, arrays)
             else:
                 _cka_row(fig, comparison, pairs, headers, bottom, dpi, arrays)
-            fig.text(0.12 / fig.get_figwidth(), 1 - (height - top + 0.08) / height, headings[row], fontsize=10,
-                     fontweight="bold", va="top", ha="left")
+            fig.text(
+                0.12 / fig.get_figwidth(),
+                1 - (height - top + 0.08) / height,
+                headings[row],
+                fontsize=10,
+                fontweight="bold",
+                va="top",
+                ha="left",
+            )
             top -= row_height[row]
         what = (
             f"“{_shorten(comparison.first_text, 70)}”"
@@ -97,8 +104,11 @@ def plot_comparison(
                 (f"on {what} · attention statistics over {unit}", 9, "normal"),
             ],
         )
-        _footnote(fig, "CKA: linear centred kernel alignment on word vectors (Kornblith et al. 2019); "
-                       "emb = embedding output, k = output of layer k")
+        _footnote(
+            fig,
+            "CKA: linear centred kernel alignment on word vectors (Kornblith et al. 2019); "
+            "emb = embedding output, k = output of layer k",
+        )
         data = PlotData(
             kind="compare",
             path=path,
@@ -114,7 +124,12 @@ def plot_comparison(
 
 
 def _positions_row(
-    fig: Any, comparison: Comparison, entries: list[int], headers: list[str], bottom: float, dpi: float,
+    fig: Any,
+    comparison: Comparison,
+    entries: list[int],
+    headers: list[str],
+    bottom: float,
+    dpi: float,
     arrays: dict[str, np.ndarray],
 ) -> None:
     n = comparison.position_length
@@ -140,7 +155,11 @@ def _positions_row(
 
 
 def _attention_row(
-    fig: Any, comparison: Comparison, models: list[int], headers: list[str], bottom: float,
+    fig: Any,
+    comparison: Comparison,
+    models: list[int],
+    headers: list[str],
+    bottom: float,
     arrays: dict[str, np.ndarray],
 ) -> None:
     unit = "word" if comparison.words_view else "token"
@@ -150,8 +169,15 @@ def _attention_row(
             rows = comparison.models[k].attention or []
             values = np.array([row[key] for row in rows], dtype=float)
             arrays[f"attention/{key}/{comparison.models[k].name}"] = values
-            ax.plot(np.arange(len(values)), values, marker="o", markersize=3, linewidth=1.2,
-                    color=LINE_COLOURS[m % len(LINE_COLOURS)], label=_plain(headers[k]))
+            ax.plot(
+                np.arange(len(values)),
+                values,
+                marker="o",
+                markersize=3,
+                linewidth=1.2,
+                color=LINE_COLOURS[m % len(LINE_COLOURS)],
+                label=_plain(headers[k]),
+            )
         ax.set_title(label + (f" ({unit}s)" if key == "distance" else ""), fontsize=8)
         ax.set_xlabel("layer", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -162,7 +188,12 @@ def _attention_row(
 
 
 def _cka_row(
-    fig: Any, comparison: Comparison, pairs: list[Similarity], headers: list[str], bottom: float, dpi: float,
+    fig: Any,
+    comparison: Comparison,
+    pairs: list[Similarity],
+    headers: list[str],
+    bottom: float,
+    dpi: float,
     arrays: dict[str, np.ndarray],
 ) -> None:
     image = None
@@ -171,8 +202,15 @@ def _cka_row(
         matrix = np.asarray(pair.cka, dtype=float)
         arrays[f"cka/{a.name}|{b.name}"] = matrix
         ax = _axes(fig, LEFT + column * (PANEL + GAP), bottom, PANEL, PANEL)
-        image = ax.imshow(matrix, cmap=ATTENTION_CMAP, vmin=0.0, vmax=1.0, origin="lower", aspect="auto",
-                          interpolation=_interpolation(max(matrix.shape), PANEL, dpi))
+        image = ax.imshow(
+            matrix,
+            cmap=ATTENTION_CMAP,
+            vmin=0.0,
+            vmax=1.0,
+            origin="lower",
+            aspect="auto",
+            interpolation=_interpolation(max(matrix.shape), PANEL, dpi),
+        )
         labels_a = [_layer_short(x) for x in a.layer_labels or []]
         labels_b = [_layer_short(x) for x in b.layer_labels or []]
         for axis, labels in (("y", labels_a), ("x", labels_b)):
@@ -187,8 +225,15 @@ def _cka_row(
             size = 6 if max(matrix.shape) > 8 else 7
             for (i, j), value in np.ndenumerate(matrix):
                 if np.isfinite(value):
-                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=size,
-                            color="black" if value > 0.6 else "white")
+                    ax.text(
+                        j,
+                        i,
+                        f"{value:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=size,
+                        color="black" if value > 0.6 else "white",
+                    )
     if image is not None:
         x = LEFT + len(pairs) * (PANEL + GAP) - GAP + 0.1
         cax = _axes(fig, x, bottom, 0.12, PANEL)

@@ -288,8 +288,10 @@ def summary_lines(comparison: Comparison) -> list[str]:
                 part += f" ({escape(_shorten(counts.unknown_chars, 16))} → [UNK])"
             parts.append(part)
         lines.append("coverage of the text: " + "; ".join(parts))
-        fertility = ", ".join(f"{escape(headers[k])} {_fmt(comparison.models[k].counts.tokens_per_word, 2)}"  # type: ignore[union-attr]
-                              for k in real)
+        fertility = ", ".join(
+            f"{escape(headers[k])} {_fmt(comparison.models[k].counts.tokens_per_word, 2)}"  # type: ignore[union-attr]
+            for k in real
+        )
         lines.append(f"tokens per word: {fertility}")
     with_positions = [k for k, r in enumerate(comparison.models) if r.positions is not None]
     if with_positions:

@@ -28,7 +28,9 @@ def human_size(size: int | None) -> str:
     return f"{value:.1f} GB"
 
 
-def render_rows(rows: Sequence[dict[str, Any]], fmt: str, title: str = "", columns: Sequence[str] | None = None) -> None:
+def render_rows(
+    rows: Sequence[dict[str, Any]], fmt: str, title: str = "", columns: Sequence[str] | None = None
+) -> None:
     columns = list(columns or (rows[0].keys() if rows else []))
     out = sys.stdout
     if fmt == "json":
@@ -49,10 +51,5 @@ def render_rows(rows: Sequence[dict[str, Any]], fmt: str, title: str = "", colum
         for column in columns:
             table.add_column(column.replace("size_bytes", "size").replace("_", " "))
         for row in rows:
-            table.add_row(
-                *(
-                    human_size(row[c]) if c == "size_bytes" else escape(_cell(row.get(c)))
-                    for c in columns
-                )
-            )
+            table.add_row(*(human_size(row[c]) if c == "size_bytes" else escape(_cell(row.get(c))) for c in columns))
         Console(file=out, width=None if out.isatty() else 160).print(table)

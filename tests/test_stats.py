@@ -1,0 +1,447 @@
+"""`posemb stats`: per-head statistics checked against a direct computation from transformers' own attentions.
+
+The reference below runs each text alone through transformers with output_attentions=True and computes every
+statistic with plain loops written here, independent of posemb's code (posemb_cli.attention and posemb_cli.stats).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import pty
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli, run_posemb
+
+from posemb_cli import attention
+from posemb_cli.models import load
+from posemb_cli.stats import STATISTICS, corpus_stats, pattern
+
+LINES = [
+    "The cat sat on the mat.",
+    "Position matters, and so does order!",
+    "Attention is all you need; embeddings add up.",
+    "Hi",
+    "A quick brown fox jumps over the lazy dog 12345 times...",
+    "transformers encode position with learned tables, sines, rotations or biases",
+    "Why?",
+    'Tokens, tokens -- and (more) tokens: "quoted" ones too.',
+    "One more line of moderate length for the corpus.",
+    "Short one.",
+    "x",
+    "Heads attend to [CLS], [SEP] and full stops, says Clark et al. (2019).",
+]
+PAIRS = [
+    ("The cat sat on the mat.", "It was happy."),
+    ("Position matters!", "So does order, they say."),
+    ("Why?", "Because attention spreads over both sentences, unevenly."),
+]
+KEYS = ["layer", "head", *STATISTICS, "pattern"]
+TOLERANCE = 1e-5
+
+
+# ---------------------------------------------------------------- the independent reference
+
+
+def _is_punct(piece: str) -> bool:
+    piece = piece.strip()
+    return bool(piece) and all(unicodedata.category(c)[0] == "P" for c in piece)
+
+
+def direct(folder: str, items: list, pairs: bool = False, sink_k: int = 4, max_length: int | None = None) -> dict:
+    """Per-head means over all query rows of all texts, from transformers' attentions, one text at a time."""
+    import torch
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
+    sums: dict = {}
+    counts = {"rows": 0, "edge": 0, "uniform": 0.0}
+    for item in items:
+        first, second = item if pairs else (item, None)
+        enc = tokenizer(
+            first,
+            second,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+            truncation=max_length is not None,
+            max_length=max_length,
+        )
+        ids = enc["input_ids"]
+        n = len(ids)
+        special = enc["special_tokens_mask"]
+        sequence = enc.sequence_ids()
+        sources = (first, second)
+        punct = [
+            not special[j]
+            and sequence[j] is not None
+            and _is_punct(sources[sequence[j]][enc["offset_mapping"][j][0] : enc["offset_mapping"][j][1]])
+            for j in range(n)
+        ]
+        first_b = sequence.index(1) if pairs and 1 in sequence else n
+        segment = [int(j >= first_b) for j in range(n)]
+        inputs = {"input_ids": torch.tensor([ids])}
+        if "token_type_ids" in enc and model.config.model_type == "bert":
+            inputs["token_type_ids"] = torch.tensor([enc["token_type_ids"]])
+        with torch.no_grad():
+            maps = model(**inputs, output_attentions=True).attentions
+        counts["rows"] += n
+        counts["edge"] += n - 1
+        counts["uniform"] += n * math.log(n)
+        positions = np.arange(n)
+        is_sep = np.array([bool(special[j]) and j > 0 for j in range(n)])
+        is_punct, segment = np.array(punct, dtype=bool), np.array(segment)
+        for layer, a_layer in enumerate(maps):
+            for head in range(a_layer.shape[1]):
+                a = a_layer[0, head].double().numpy()
+                s = sums.setdefault((layer, head), dict.fromkeys(STATISTICS + ("within", "across"), 0.0))
+                for i in range(n):
+                    row = a[i]
+                    s["cls"] += row[0] if special[0] else 0.0
+                    s["sep"] += row[is_sep].sum()
+                    s["punct"] += row[is_punct].sum()
+                    s["self"] += row[i]
+                    if i >= 1:
+                        s["prev"] += row[i - 1]
+                    if i <= n - 2:
+                        s["next"] += row[i + 1]
+                    smooth = 0.9999 * row + 1e-4 / n
+                    s["entropy"] += -(smooth * np.log(smooth)).sum()
+                    s["distance"] += (row * np.abs(i - positions)).sum()
+                    s["sink"] += row[:sink_k].sum()
+                    s["within"] += row[segment == segment[i]].sum()
+                    s["across"] += row[segment != segment[i]].sum()
+    out = {}
+    for key, s in sums.items():
+        means = {name: value / counts["edge" if name in ("prev", "next") else "rows"] for name, value in s.items()}
+        means["uniform_entropy"] = counts["uniform"] / counts["rows"]
+        out[key] = means
+    return {"heads": out, "tokens": counts["rows"]}
+
+
+def assert_matches(result, reference: dict, names=STATISTICS) -> None:
+    assert result.tokens == reference["tokens"]
+    assert len(result.heads) == len(reference["heads"])
+    for row in result.heads:
+        want = reference["heads"][(row["layer"], row["head"])]
+        for name in names:
+            assert row[name] == pytest.approx(want[name], abs=TOLERANCE), (row["layer"], row["head"], name)
+
+
+# ---------------------------------------------------------------- numbers
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load(None, device="cpu")
+
+
+def test_matches_direct_computation_bundled(bundled, bundled_path):
+    result = corpus_stats(bundled, LINES, batch_size=4)
+    assert result.texts == len(LINES)
+    assert_matches(result, direct(str(bundled_path), LINES))
+    assert any(row["punct"] > 0.05 for row in result.heads) and any(row["cls"] > 0.3 for row in result.heads)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_matches_direct_computation_decoders(tiny_models, family):
+    """LLaMA: cls is the BOS at position 0, sep stays 0; GPT-2's tokenizer adds no special token: both 0."""
+    loaded = load(str(tiny_models[family]))
+    result = corpus_stats(loaded, LINES, batch_size=3)
+    assert_matches(result, direct(str(tiny_models[family]), LINES))
+    assert all(row["sep"] == 0 for row in result.heads)
+    assert all((row["cls"] > 0) == (family == "llama") for row in result.heads)
+
+
+def test_pairs_match_direct_computation(bundled, bundled_path):
+    result = corpus_stats(bundled, PAIRS, pairs=True, batch_size=2)
+    assert_matches(result, direct(str(bundled_path), PAIRS, pairs=True), names=(*STATISTICS, "within", "across"))
+    for row in result.heads:
+        assert row["within"] + row["across"] == pytest.approx(1.0, abs=1e-5)
+        assert list(row) == ["layer", "head", *STATISTICS, "within", "across", "pattern"]
+
+
+def test_truncation_matches_direct_computation_and_is_counted(bundled, bundled_path):
+    result = corpus_stats(bundled, LINES, batch_size=4, max_length=8, sink_k=2)
+    assert_matches(result, direct(str(bundled_path), LINES, sink_k=2, max_length=8))
+    long = sum(len(bundled.tokenizer(line)["input_ids"]) > 8 for line in LINES)
+    assert result.truncated == long > 0
+    assert any(f"{long} of {len(LINES)} text(s) had more than 8 tokens" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "electra", "gpt2", "llama", "bloom"])
+def test_batched_equals_one_at_a_time_every_family(tiny_models, family):
+    """Length-bucketed batches of 4 with padding masks = batch size 1; the order of the lines does not matter.
+    Also proves that every family's attention module hands its weights to the hook."""
+    loaded = load(str(tiny_models[family]))
+    batched = corpus_stats(loaded, LINES, batch_size=4)
+    single = corpus_stats(loaded, LINES[::-1], batch_size=1)
+    assert len(batched.heads) == loaded.info.layers * loaded.info.heads
+    for a, b in zip(batched.heads, single.heads, strict=True):
+        for name in STATISTICS:
+            assert a[name] == pytest.approx(b[name], abs=1e-6), (family, name)
+
+
+def test_blocks_of_heads_and_rows_give_the_same_numbers(bundled, monkeypatch):
+    """The reduction works through blocks of heads × query rows to bound its memory; block size changes nothing."""
+    from posemb_cli import stats
+
+    whole = corpus_stats(bundled, LINES, batch_size=4)
+    monkeypatch.setattr(stats, "BLOCK_ELEMENTS", {"cpu": 200, "accelerator": 200})  # one head, a few rows per block
+    blocked = corpus_stats(bundled, LINES, batch_size=4)
+    for a, b in zip(whole.heads, blocked.heads, strict=True):
+        for name in STATISTICS:
+            assert a[name] == pytest.approx(b[name], abs=1e-9), name
+
+
+def test_torch_statistics_agree_with_numpy():
+    """The torch versions in attention.py (padded batches) implement the NumPy definitions."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    lengths = [5, 1, 3]
+    size, heads, length = len(lengths), 2, max(lengths)
+    maps = np.zeros((size, heads, length, length), dtype=np.float32)
+    for b, n in enumerate(lengths):
+        logits = rng.normal(size=(heads, n, n))
+        maps[b, :, :n, :n] = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    a = torch.from_numpy(maps)
+    real = torch.tensor([[j < n for j in range(length)] for n in lengths])
+    keys = torch.from_numpy(rng.random((size, length, 2)) > 0.5).float()
+    got = {
+        "entropy": attention.entropy_torch(a, real),
+        "distance": attention.distance_torch(a),
+        "self": attention.self_attention_torch(a),
+        "prev": attention.previous_token_torch(a),
+        "next": attention.next_token_torch(a),
+        "mass": attention.mass_on_torch(a, keys),
+    }
+    for b, n in enumerate(lengths):
+        one = maps[b, :, :n, :n]
+        np.testing.assert_allclose(got["entropy"][b, :, :n], attention.entropy(one), atol=1e-6)
+        np.testing.assert_allclose(got["distance"][b, :, :n], attention.distance(one), atol=1e-5)
+        if n > 2:  # a block of rows 2.. of the map
+            block = attention.distance_torch(a[b : b + 1, :, 2:n, :n], first_row=2)[0]
+            np.testing.assert_allclose(block, attention.distance(one)[:, 2:], atol=1e-5)
+        np.testing.assert_allclose(got["self"][b, :, :n], attention.self_attention(one), atol=1e-7)
+        np.testing.assert_allclose(got["prev"][b, :, : n - 1], attention.previous_token(one), atol=1e-7)
+        np.testing.assert_allclose(got["next"][b, :, : n - 1], attention.next_token(one), atol=1e-7)
+        for k in range(2):
+            mask = keys[b, :n, k].numpy().astype(bool)
+            np.testing.assert_allclose(got["mass"][b, :, :n, k], attention.mass_on(one, mask), atol=1e-6)
+        np.testing.assert_allclose(attention.sink(one, 2), attention.mass_on(one, np.arange(n) < 2))
+
+
+def test_lines_are_read_lazily(tiny_models):
+    """Only a chunk of lines is read ahead of the first batch; a huge file is never held in memory."""
+    from posemb_cli.stats import CHUNK_BATCHES
+
+    loaded = load(str(tiny_models["bert"]))
+    pulled, at_first_batch = [0], []
+
+    def lines():
+        for k in range(10_000):
+            pulled[0] += 1
+            yield LINES[k % len(LINES)]
+
+    class Stop(Exception):
+        pass
+
+    def on_batch(done: int) -> None:
+        if not at_first_batch:
+            at_first_batch.append(pulled[0])
+        if done >= 2 * CHUNK_BATCHES * 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        corpus_stats(loaded, lines(), batch_size=2, on_batch=on_batch)
+    assert at_first_batch == [CHUNK_BATCHES * 2]
+    assert pulled[0] <= 3 * CHUNK_BATCHES * 2
+
+
+def test_one_token_texts_have_no_neighbours(tiny_models):
+    """GPT-2 adds no special tokens, so "x" is one token: no row has a previous or next token."""
+    result = corpus_stats(load(str(tiny_models["gpt2"])), ["x", "a"])
+    assert result.tokens == 2
+    for row in result.heads:
+        assert row["prev"] is None and row["next"] is None and row["self"] == pytest.approx(1.0)
+        assert row["uniform_entropy"] == 0.0 and row["pattern"] == "diagonal"
+
+
+def test_pattern_thresholds():
+    row = dict.fromkeys(STATISTICS, 0.0)
+    assert pattern({**row, "cls": 0.3, "sep": 0.25}, False) == "vertical"
+    assert pattern({**row, "self": 0.2, "prev": 0.2, "next": 0.1}, False) == "diagonal"
+    assert pattern({**row, "cls": 0.5, "self": 0.6}, False) == "diagonal"  # both hold: the larger wins
+    assert pattern({**row, "within": 0.85}, True) == "block"
+    assert pattern({**row, "within": 0.85}, False) == "heterogeneous"
+    assert pattern({**row, "within": 0.7}, True) == "heterogeneous"
+
+
+# ---------------------------------------------------------------- the command
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n".join(LINES[:6]) + "\n\n", encoding="utf-8")
+    return path
+
+
+def test_json_keys_exactly_as_documented(corpus, tiny_models):
+    result = run_cli("stats", str(corpus), "-m", str(tiny_models["bert"]), "--json", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert list(data) == ["model", "texts", "tokens", "heads"]
+    assert data["texts"] == 6 and data["model"]["name"] == str(tiny_models["bert"])
+    assert [(h["layer"], h["head"]) for h in data["heads"]] == [(lay, head) for lay in range(2) for head in range(4)]
+    assert all(list(h) == KEYS for h in data["heads"])
+    assert all(h["pattern"] in ("vertical", "diagonal", "heterogeneous") for h in data["heads"])
+    assert "Warning: 1 empty line(s) were skipped" in result.stderr
+
+
+def test_csv_sort_and_plot(corpus, tmp_path, tiny_models):
+    picture = tmp_path / "heads.png"
+    result = run_cli(
+        "stats",
+        str(corpus),
+        "-m",
+        str(tiny_models["bert"]),
+        "--format",
+        "csv",
+        "--sort",
+        "entropy",
+        "--reverse",
+        "--plot",
+        str(picture),
+    )
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert list(rows[0]) == KEYS and len(rows) == 8
+    entropies = [float(row["entropy"]) for row in rows]
+    assert entropies == sorted(entropies, reverse=True)
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["heads.png"]  # no temporary left behind
+
+
+def test_plot_shows_the_json_numbers(bundled, tmp_path):
+    from posemb_cli.render.stats_plot import panels, plot_stats
+
+    result = corpus_stats(bundled, LINES[:4], batch_size=2)
+    shown = plot_stats(result, tmp_path / "heads.svg")
+    assert list(shown) == panels(result) and (tmp_path / "heads.svg").read_text().startswith("<?xml")
+    for row in result.heads:
+        assert shown["distance"][row["layer"], row["head"]] == row["distance"]
+
+
+def test_table_and_usage_errors(corpus, tiny_models):
+    table = run_cli("stats", str(corpus), "-m", str(tiny_models["gpt2"]), "--sort", "sink")
+    assert table.exit_code == 0, table.stderr
+    assert "6 texts" in table.stdout and "pattern" in table.stdout
+    bad = run_cli("stats", str(corpus), "--sort", "within")
+    assert bad.exit_code == 2 and "within/across need --pairs" in bad.stderr
+    missing = run_cli("stats", str(corpus.parent / "nope.txt"))
+    assert missing.exit_code == 1 and "Error: cannot read" in missing.stderr
+
+
+def test_pairs_without_tab_is_an_error(tmp_path, tiny_models):
+    path = tmp_path / "pairs.txt"
+    path.write_text("a\tb\nno tab here\n", encoding="utf-8")
+    result = run_cli("stats", str(path), "--pairs", "-m", str(tiny_models["bert"]))
+    assert result.exit_code == 1 and "line 2 has no tab" in result.stderr
+
+
+def test_empty_input_and_quiet(tiny_models):
+    result = run_cli("stats", "-", "-m", str(tiny_models["bert"]), "--json", input="")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["heads"] == [] and "no texts were given" in result.stderr
+    quiet = run_cli(
+        "stats",
+        "-",
+        "-m",
+        str(tiny_models["bert"]),
+        "--json",
+        "--quiet",
+        "--max-length",
+        "4",
+        input="\n".join(LINES) + "\n\n",
+    )
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert json.loads(quiet.stdout)["texts"] == len(LINES)
+
+
+def test_ctrl_c_reports_texts_done_and_writes_no_plot(corpus, tmp_path, tiny_models, monkeypatch):
+    from posemb_cli import stats
+
+    real_run, calls = stats._Reducer.run, []
+
+    def interrupt_on_third(self, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real_run(self, batch)
+
+    monkeypatch.setattr(stats._Reducer, "run", interrupt_on_third)
+    result = run_cli(
+        "stats", str(corpus), "-m", str(tiny_models["bert"]), "--batch-size", "2", "--plot", str(tmp_path / "p.png")
+    )
+    assert result.exit_code == 130
+    assert "Interrupted after 4 text(s)" in result.stderr and result.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_bar_on_a_terminal(tiny_models):
+    """A real process whose stderr is a terminal (pty) shows the progress bar with texts/s (--quiet shows nothing:
+    test_empty_input_and_quiet)."""
+    args = [sys.executable, "-m", "posemb_cli", "stats", "-", "-m", str(tiny_models["llama"]), "--format", "csv"]
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env=dict(os.environ, COLUMNS="120", TERM="xterm-256color"),
+    )
+    os.close(follower)
+    proc.stdin.write(("\n".join(LINES) + "\n").encode())
+    proc.stdin.close()
+    err = b""
+    while True:  # read the terminal while the process runs, so that it never blocks on a full pty
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the process closed its end
+            break
+        if not chunk:
+            break
+        err += chunk
+    out = proc.stdout.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    os.close(leader)
+    assert out.splitlines()[0] == ",".join(KEYS)
+    text = err.decode(errors="replace")
+    assert "texts/s" in text and f"{len(LINES)} texts" in text
+
+
+def test_run_posemb_reads_stdin_csv(tiny_models):
+    proc = run_posemb(
+        "stats",
+        "-",
+        "-m",
+        str(tiny_models["bloom"]),
+        "--format",
+        "csv",
+        "--batch-size",
+        "3",
+        input="\n".join(LINES).encode(),
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout.decode())))
+    assert len(rows) == 2 * 4 and float(rows[0]["uniform_entropy"]) > 0
