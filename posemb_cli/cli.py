@@ -144,15 +144,10 @@ def read_texts(texts: list[str], encoding_errors: str) -> Iterator[str]:
         if text != "-":
             yield text
             continue
-        for number, raw in enumerate(sys.stdin.buffer, start=1):
-            try:
-                line = raw.decode("utf-8", errors=encoding_errors)
-            except UnicodeDecodeError as exc:
-                raise PosembError(
-                    f"stdin line {number} is not valid UTF-8 (byte {raw[exc.start]:#04x} at byte {exc.start}); "
-                    "fix the input or pass --encoding-errors replace"
-                ) from None
-            yield line.rstrip("\r\n")
+        from .lines import decode_lines
+
+        for _, line in decode_lines(sys.stdin.buffer, "stdin", encoding_errors):
+            yield line
 
 
 def _check_range(option: str, values: Optional[list[int]], count: int, what: str, model: str) -> None:

@@ -27,6 +27,7 @@ from . import words as wordlib
 from .attention import layer_summary
 from .core import Token, inspect_texts
 from .errors import PosembError, PosembUsageError
+from .lines import decode_lines
 from .models import LoadedModel, load, read_config, resolve
 from .positions import PositionAnalysis, _plain, analyse_model, analyse_scheme
 from .registry import family_for
@@ -86,14 +87,7 @@ def read_corpus(stream: BinaryIO, name: str, max_lines: int, encoding_errors: st
     """The first `max_lines` non-empty lines of a UTF-8 stream, read lazily (nothing past them is read, but one line to
     tell whether there was more). Returns (lines, whether lines were left unread)."""
     lines: list[str] = []
-    for number, raw in enumerate(stream, start=1):
-        try:
-            line = raw.decode("utf-8", errors=encoding_errors).rstrip("\r\n")
-        except UnicodeDecodeError as exc:
-            raise PosembError(
-                f"{name} line {number} is not valid UTF-8 (byte {raw[exc.start]:#04x} at byte {exc.start}); "
-                "fix the file or pass --encoding-errors replace"
-            ) from None
+    for _, line in decode_lines(stream, name, encoding_errors):
         if not line.strip():
             continue
         if len(lines) == max_lines:

@@ -46,6 +46,7 @@ import numpy as np
 
 from . import attention
 from .errors import PosembError, PosembUsageError
+from .lines import decode_lines
 from .models import LoadedModel, ModelInfo
 
 STATISTICS = ("cls", "sep", "punct", "self", "prev", "next", "entropy", "uniform_entropy", "distance", "sink")
@@ -143,16 +144,7 @@ def read_lines(stream: BinaryIO, name: str, pairs: bool = False, encoding_errors
     """Lines of a binary stream, lazily, without their line ends; with `pairs`, (A, B) split at the first tab.
 
     Empty lines are passed on (as "" or ("", "")); `corpus_stats` skips and counts them."""
-    for number, raw in enumerate(stream, start=1):
-        try:
-            line = raw.decode("utf-8", errors=encoding_errors).rstrip("\r\n")
-        except UnicodeDecodeError as exc:
-            raise PosembError(
-                f"{name} line {number} is not valid UTF-8 (byte {raw[exc.start]:#04x} at byte {exc.start}); "
-                "fix the input or pass --encoding-errors replace"
-            ) from None
-        if number == 1:
-            line = line.removeprefix("\ufeff")
+    for number, line in decode_lines(stream, name, encoding_errors):
         if not pairs:
             yield line
         elif not line.strip():

@@ -24,6 +24,7 @@ from ..core import TextResult, Token
 from ..words import word_view
 from .plots import token_labels
 from .positions_table import PROPERTY_ROWS, _get
+from .table import fmt
 
 ATTENTION_COLUMNS = ("entropy", "distance", "special", "self", "prev", "next")
 FACT_ROWS = (
@@ -37,14 +38,6 @@ FACT_ROWS = (
     ("max positions", "max_positions"),
     ("position scheme", "position_scheme"),
 )
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
-    return str(value)
 
 
 def _percent(value: float) -> str:
@@ -113,7 +106,7 @@ def facts_section(comparison: Comparison) -> Section:
         cells = []
         for report in comparison.models:
             value = report.facts.get(key)
-            cells.append(human_count(value) if key in ("parameters",) and value is not None else _fmt(value))
+            cells.append(human_count(value) if key in ("parameters",) and value is not None else fmt(value))
         table.add_row(label, *cells)
     return section
 
@@ -134,7 +127,7 @@ def tokenization_section(comparison: Comparison) -> Section:
         ("[UNK] rate", lambda c: _percent(c.unknown_rate)),
         ("coverage", lambda c: _percent(c.coverage)),
         ("characters in [UNK]", lambda c: escape(_shorten(c.unknown_chars, 24)) or "none"),
-        ("tokens per word", lambda c: _fmt(c.tokens_per_word, 2)),
+        ("tokens per word", lambda c: fmt(c.tokens_per_word, 2)),
     ]
     for label, cell in rows:
         table.add_row(label, *("-" if r.counts is None else cell(r.counts) for r in comparison.models))
@@ -206,11 +199,11 @@ def positions_section(comparison: Comparison) -> Section:
     for name in _headers(comparison):
         table.add_column(escape(name), justify="right")
     analyses = [report.positions for report in comparison.models]
-    table.add_row("scheme", *(_fmt(a.scheme if a else None) for a in analyses))
-    table.add_row("Φ measures", *(_fmt(a.metric if a else None) for a in analyses))
+    table.add_row("scheme", *(fmt(a.scheme if a else None) for a in analyses))
+    table.add_row("Φ measures", *(fmt(a.metric if a else None) for a in analyses))
     for label, key, _ in PROPERTY_ROWS:
-        table.add_row(label, *(_fmt(_get(a.properties, key)) if a else "-" for a in analyses))
-    table.add_row("position from vector (MAE)", *(_fmt(a.regression_mae if a else None, 2) for a in analyses))
+        table.add_row(label, *(fmt(_get(a.properties, key)) if a else "-" for a in analyses))
+    table.add_row("position from vector (MAE)", *(fmt(a.regression_mae if a else None, 2) for a in analyses))
     return section
 
 
@@ -236,8 +229,8 @@ def attention_section(comparison: Comparison) -> Section:
             table.add_row(
                 escape(headers[k]) if layer == 0 else "",
                 str(row["layer"]),
-                _fmt(row["uniform_entropy"], 2),
-                *(_fmt(row[key]) for key in ATTENTION_COLUMNS),
+                fmt(row["uniform_entropy"], 2),
+                *(fmt(row[key]) for key in ATTENTION_COLUMNS),
                 end_section=layer == len(rows) - 1 and position < len(models) - 1,
             )
     return section
@@ -260,7 +253,7 @@ def cka_section(comparison: Comparison, pair: Similarity) -> Section:
     for i, label in enumerate(a.layer_labels or []):
         cells = []
         for j in range(pair.cka.shape[1]):
-            value = _fmt(float(pair.cka[i, j]), 2)
+            value = fmt(float(pair.cka[i, j]), 2)
             cells.append(f"[bold]{value}[/bold]" if best is not None and best[i] == j else value)
         table.add_row(_layer_short(label), *cells)
     return section
@@ -289,14 +282,14 @@ def summary_lines(comparison: Comparison) -> list[str]:
             parts.append(part)
         lines.append("coverage of the text: " + "; ".join(parts))
         fertility = ", ".join(
-            f"{escape(headers[k])} {_fmt(comparison.models[k].counts.tokens_per_word, 2)}"  # type: ignore[union-attr]
+            f"{escape(headers[k])} {fmt(comparison.models[k].counts.tokens_per_word, 2)}"  # type: ignore[union-attr]
             for k in real
         )
         lines.append(f"tokens per word: {fertility}")
     with_positions = [k for k, r in enumerate(comparison.models) if r.positions is not None]
     if with_positions:
         parts = [
-            f"{escape(headers[k])} {_fmt(comparison.models[k].positions.properties.get('translation_invariance'), 2)}"  # type: ignore[union-attr]
+            f"{escape(headers[k])} {fmt(comparison.models[k].positions.properties.get('translation_invariance'), 2)}"  # type: ignore[union-attr]
             f" ({comparison.models[k].positions.scheme})"  # type: ignore[union-attr]
             for k in with_positions
         ]
@@ -382,7 +375,7 @@ def word_attention_section(result: TextResult) -> Section:
     for name in ATTENTION_COLUMNS:
         table.add_column(name, justify="right")
     for row in layer_summary(view.attention, view.special_mask):
-        table.add_row(str(row["layer"]), *(_fmt(row[key]) for key in ATTENTION_COLUMNS))
+        table.add_row(str(row["layer"]), *(fmt(row[key]) for key in ATTENTION_COLUMNS))
     return section
 
 

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..positions import PositionAnalysis
+from .table import fmt
 
 PROPERTY_ROWS = (
     ("translation invariance", "translation_invariance", "Φ depends only on the offset j − i"),
@@ -18,14 +19,6 @@ PROPERTY_ROWS = (
     ("monotonicity backward", ("monotonicity", "backward"), "Φ falls steadily as j moves before i (j < i)"),
 )
 BUCKET_PAIRS_PER_ROW = 4
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
-    return str(value)
 
 
 def _get(properties: dict[str, Any], key: str | tuple[str, str]) -> Any:
@@ -71,9 +64,9 @@ def properties_table(analysis: PositionAnalysis) -> Table:
     for label, key, meaning in PROPERTY_ROWS:
         if isinstance(key, tuple):
             meaning += f", within {window} positions"
-        cells = [label, _fmt(_get(analysis.properties, key))]
+        cells = [label, fmt(_get(analysis.properties, key))]
         if probe is not None:
-            cells.append(_fmt(_get(probe, key)))
+            cells.append(fmt(_get(probe, key)))
         table.add_row(*cells, meaning)
     return table
 
@@ -128,9 +121,9 @@ def probe_table(analysis: PositionAnalysis) -> Table:
     for label, _, _ in PROPERTY_ROWS:
         table.add_column(label, justify="right")
     for row in probe.get("per_head", []):
-        table.add_row(str(row["head"]), *(_fmt(_get(row, key)) for _, key, _ in PROPERTY_ROWS))
+        table.add_row(str(row["head"]), *(fmt(_get(row, key)) for _, key, _ in PROPERTY_ROWS))
     mean = probe.get("properties", {})
-    table.add_row("[bold]mean[/bold]", *(f"[bold]{_fmt(_get(mean, key))}[/bold]" for _, key, _ in PROPERTY_ROWS))
+    table.add_row("[bold]mean[/bold]", *(f"[bold]{fmt(_get(mean, key))}[/bold]" for _, key, _ in PROPERTY_ROWS))
     return table
 
 

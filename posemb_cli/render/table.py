@@ -13,7 +13,8 @@ from ..attention import layer_summary
 from ..core import TextResult
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def fmt(value: Any, digits: int = 3) -> str:
+    """A number for a table cell: 3 decimals by default, "-" for None (not applicable), "nan" for undefined."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -58,10 +59,10 @@ def token_table(result: TextResult) -> Table:
             str(k),
             label,
             str(token.id),
-            _fmt(token.position_id),
-            _fmt(token.segment),
-            *(_fmt(None if norms[p] is None else float(norms[p][k])) for p in ("token", "position", "segment", "sum")),
-            _fmt(float(cosine[k])),
+            fmt(token.position_id),
+            fmt(token.segment),
+            *(fmt(None if norms[p] is None else float(norms[p][k])) for p in ("token", "position", "segment", "sum")),
+            fmt(float(cosine[k])),
         )
     return table
 
@@ -85,7 +86,7 @@ def attention_table(result: TextResult) -> Table:
         table.add_column(name, justify="right")
     for row in layer_summary(result.attention, result.special_mask):
         table.add_row(
-            str(row["layer"]), *(_fmt(row[key]) for key in ("entropy", "distance", "special", "self", "prev", "next"))
+            str(row["layer"]), *(fmt(row[key]) for key in ("entropy", "distance", "special", "self", "prev", "next"))
         )
     return table
 
