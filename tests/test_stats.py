@@ -445,3 +445,23 @@ def test_run_posemb_reads_stdin_csv(tiny_models):
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(io.StringIO(proc.stdout.decode())))
     assert len(rows) == 2 * 4 and float(rows[0]["uniform_entropy"]) > 0
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_cuda_numbers_agree_with_cpu(family, tiny_models):
+    """Devices: the per-head numbers on CUDA equal the CPU ones within 1e-4 (and so does inspect's attention)."""
+    from posemb_cli.core import inspect_texts
+    from posemb_cli.models import load
+    from posemb_cli.stats import corpus_stats
+
+    texts = ["The cat sat on the mat.", "Position matters, and so does order!", "a b c d e f g h i j k"]
+    cpu, gpu = load(str(tiny_models[family]), device="cpu"), load(str(tiny_models[family]), device="cuda")
+    on_cpu, on_gpu = corpus_stats(cpu, texts).to_json()["heads"], corpus_stats(gpu, texts).to_json()["heads"]
+    for a, b in zip(on_cpu, on_gpu, strict=True):
+        for key, value in a.items():
+            if isinstance(value, float):
+                assert abs(value - b[key]) < 1e-4, (key, a, b)
+    for a, b in zip(inspect_texts(cpu, texts), inspect_texts(gpu, texts), strict=True):
+        np.testing.assert_allclose(a.attention, b.attention, atol=1e-4)
+        np.testing.assert_allclose(a.embedding_output, b.embedding_output, atol=1e-4)

@@ -104,11 +104,12 @@ def plot_comparison(
                 (f"on {what} · attention statistics over {unit}", 9, "normal"),
             ],
         )
-        _footnote(
-            fig,
-            "CKA: linear centred kernel alignment on word vectors (Kornblith et al. 2019); "
-            "emb = embedding output, k = output of layer k",
-        )
+        if pairs:
+            _footnote(
+                fig,
+                "CKA: linear centred kernel alignment on word vectors (Kornblith et al. 2019); "
+                "emb = embedding output, k = output of layer k",
+            )
         data = PlotData(
             kind="compare",
             path=path,
