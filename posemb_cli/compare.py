@@ -29,7 +29,7 @@ from .core import Token, inspect_texts
 from .errors import PosembError, PosembUsageError
 from .lines import decode_lines
 from .models import LoadedModel, load, read_config, resolve
-from .positions import PositionAnalysis, _plain, analyse_model, analyse_scheme
+from .positions import PositionAnalysis, analyse_model, analyse_scheme, plain
 from .registry import family_for
 
 SCHEME_PREFIX = "scheme:"
@@ -230,7 +230,7 @@ class Similarity:
         )
 
     def to_json(self, reports: Sequence[ModelReport]) -> dict[str, Any]:
-        return _plain(
+        return plain(
             {
                 "a": reports[self.a].name,
                 "b": reports[self.b].name,
@@ -263,7 +263,7 @@ class Comparison:
         return [k for k, report in enumerate(self.models) if not report.spec.is_scheme]
 
     def to_json(self) -> dict[str, Any]:
-        return _plain(
+        return plain(
             {
                 "text": self.text,
                 "corpus": self.corpus,
