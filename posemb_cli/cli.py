@@ -48,6 +48,13 @@ class Device(str, Enum):
     mps = "mps"
 
 
+class PlotKind(str, Enum):
+    attention = "attention"
+    positions = "positions"
+    embeddings = "embeddings"
+    all = "all"
+
+
 class EncodingErrors(str, Enum):
     strict = "strict"
     replace = "replace"
@@ -181,10 +188,12 @@ def inspect(
         bool, typer.Option("--words", help="Also show words: tokens merged by offsets, word-level attention per layer.")
     ] = False,
     layer: Annotated[
-        Optional[list[int]], typer.Option("--layer", metavar="N", help="Only these layers (from 0) in --attention.")
+        Optional[list[int]],
+        typer.Option("--layer", metavar="N", help="Only these layers (from 0) in --attention and --plot attention."),
     ] = None,
     head: Annotated[
-        Optional[list[int]], typer.Option("--head", metavar="N", help="Only these heads (from 0) in --attention.")
+        Optional[list[int]],
+        typer.Option("--head", metavar="N", help="Only these heads (from 0) in --attention and --plot attention."),
     ] = None,
     save: Annotated[
         Optional[Path], typer.Option("--save", metavar="FILE.npz", help="Write every array to this .npz file.")
@@ -204,7 +213,7 @@ def inspect(
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", metavar="FILE|FOLDER", help="Picture file (.png/.svg/.pdf).")
     ] = None,
-    dpi: Annotated[float, typer.Option("--dpi", min=1, help="Picture resolution.")] = 150,
+    dpi: Annotated[float, typer.Option("--dpi", min=1, metavar="DPI", help="Picture resolution.")] = 150,
     n_positions: Annotated[
         Optional[int], typer.Option("--positions", metavar="N", help="Positions in --plot positions (default 128).")
     ] = None,
@@ -238,9 +247,7 @@ def inspect(
     results = inspect_texts(
         loaded, read_texts(texts, encoding_errors.value), pair=pair, batch_size=batch_size, truncate=not no_truncate
     )
-    kept = [] if save is not None else None
-    if plot is not None:
-        kept = []
+    kept = [] if save is not None or plot is not None else None  # results the npz or the picture needs
     single = len(texts) == 1 and texts[0] != "-"  # one text: a JSON object; otherwise a JSON array
     _render_inspect(results, fmt, single, vectors, attention, layer, head, kept, words)
     if plot is not None and output is not None and kept:
@@ -250,13 +257,6 @@ def inspect(
 
         save_npz(save, kept)
         _stderr(f"Saved {len(kept)} text(s) to {save}")
-
-
-class PlotKind(str, Enum):
-    attention = "attention"
-    positions = "positions"
-    embeddings = "embeddings"
-    all = "all"
 
 
 def _check_plot_options(plot: PlotKind, output: Optional[Path], texts: list[str], font: Optional[Path]) -> None:
@@ -501,7 +501,7 @@ def compare(
     plot: Annotated[
         Optional[Path], typer.Option("--plot", metavar="FILE", help="Also draw one figure (.png/.svg/.pdf).")
     ] = None,
-    dpi: Annotated[float, typer.Option("--dpi", min=1, help="Picture resolution.")] = 150,
+    dpi: Annotated[float, typer.Option("--dpi", min=1, metavar="DPI", help="Picture resolution.")] = 150,
     font: Annotated[Optional[Path], typer.Option("--font", metavar="PATH", help="Font file for the labels.")] = None,
     output_format: FormatOpt = Format.table,
     json_flag: JsonOpt = False,
