@@ -52,3 +52,15 @@ def test_readme_example(command, expected, tmp_path):
     for want, got in zip(expected, actual[: len(expected)], strict=False):
         assert _same(want, got), f"README shows:\n{want}\nposemb printed:\n{got}"
     assert len(actual) >= len(expected)
+
+
+def test_every_command_has_help_and_a_readme_section():
+    from posemb_cli.cli import app
+
+    text = README.read_text(encoding="utf-8")
+    names = [command.name or command.callback.__name__ for command in app.registered_commands]
+    assert sorted(names) == ["compare", "inspect", "models", "positions", "stats"]
+    for command in app.registered_commands:
+        name = command.name or command.callback.__name__
+        assert (command.callback.__doc__ or "").strip(), f"{name} has no help text"
+        assert f"### `posemb {name}`" in text, f"README has no section for posemb {name}"
