@@ -225,7 +225,8 @@ def inspect(
 
     Example: posemb inspect "position matters" --pair "so does order" --json --vectors --attention
     """
-    fmt = Format.json if json_flag else (output_format or (None if plot else Format.table))
+    # --plot or --save alone print nothing on stdout; --format/--json ask for output as well
+    fmt = Format.json if json_flag else (output_format or (None if plot or save else Format.table))
     if words and fmt is Format.csv:
         raise PosembUsageError("--words adds to the table or JSON output; CSV has one row per token")
     if plot is not None:

@@ -145,7 +145,7 @@ def test_csv_has_a_row_per_token():
     assert result.exit_code == 0
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["text_index"] for r in rows].count("0") == 4 and [r["text_index"] for r in rows].count("1") == 4
-    assert rows[0]["token"] == "[CLS]" and rows[0]["special"] == "True"
+    assert rows[0]["token"] == "[CLS]" and rows[0]["special"] == "true" and rows[1]["special"] == "false"
 
 
 def test_many_texts_json_is_an_array():
@@ -237,7 +237,7 @@ def test_plot_from_the_command_line(tmp_path):
 @pytest.mark.parametrize(
     "args, code, message",
     [
-        (["-o", "a.jpg"], 1, "use .png, .svg or .pdf"),
+        (["-o", "a.jpg"], 2, "use .png, .svg or .pdf"),
         ([], 2, "--plot attention needs -o FILE"),
         (["-o", "missing/a.png"], 1, "folder missing does not exist"),
     ],

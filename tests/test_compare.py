@@ -332,7 +332,7 @@ def test_errors_before_any_model_runs(tmp_path):
     result = run_cli("compare", "text", "-m", "scheme:rotary", "-m", str(tmp_path / "missing"))
     assert result.exit_code == 1 and "does not exist" in result.stderr
     result = run_cli("compare", "text", "-m", "scheme:rotary", "-m", "scheme:t5", "--plot", str(tmp_path / "x.gif"))
-    assert result.exit_code == 1 and ".png" in result.stderr
+    assert result.exit_code == 2 and ".png" in result.stderr
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"fine\n\xff\xfe\n")
     result = run_cli("compare", "-m", "scheme:rotary", "-m", "scheme:t5", "--corpus", str(bad))

@@ -92,7 +92,8 @@ def _num(value: float) -> float | str:
 
 def _csv_line(values: Sequence[Any]) -> str:
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(["" if v is None else v for v in values])
+    cells = ["" if v is None else str(v).lower() if isinstance(v, bool) else v for v in values]
+    csv.writer(out, lineterminator="\n").writerow(cells)
     return out.getvalue()
 
 

@@ -136,7 +136,7 @@ def picture_format(path: Path) -> str:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         shown = f"suffix {path.suffix!r}" if path.suffix else "no suffix"
-        raise PosembError(f"cannot write a picture to {path}: {shown}; use .png, .svg or .pdf")
+        raise PosembUsageError(f"cannot write a picture to {path}: {shown}; use .png, .svg or .pdf")
     return fmt
 
 
@@ -148,7 +148,7 @@ def output_paths(kind: str, path: Path, image_format: str | None = None) -> list
         return [(kind, path)]
     ext = (image_format or FOLDER_FORMAT).lower().lstrip(".")
     if f".{ext}" not in FORMATS:
-        raise PosembError(f"unknown picture format {ext!r}; use png, svg or pdf")
+        raise PosembUsageError(f"unknown picture format {ext!r}; use png, svg or pdf")
     if path.suffix.lower() in FORMATS and not path.is_dir():
         raise PosembError(f"--plot all writes one file per kind into a folder, but {path} names a file")
     if path.exists() and not path.is_dir():
