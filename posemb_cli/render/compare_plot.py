@@ -26,12 +26,13 @@ from .plots import (
     TITLE_INCHES,
     PlotData,
     _axes,
+    _drawn_images,
     _figure,
     _footnote,
     _interpolation,
     _matplotlib,
     _plain,
-    _save,
+    _save_figure,
     _shorten,
     _title,
     picture_format,
@@ -110,17 +111,16 @@ def plot_comparison(
                 "CKA: linear centred kernel alignment on word vectors (Kornblith et al. 2019); "
                 "emb = embedding output, k = output of layer k",
             )
-        data = PlotData(
+        data = _save_figure(
+            fig,
+            path,
+            dpi,
             kind="compare",
-            path=path,
             title="Comparison of " + ", ".join(headers),
-            figsize=(float(fig.get_figwidth()), float(fig.get_figheight())),
-            dpi=dpi,
             arrays=arrays,
             warnings=font_warnings,
         )
-        _save(fig, path, dpi)
-    data.drawn["images"] = [np.asarray(image.get_array()) for ax in fig.axes for image in ax.images]
+    data.drawn["images"] = _drawn_images(fig)
     return data
 
 

@@ -355,6 +355,13 @@ def _save(fig: Any, path: Path, dpi: float) -> None:
     write_atomic(path, write)
 
 
+def _save_figure(fig: Any, path: Path, dpi: float, **fields: Any) -> PlotData:
+    """Write the figure (atomically, format from the suffix) and describe it, with the figure's own size."""
+    data = PlotData(path=path, figsize=(float(fig.get_figwidth()), float(fig.get_figheight())), dpi=dpi, **fields)
+    _save(fig, path, dpi)
+    return data
+
+
 def _drawn_images(fig: Any) -> list[np.ndarray]:
     return [np.asarray(image.get_array()) for ax in fig.axes for image in ax.images]
 
@@ -485,17 +492,16 @@ def _attention_head(result: TextResult, path: Path, dpi: float, layer: int, head
     model = f"{result.model.name} · {result.model.layers} layers × {result.model.heads} heads"
     _title(fig, [(title, 11, "bold"), (model, 9, "normal"), (_text_line(result), 9, "normal")])
     _footnote(fig, note)
-    data = PlotData(
+    data = _save_figure(
+        fig,
+        path,
+        dpi,
         kind="attention_head",
-        path=path,
         title=title,
-        figsize=(float(fig.get_figwidth()), float(fig.get_figheight())),
-        dpi=dpi,
         arrays={"attention": matrix, "layer": np.array(layer), "head": np.array(head)},
         labels=[label.text for label in labels],
         notes=[note] if note else [],
     )
-    _save(fig, path, dpi)
     data.drawn["images"] = _drawn_images(fig)
     return data
 
@@ -547,17 +553,16 @@ def _attention_grid(
     how = f"{result.model.name} · in each panel, rows are query tokens and columns key tokens"
     _title(fig, [(title, 11, "bold"), (how, 9, "normal"), (_text_line(result), 9, "normal")])
     _footnote(fig, note)
-    data = PlotData(
+    data = _save_figure(
+        fig,
+        path,
+        dpi,
         kind="attention",
-        path=path,
         title=title,
-        figsize=(float(fig.get_figwidth()), float(fig.get_figheight())),
-        dpi=dpi,
         arrays={"attention": attention, "mean": mean, "layers": np.array(layer_ids), "heads": np.array(head_ids)},
         labels=[label.text for label in labels],
         notes=[note] if note else [],
     )
-    _save(fig, path, dpi)
     data.drawn["images"] = _drawn_images(fig)
     return data
 
@@ -663,17 +668,16 @@ def plot_positions(
         _title(fig, [(title, 11, "bold"), (f"{result.model.name} · {note}", 9, "normal")])
         if used <= n:
             _footnote(fig, f"dashed box: the {used} positions of {_text_line(result)}")
-        data = PlotData(
+        data = _save_figure(
+            fig,
+            path,
+            dpi,
             kind="positions",
-            path=path,
             title=title,
-            figsize=(float(fig.get_figwidth()), float(fig.get_figheight())),
-            dpi=dpi,
             arrays=dict(matrices),
             notes=[note],
             warnings=font_warnings,
         )
-        _save(fig, path, dpi)
     data.drawn["images"] = _drawn_images(fig)
     return data
 
@@ -766,18 +770,17 @@ def plot_embeddings(
         )
         _title(fig, [(title, 11, "bold"), (model, 9, "normal"), (_text_line(result), 9, "normal")])
         _footnote(fig, note)
-        data = PlotData(
+        data = _save_figure(
+            fig,
+            path,
+            dpi,
             kind="embeddings",
-            path=path,
             title=title,
-            figsize=(float(fig.get_figwidth()), float(fig.get_figheight())),
-            dpi=dpi,
             arrays=arrays,
             labels=[label.text for label in labels],
             notes=[note] if note else [],
             warnings=font_warnings,
         )
-        _save(fig, path, dpi)
     data.drawn["bars"] = bars
     data.drawn["lines"] = [np.asarray(line.get_ydata()) for ax in (ax_norm, ax_cos) for line in ax.lines]
     return data

@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..output import write_atomic
 from ..stats import PATTERNS, CorpusStats
-from .plots import picture_format
+from .plots import _save, picture_format
 
 DPI = 150
 COLUMNS = 4
@@ -49,7 +48,7 @@ def plot_stats(result: CorpusStats, path: Path, dpi: float = DPI) -> dict[str, n
     from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.figure import Figure
 
-    fmt = picture_format(path)
+    picture_format(path)  # a bad suffix fails before any drawing
     layers, heads = result.model.layers, result.model.heads
     keys = panels(result)
     rows = math.ceil(len(keys) / COLUMNS)
@@ -94,10 +93,7 @@ def plot_stats(result: CorpusStats, path: Path, dpi: float = DPI) -> dict[str, n
     for ax in axes[len(keys) :]:
         ax.set_visible(False)
 
-    def write(temp: str) -> None:
-        fig.savefig(temp, format=fmt, dpi=dpi)
-
-    write_atomic(path, write)
+    _save(fig, path, dpi)
     return shown
 
 
