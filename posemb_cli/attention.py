@@ -118,23 +118,50 @@ def next_token_torch(a: torch.Tensor) -> torch.Tensor:
     return a.diagonal(1, -2, -1)
 
 
-def _mean(values: np.ndarray) -> float:
-    return float(values.mean()) if values.size else float("nan")
+SUMMARY_KEYS = ("entropy", "uniform_entropy", "distance", "special", "self", "prev", "next")
+
+
+class LayerSums:
+    """Per layer, each statistic's sum over heads and query rows and the number of rows it covers, pooled over texts:
+    the mean is sum / count, so every query row of every text weighs the same (the rule `stats` uses too). prev counts
+    rows i ≥ 1 and next rows i ≤ n − 2; uniform_entropy is ln n for each row of a text of n tokens."""
+
+    def __init__(self) -> None:
+        self.sums: np.ndarray | None = None  # (layers, keys)
+        self.counts: np.ndarray | None = None
+
+    def add(self, attention: np.ndarray, special_mask: np.ndarray) -> None:
+        """One text's maps (layers, heads, n, n) and its special-token key mask (n,)."""
+        layers, heads, n = attention.shape[0], attention.shape[1], attention.shape[-1]
+        sums = np.zeros((layers, len(SUMMARY_KEYS)))
+        for layer, maps in enumerate(attention):
+            values = (
+                entropy(maps),
+                np.full(maps.shape[:-1], np.log(n)),
+                distance(maps),
+                mass_on(maps, special_mask),
+                self_attention(maps),
+                previous_token(maps),
+                next_token(maps),
+            )
+            sums[layer] = [float(v.sum(dtype=np.float64)) for v in values]
+        rows = heads * np.array([n, n, n, n, n, n - 1, n - 1], dtype=np.float64)
+        self.sums = sums if self.sums is None else self.sums + sums
+        self.counts = np.tile(rows, (layers, 1)) + (0 if self.counts is None else self.counts)
+
+    def means(self) -> list[dict[str, float]]:
+        if self.sums is None or self.counts is None:
+            return []
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(self.counts > 0, self.sums / np.maximum(self.counts, 1), np.nan)
+        return [
+            {"layer": layer, **{key: float(v) for key, v in zip(SUMMARY_KEYS, row, strict=True)}}
+            for layer, row in enumerate(means)
+        ]
 
 
 def layer_summary(attention: np.ndarray, special_mask: np.ndarray) -> list[dict[str, float]]:
     """Per layer, each statistic averaged over heads and query rows of one text (attention: layers, heads, n, n)."""
-    n = attention.shape[-1]
-    return [
-        {
-            "layer": layer,
-            "entropy": _mean(entropy(maps)),
-            "uniform_entropy": float(np.log(n)),
-            "distance": _mean(distance(maps)),
-            "special": _mean(mass_on(maps, special_mask)),
-            "self": _mean(self_attention(maps)),
-            "prev": _mean(previous_token(maps)),
-            "next": _mean(next_token(maps)),
-        }
-        for layer, maps in enumerate(attention)
-    ]
+    sums = LayerSums()
+    sums.add(attention, special_mask)
+    return sums.means()

@@ -1,11 +1,13 @@
-"""posemb command line: parse options, call core, pick a renderer. No tensor or plotting code here.
+"""posemb command line: parse options, call one core function, hand its result to a renderer. No tensor or plotting
+code here, and nothing heavy imported at module level (`posemb --help` never loads torch, transformers, matplotlib).
 
 Commands and where their work lives:
-  inspect  -> core.inspect_texts, render/table.py, render/data.py
-  positions -> positions.analyse_model / analyse_scheme, render/positions_table.py
-  models   -> models.list_models
-  compare  -> compare.compare, words.py, render/compare_table.py, render/compare_plot.py
-  stats    -> stats.corpus_stats, render/stats_output.py, render/stats_plot.py
+  inspect   -> core.inspect_texts; render/table.py, render/data.py, render/figures/inspect.py
+  positions -> positions.analyse_model / analyse_scheme (schemes/: one class per scheme); render/positions_table.py
+  models    -> models.list_models; render/listing.py
+  compare   -> compare.compare; render/compare_table.py, render/figures/compare.py
+  stats     -> stats.corpus_stats; render/stats_output.py, render/figures/stats.py
+Output (stdout/stderr, console width, formats, output paths) goes through one `output.Output`, the context object.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import typer
 
 from . import __version__
 from .errors import ExitCode, PosembError, PosembUsageError
+from .output import Output
+from .schemes import ANALYTIC as ANALYTIC_SCHEMES
 
 app = typer.Typer(
     name="posemb",
@@ -39,6 +43,10 @@ class Format(str, Enum):
     json = "json"
     jsonl = "jsonl"
     csv = "csv"
+
+
+FORMATS = tuple(f.value for f in Format)
+SCHEME_METAVAR = "|".join(ANALYTIC_SCHEMES)
 
 
 class Device(str, Enum):
@@ -78,14 +86,6 @@ TrustOpt = Annotated[
     bool, typer.Option("--trust-remote-code", help="Allow a model's own Python code to run (off: never runs).")
 ]
 
-_debug = False
-_progress = {"done": -1}  # texts finished by the running command, for the Ctrl-C message
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -93,22 +93,22 @@ def handle_errors(command: F) -> F:
     """One-line errors with documented exit codes; the traceback only with --debug or POSEMB_DEBUG=1."""
 
     @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(ctx: typer.Context, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(ctx.obj, Output):  # called without the app's callback (e.g. from Python)
+            ctx.obj = Output()
+        out: Output = ctx.obj
         try:
-            return command(*args, **kwargs)
+            return command(ctx, *args, **kwargs)
         except typer.Exit:
             raise
         except PosembError as exc:
-            if _debug:
+            if out.debug:
                 raise
-            _stderr(f"Error: {exc}")
+            out.error(str(exc))
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
-            _stderr(
-                f"Interrupted after {_progress['done']} text(s); no files were written."
-                if _progress["done"] >= 0
-                else "Interrupted."
-            )
+            done = f"Interrupted after {out.done} text(s); no files were written." if out.done >= 0 else "Interrupted."
+            print(done, file=sys.stderr, flush=True)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except BrokenPipeError:
             # The reader (e.g. `head`) closed the pipe: stop quietly, and keep Python's exit-time flush quiet too.
@@ -116,9 +116,9 @@ def handle_errors(command: F) -> F:
             os.dup2(devnull, sys.stdout.fileno())
             raise typer.Exit(int(ExitCode.OK)) from None
         except Exception as exc:
-            if _debug:
+            if out.debug:
                 raise
-            _stderr(f"Error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (rerun with --debug)")
+            out.error(f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (rerun with --debug)")
             raise typer.Exit(int(ExitCode.ERROR)) from None
 
     return wrapper  # type: ignore[return-value]
@@ -132,6 +132,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, metavar="", help="Print the version and exit."),
@@ -141,20 +142,7 @@ def main(
     ] = False,
 ) -> None:
     """See how a transformer turns text into token, position and segment embeddings, and where it attends."""
-    global _debug
-    _debug = debug
-
-
-def read_texts(texts: list[str], encoding_errors: str) -> Iterator[str]:
-    """Positional texts in order; `-` stands for the lines of stdin, read lazily."""
-    for text in texts:
-        if text != "-":
-            yield text
-            continue
-        from .lines import decode_lines
-
-        for _, line in decode_lines(sys.stdin.buffer, "stdin", encoding_errors):
-            yield line
+    ctx.obj = Output(debug=debug)
 
 
 def _check_range(option: str, values: Optional[list[int]], count: int, what: str, model: str) -> None:
@@ -166,6 +154,7 @@ def _check_range(option: str, values: Optional[list[int]], count: int, what: str
 @app.command()
 @handle_errors
 def inspect(
+    ctx: typer.Context,
     texts: Annotated[
         list[str], typer.Argument(metavar="TEXT...", help="Texts to inspect; `-` reads one text per line from stdin.")
     ],
@@ -225,9 +214,11 @@ def inspect(
 
     Example: posemb inspect "position matters" --pair "so does order" --json --vectors --attention
     """
+    out: Output = ctx.obj
     # --plot or --save alone print nothing on stdout; --format/--json ask for output as well
-    fmt = Format.json if json_flag else (output_format or (None if plot or save else Format.table))
-    if words and fmt is Format.csv:
+    default = None if plot or save else "table"
+    fmt = out.format("inspect", output_format and output_format.value, json_flag, FORMATS, default)
+    if words and fmt == "csv":
         raise PosembUsageError("--words adds to the table or JSON output; CSV has one row per token")
     if plot is not None:
         _check_plot_options(plot, output, texts, font)
@@ -239,6 +230,7 @@ def inspect(
         check_writable(save)
 
     from .core import inspect_texts
+    from .lines import read_texts
     from .models import load
 
     loaded = load(model, device=device.value, trust_remote_code=trust_remote_code)
@@ -246,18 +238,23 @@ def inspect(
     _check_range("--layer", layer, info.layers, "layers", info.name)
     _check_range("--head", head, info.heads, "heads", info.name)
     results = inspect_texts(
-        loaded, read_texts(texts, encoding_errors.value), pair=pair, batch_size=batch_size, truncate=not no_truncate
+        loaded,
+        read_texts(texts, encoding_errors.value),
+        pair=pair,
+        batch_size=batch_size,
+        truncate=not no_truncate,
+        words=words,
     )
     kept = [] if save is not None or plot is not None else None  # results the npz or the picture needs
     single = len(texts) == 1 and texts[0] != "-"  # one text: a JSON object; otherwise a JSON array
-    _render_inspect(results, fmt, single, vectors, attention, layer, head, kept, words)
+    _render_inspect(out, results, fmt, single, vectors, attention, layer, head, kept)
     if plot is not None and output is not None and kept:
-        _draw(plot, kept[0], loaded, output, dpi, n_positions, font, layer, head)
+        _draw(out, plot, kept[0], loaded, output, dpi, n_positions, font, layer, head)
     if save is not None and kept:
         from .render.data import save_npz
 
         save_npz(save, kept)
-        _stderr(f"Saved {len(kept)} text(s) to {save}")
+        out.info(f"Saved {len(kept)} text(s) to {save}")
 
 
 def _check_plot_options(plot: PlotKind, output: Optional[Path], texts: list[str], font: Optional[Path]) -> None:
@@ -266,17 +263,18 @@ def _check_plot_options(plot: PlotKind, output: Optional[Path], texts: list[str]
         raise PosembUsageError(f"--plot {plot.value} needs -o FILE (or -o FOLDER for --plot all)")
     if len(texts) != 1 or texts[0] == "-":
         raise PosembUsageError("--plot draws one text: give exactly one TEXT argument")
+    _check_font(font)
+    if plot is not PlotKind.all:
+        Output.picture_path(output)
+
+
+def _check_font(font: Optional[Path]) -> None:
     if font is not None and not font.is_file():
         raise PosembError(f"--font {font}: no such font file")
-    if plot is not PlotKind.all:
-        from .output import check_writable
-        from .render.plots import picture_format
-
-        picture_format(output)
-        check_writable(output)
 
 
 def _draw(
+    out: Output,
     plot: PlotKind,
     result: Any,
     loaded: Any,
@@ -287,10 +285,13 @@ def _draw(
     layers: Optional[list[int]],
     heads: Optional[list[int]],
 ) -> None:
-    from .render.plot_data import position_data
-    from .render.plots import render_plot
+    from .positions import position_picture
+    from .render.figures.inspect import render_plot
 
-    data = position_data(loaded, n_positions) if plot in (PlotKind.positions, PlotKind.all) else None
+    picture = position_picture(loaded, n_positions) if plot in (PlotKind.positions, PlotKind.all) else None
+    if plot is PlotKind.positions and picture is None:
+        scheme = loaded.info.position_scheme
+        raise PosembError(f"no positions picture: {loaded.info.name} uses position scheme {scheme!r}")
     written = render_plot(
         plot.value,
         result,
@@ -299,79 +300,61 @@ def _draw(
         font=font,
         layers=layers,
         heads=heads,
-        position_data=data,
-        on_warning=lambda message: _stderr(f"Warning: {message}"),
+        position_picture=picture,
+        on_warning=out.warn,
     )
     for path, _ in written:
-        _stderr(f"Wrote {path}")
+        out.info(f"Wrote {path}")
 
 
 def _render_inspect(
+    out: Output,
     results: Iterator[Any],
-    fmt: Optional[Format],
+    fmt: str,
     single: bool,
     vectors: bool,
     attention: bool,
     layers: Optional[list[int]],
     heads: Optional[list[int]],
     kept: Optional[list[Any]],
-    words: bool = False,
 ) -> None:
+    """Each result as soon as it is computed: a table, CSV rows, a JSON object or line; nothing for "" (--plot)."""
     import json
 
     from .render import data
+    from .render.table import print_result
 
-    out = sys.stdout
-    console = None
-    if fmt is Format.table:
-        from rich.console import Console
-
-        console = Console(file=out, width=None if out.isatty() else 120)
-    elif fmt is Format.csv:
-        out.write(data.csv_header())
-    count = _progress["done"] = 0
+    console = out.console() if fmt == "table" else None
+    if fmt == "csv":
+        out.data(data.csv_header())
+    count = out.done = 0
     for result in results:
         for warning in result.warnings:
-            _stderr(f"Warning: {warning}")
-        sys.stderr.flush()
+            out.warn(warning)
         if console is not None:
-            from .render.table import print_result
-
             print_result(console, result)
-            if words:
-                from .render.compare_table import print_words
-
-                print_words(console, result)
-        elif fmt is Format.csv:
-            out.write(data.csv_rows(result, count))
-        elif fmt is not None:  # None: --plot alone prints nothing on stdout
+        elif fmt == "csv":
+            out.data(data.csv_rows(result, count))
+        elif fmt:
             obj = data.to_json(result, vectors=vectors, attention=attention, layers=layers, heads=heads)
-            if words:  # adds "words", "word_units" and, with --attention, "word_attention"
-                from .words import words_json
-
-                obj.update(words_json(result, attention=attention, layers=layers, heads=heads))
-            if fmt is Format.jsonl:
-                out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            if fmt == "jsonl":
+                out.data(json.dumps(obj, ensure_ascii=False) + "\n")
             elif single:
-                out.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+                out.json(obj)
             else:
-                out.write(("[\n" if count == 0 else ",\n") + json.dumps(obj, ensure_ascii=False, indent=2))
-        out.flush()
+                out.data(("[\n" if count == 0 else ",\n") + json.dumps(obj, ensure_ascii=False, indent=2))
+        out.stdout.flush()
         if kept is not None:
             kept.append(result)
         count += 1
-        _progress["done"] = count
-    if fmt is Format.json and not single:
-        out.write("\n]\n" if count else "[]\n")
+        out.done = count
+    if fmt == "json" and not single:
+        out.data("\n]\n" if count else "[]\n")
     if count == 0:
-        _stderr("Warning: no texts were given (stdin was empty)")
+        out.warn("no texts were given (stdin was empty)")
 
 
-class Scheme(str, Enum):
-    sinusoidal = "sinusoidal"
-    rotary = "rotary"
-    alibi = "alibi"
-    t5 = "t5"
+Scheme = Enum("Scheme", {name: name for name in ANALYTIC_SCHEMES}, type=str)  # type: ignore[misc]
 
 
 class Metric(str, Enum):
@@ -382,24 +365,36 @@ class Metric(str, Enum):
 @app.command()
 @handle_errors
 def positions(
+    ctx: typer.Context,
     model: ModelOpt = None,
     scheme: Annotated[
         Optional[Scheme],
-        typer.Option("--scheme", metavar="sinusoidal|rotary|alibi|t5", help="Analyse an analytic scheme; no weights."),
+        typer.Option("--scheme", metavar=SCHEME_METAVAR, help="Analyse an analytic scheme; no weights."),
     ] = None,
     length: Annotated[
         Optional[int], typer.Option("--length", metavar="N", help="Positions to compare (default min(128, max)).")
     ] = None,
     metric: Annotated[Metric, typer.Option("--metric", metavar="dot|cosine", help="Proximity Φ.")] = Metric.dot,
     window: Annotated[int, typer.Option("--window", metavar="W", help="Window of local monotonicity.")] = 16,
-    dim: Annotated[Optional[int], typer.Option("--dim", metavar="D", help="Sinusoidal/rotary dimension.")] = None,
-    base: Annotated[float, typer.Option("--base", help="Sinusoidal/rotary base.")] = 10000.0,
-    heads: Annotated[Optional[int], typer.Option("--heads", metavar="H", help="ALiBi heads (default 8).")] = None,
-    buckets: Annotated[int, typer.Option("--buckets", metavar="B", help="T5 relative buckets.")] = 32,
-    max_distance: Annotated[int, typer.Option("--max-distance", metavar="D", help="T5 max distance.")] = 128,
+    dim: Annotated[
+        Optional[int], typer.Option("--dim", metavar="D", help="Sinusoidal/rotary dimension [default: 512/64].")
+    ] = None,
+    base: Annotated[
+        Optional[float], typer.Option("--base", metavar="B", help="Sinusoidal/rotary base [default: 10000].")
+    ] = None,
+    heads: Annotated[Optional[int], typer.Option("--heads", metavar="H", help="ALiBi heads [default: 8].")] = None,
+    buckets: Annotated[
+        Optional[int], typer.Option("--buckets", metavar="B", help="T5 relative buckets [default: 32].")
+    ] = None,
+    max_distance: Annotated[
+        Optional[int], typer.Option("--max-distance", metavar="D", help="T5 max distance [default: 128].")
+    ] = None,
     bidirectional: Annotated[
-        bool, typer.Option("--bidirectional/--causal", help="T5 buckets for an encoder or a decoder.")
-    ] = True,
+        Optional[bool],
+        typer.Option(
+            "--bidirectional/--causal", help="T5 buckets: encoder or decoder [default: bidirectional]."
+        ),
+    ] = None,
     probe: Annotated[
         Optional[str], typer.Option("--probe", metavar="identical-word", help="Layer-1 attention on a repeated word.")
     ] = None,
@@ -415,27 +410,16 @@ def positions(
 
     Example: posemb positions --scheme rotary --dim 64 --base 10000
     """
-    import json
-
     from . import positions as compute
 
-    fmt = Format.json if json_flag else output_format
-    if fmt in (Format.jsonl, Format.csv):
-        raise PosembUsageError("positions prints a table or one JSON object: use --format table or --json")
+    out: Output = ctx.obj
+    fmt = out.format("positions", output_format.value, json_flag, ("table", "json"), "table")
     if scheme is not None:
         if model is not None or probe is not None:
             raise PosembUsageError("--scheme analyses a formula; it takes no --model and no --probe")
+        options = dict(dim=dim, base=base, heads=heads, buckets=buckets, max_distance=max_distance)
         analysis = compute.analyse_scheme(
-            scheme.value,
-            length,
-            dim=dim,
-            base=base,
-            heads=heads,
-            buckets=buckets,
-            max_distance=max_distance,
-            bidirectional=bidirectional,
-            metric=metric.value,
-            window=window,
+            scheme.value, length, metric=metric.value, window=window, bidirectional=bidirectional, **options
         )
     else:
         from .models import load
@@ -444,36 +428,36 @@ def positions(
         analysis = compute.analyse_model(
             loaded, length, metric=metric.value, window=window, probe=probe, words=words, seed=seed
         )
-    if fmt is Format.json:
-        print(json.dumps(analysis.to_json(matrix=matrix), ensure_ascii=False, indent=2))
+    if fmt == "json":
+        out.json(analysis.to_json(matrix=matrix))
         return
-    from rich.console import Console
-
     from .render.positions_table import print_positions
 
-    print_positions(Console(width=None if sys.stdout.isatty() else 120), analysis)
+    print_positions(out.console(), analysis)
 
 
 @app.command()
 @handle_errors
 def models(
+    ctx: typer.Context,
     output_format: FormatOpt = Format.table,
     json_flag: JsonOpt = False,
 ) -> None:
     """The models usable here (bundled and in the local Hugging Face cache) and their position schemes."""
     from .models import list_models
-
-    rows = list_models()
-    fmt = Format.json if json_flag else output_format
     from .render.listing import render_rows
 
+    out: Output = ctx.obj
+    fmt = out.format("models", output_format.value, json_flag, FORMATS, "table")
     columns = ["name", "source", "family", "type", "position_scheme", "layers", "max_positions", "size_bytes"]
-    render_rows(rows, fmt.value, title="models available offline", columns=None if fmt is not Format.table else columns)
+    rows = list_models()
+    render_rows(out, rows, fmt, title="models available offline", columns=None if fmt != "table" else columns)
 
 
 @app.command()
 @handle_errors
 def compare(
+    ctx: typer.Context,
     text: Annotated[Optional[str], typer.Argument(metavar="TEXT", help="The text to compare on (or --corpus).")] = None,
     model: Annotated[
         Optional[list[str]],
@@ -481,7 +465,7 @@ def compare(
             "--model",
             "-m",
             metavar="NAME|FOLDER|scheme:NAME",
-            help="A model to compare; repeat, at least two. scheme:sinusoidal|rotary|alibi|t5 adds an analytic "
+            help=f"A model to compare; repeat, at least two. scheme:{SCHEME_METAVAR} adds an analytic "
             "position scheme (position section only).",
         ),
     ] = None,
@@ -517,39 +501,24 @@ def compare(
 
     Example: posemb compare "The cat sat on the mat." -m sentence-transformers/all-MiniLM-L6-v2 -m scheme:rotary
     """
-    import json
-
     from .compare import compare as run_compare
-    from .compare import parse_specs, read_corpus
+    from .compare import parse_specs
+    from .lines import read_corpus
 
-    fmt = Format.json if json_flag else output_format
-    if fmt in (Format.jsonl, Format.csv):
-        raise PosembUsageError("compare prints tables or one JSON object: use --format table or --json")
+    out: Output = ctx.obj
+    fmt = out.format("compare", output_format.value, json_flag, ("table", "json"), "table")
     parse_specs(model or [])
     if (text is None) == (corpus is None):
         raise PosembUsageError("give one TEXT or --corpus FILE (not both)")
     if plot is not None:
-        from .output import check_writable
-        from .render.plots import picture_format
-
-        picture_format(plot)
-        check_writable(plot)
-        if font is not None and not font.is_file():
-            raise PosembError(f"--font {font}: no such font file")
+        Output.picture_path(plot)
+        _check_font(font)
     if corpus is None:
         texts, name = [text or ""], None
     else:
-        name = "stdin" if str(corpus) == "-" else str(corpus)
-        if str(corpus) == "-":
-            texts, more = read_corpus(sys.stdin.buffer, name, max_lines, encoding_errors.value)
-        else:
-            try:
-                with corpus.open("rb") as stream:
-                    texts, more = read_corpus(stream, name, max_lines, encoding_errors.value)
-            except OSError as exc:
-                raise PosembError(f"cannot read --corpus {corpus}: {exc.strerror or exc}") from None
+        texts, more, name = read_corpus(str(corpus), max_lines, encoding_errors.value)
         if more:
-            _stderr(f"Warning: read the first {max_lines} lines of {name} (--max-lines {max_lines})")
+            out.warn(f"read the first {max_lines} lines of {name} (--max-lines {max_lines})")
     comparison = run_compare(
         model or [],
         texts,
@@ -558,33 +527,29 @@ def compare(
         device=device.value,
         trust_remote_code=trust_remote_code,
         batch_size=batch_size,
-        on_progress=(lambda m: _stderr(f"Running {m}")) if sys.stderr.isatty() else None,
+        on_progress=(lambda m: out.info(f"Running {m}")) if out.progress else None,
     )
-    for report in comparison.models:
-        for warning in report.warnings:
-            _stderr(f"Warning: {warning}")
-    for warning in comparison.warnings:
-        _stderr(f"Warning: {warning}")
-    if fmt is Format.json:
-        print(json.dumps(comparison.to_json(), ensure_ascii=False, indent=2))
+    for warning in [w for report in comparison.models for w in report.warnings] + comparison.warnings:
+        out.warn(warning)
+    if fmt == "json":
+        out.json(comparison.to_json())
     else:
-        from rich.console import Console
-
         from .render.compare_table import print_comparison
 
-        print_comparison(Console(width=None if sys.stdout.isatty() else 120), comparison)
+        print_comparison(out.console(), comparison)
     if plot is not None:
-        from .render.compare_plot import plot_comparison
+        from .render.figures.compare import plot_comparison
 
         data = plot_comparison(comparison, plot, dpi=dpi, font=font)
         for warning in data.warnings:
-            _stderr(f"Warning: {warning}")
-        _stderr(f"Wrote {plot}")
+            out.warn(warning)
+        out.info(f"Wrote {plot}")
 
 
 @app.command()
 @handle_errors
 def stats(
+    ctx: typer.Context,
     corpus: Annotated[str, typer.Argument(metavar="FILE|-", help="Text file, one text per line; `-` reads stdin.")],
     model: ModelOpt = None,
     pairs: Annotated[bool, typer.Option("--pairs", help="Each line is a sentence pair 'A<TAB>B'.")] = False,
@@ -622,52 +587,47 @@ def stats(
     Example: posemb stats corpus.txt --format csv --plot heads.png
     """
     from . import stats as compute
+    from .lines import count_lines, open_lines
 
-    fmt = Format.json if json_flag else output_format
-    if fmt is Format.jsonl:
-        raise PosembUsageError("stats prints a table, one JSON object or CSV: use --format table, json or csv")
+    out: Output = ctx.obj
+    out.quiet = quiet
+    fmt = out.format("stats", output_format.value, json_flag, ("table", "json", "csv"), "table")
     compute.check_sort_column(sort, pairs)
     if plot is not None:
-        from .output import check_writable
-        from .render.plots import picture_format
-
-        picture_format(plot)
-        check_writable(plot)
-    stream, name = compute.open_corpus(corpus)
+        Output.picture_path(plot)
+    stream, name = open_lines(corpus)
     from .models import load
     from .render.stats_output import print_stats, progress_bar
 
     with stream:
         loaded = load(model, device=device.value, trust_remote_code=trust_remote_code)
-        show = not quiet and sys.stderr.isatty()
-        total = compute.count_texts(corpus) if show and corpus != "-" else None
-        _progress["done"] = 0
-        with progress_bar(total, enabled=show) as advance:
+        total = count_lines(corpus) if out.progress and corpus != "-" else None
+        out.done = 0
+        with progress_bar(total, enabled=out.progress) as advance:
 
             def on_batch(done: int) -> None:
-                _progress["done"] = done
+                out.done = done
                 advance(done)
 
             result = compute.corpus_stats(
                 loaded,
-                compute.read_lines(stream, name, pairs, encoding_errors.value),
+                compute.read_items(stream, name, pairs, encoding_errors.value),
                 pairs=pairs,
                 batch_size=batch_size,
                 max_length=max_length,
                 sink_k=sink_k,
                 on_batch=on_batch,
             )
-    for warning in [] if quiet else result.warnings:
-        _stderr(f"Warning: {warning}")
-    print_stats(result, fmt.value, sort, reverse)
+    for warning in result.warnings:
+        out.warn(warning)
+    print_stats(out, result, fmt, sort, reverse)
     if plot is not None and result.texts:
-        from .render.stats_plot import plot_stats
+        from .render.figures.stats import plot_stats
 
         plot_stats(result, plot)
-        if not quiet:
-            _stderr(f"Wrote {plot}")
-    elif plot is not None and not quiet:
-        _stderr(f"Warning: {plot} was not written: there were no texts to draw")
+        out.info(f"Wrote {plot}")
+    elif plot is not None:
+        out.warn(f"{plot} was not written: there were no texts to draw")
 
 
 def run() -> None:

@@ -15,25 +15,25 @@ tokenizer, which contribute the position section only.
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
+from . import schemes
 from . import words as wordlib
-from .attention import layer_summary
+from .attention import LayerSums
 from .core import Token, inspect_texts
 from .errors import PosembError, PosembUsageError
-from .lines import decode_lines
+from .metrics import cka_matrix
 from .models import LoadedModel, load, read_config, resolve
-from .positions import PositionAnalysis, analyse_model, analyse_scheme, plain
-from .registry import family_for
+from .positions import analyse_model, analyse_scheme
+from .registry import describe
+from .schemes.base import PositionAnalysis, plain
 
 SCHEME_PREFIX = "scheme:"
-SCHEMES = ("sinusoidal", "rotary", "alibi", "t5")
 POSITION_LENGTH = 128  # positions compared, or fewer when a model has fewer
 POSITION_METRIC = "cosine"  # comparable across models whose position vectors differ in scale
 MAX_CKA_WORDS = 2048  # word vectors kept per model for CKA: the first words of the texts, in order
@@ -46,6 +46,7 @@ FACT_KEYS = (
     "layers",
     "heads",
     "hidden_size",
+    "head_dim",
     "parameters",
     "vocab_size",
     "max_positions",
@@ -65,35 +66,23 @@ class ModelSpec:
 
 def parse_specs(names: Sequence[str]) -> list[ModelSpec]:
     """`-m` values -> specs; a usage error for fewer than two or an unknown `scheme:` name."""
+    choices = "|".join(schemes.ANALYTIC)
     if len(names) < 2:
         given = "none" if not names else f"only {names[0]!r}"
         raise PosembUsageError(
-            f"compare needs at least two models (-m A -m B; scheme:sinusoidal|rotary|alibi|t5 count too), got {given}"
+            f"compare needs at least two models (-m A -m B; scheme:{choices} count too), got {given}"
         )
     specs = []
     for name in names:
         if name.startswith(SCHEME_PREFIX):
             scheme = name[len(SCHEME_PREFIX) :]
-            if scheme not in SCHEMES:
-                choices = ", ".join(SCHEME_PREFIX + s for s in SCHEMES)
-                raise PosembUsageError(f"unknown {name!r}; choose one of {choices}")
+            if scheme not in schemes.ANALYTIC:
+                listed = ", ".join(SCHEME_PREFIX + s for s in schemes.ANALYTIC)
+                raise PosembUsageError(f"unknown {name!r}; choose one of {listed}")
             specs.append(ModelSpec(name, scheme))
         else:
             specs.append(ModelSpec(name))
     return specs
-
-
-def read_corpus(stream: BinaryIO, name: str, max_lines: int, encoding_errors: str = "strict") -> tuple[list[str], bool]:
-    """The first `max_lines` non-empty lines of a UTF-8 stream, read lazily (nothing past them is read, but one line to
-    tell whether there was more). Returns (lines, whether lines were left unread)."""
-    lines: list[str] = []
-    for _, line in decode_lines(stream, name, encoding_errors):
-        if not line.strip():
-            continue
-        if len(lines) == max_lines:
-            return lines, True
-        lines.append(line)
-    return lines, False
 
 
 # ------------------------------------------------------------------------------------------ result objects
@@ -280,46 +269,6 @@ class Comparison:
         )
 
 
-# ------------------------------------------------------------------------------------------ CKA
-
-
-def _centred(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x - x.mean(axis=0, keepdims=True)
-
-
-def _compact(x: np.ndarray) -> np.ndarray:
-    """An (n, min(n, d)) matrix with the same Gram matrix x xᵀ: CKA only sees the Gram, and fewer columns make
-    the cross products cheap when a model is wider than the number of words (x = Rᵀ Qᵀ, so x Q = Rᵀ)."""
-    n, d = x.shape
-    if d <= n:
-        return x
-    return np.linalg.qr(x.T, mode="r").T
-
-
-def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Linear CKA (Kornblith et al. 2019, "Similarity of Neural Network Representations Revisited", eq. 5):
-    ‖Yᵀ X‖²_F / (‖Xᵀ X‖_F · ‖Yᵀ Y‖_F) on column-centred X (n × d₁) and Y (n × d₂), rows = the same n examples.
-
-    1 for representations equal up to an orthogonal transform and isotropic scaling; nan when either is constant."""
-    return float(cka_matrix(np.asarray(x)[None], np.asarray(y)[None])[0, 0])
-
-
-def cka_matrix(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> np.ndarray:
-    """Linear CKA of every xs[a] (n × d₁) with every ys[b] (n × d₂): a (len(xs), len(ys)) matrix."""
-    xs = [_compact(_centred(x)) for x in xs]
-    ys = [_compact(_centred(y)) for y in ys]
-    x_norms = np.array([np.linalg.norm(x.T @ x) for x in xs])
-    y_norms = np.array([np.linalg.norm(y.T @ y) for y in ys])
-    out = np.full((len(xs), len(ys)), np.nan)
-    for a, x in enumerate(xs):
-        for b, y in enumerate(ys):
-            denominator = x_norms[a] * y_norms[b]
-            if denominator > 0:
-                out[a, b] = np.linalg.norm(y.T @ x) ** 2 / denominator
-    return out
-
-
 # ------------------------------------------------------------------------------------------ tokenization
 
 
@@ -406,23 +355,12 @@ def model_facts(loaded: LoadedModel) -> dict[str, Any]:
         "layers": info.layers,
         "heads": info.heads,
         "hidden_size": info.hidden_size,
+        "head_dim": loaded.family.head_dim(loaded.model.config),
         "parameters": int(sum(p.numel() for p in loaded.model.parameters())),
         "vocab_size": len(loaded.tokenizer),
         "max_positions": info.max_positions,
         "position_scheme": info.position_scheme,
     }
-
-
-def _mean_layers(per_text: list[list[dict[str, float]]]) -> list[dict[str, float]]:
-    """Each statistic per layer averaged over texts (texts where it is undefined, e.g. prev for one token, skipped)."""
-    out = []
-    for layer in range(len(per_text[0])):
-        row: dict[str, float] = {"layer": layer}
-        for key in ATTENTION_KEYS:
-            values = [summary[layer][key] for summary in per_text if not math.isnan(summary[layer][key])]
-            row[key] = float(np.mean(values)) if values else float("nan")
-        out.append(row)
-    return out
 
 
 def run_model(
@@ -436,7 +374,7 @@ def run_model(
 ) -> None:
     """Tokenization counts, attention per layer and word vectors of one real model over all texts."""
     counts = TokenCounts()
-    summaries: list[list[dict[str, float]]] = []
+    pooled = LayerSums()
     truncated = 0
     results = inspect_texts(loaded, texts, batch_size=batch_size, hidden_states=True)
     for t, (text, result) in enumerate(zip(texts, results, strict=True)):
@@ -453,14 +391,14 @@ def run_model(
             if words_view:
                 attention = wordlib.merge_attention(attention, parts)
                 special = np.array([unit.special for unit in parts], dtype=bool)
-        summaries.append(layer_summary(attention, special))
+        pooled.add(attention, special)
         if result.hidden_states is not None and any((t, w) in cka_keys for w in range(len(words))):
             vectors, present = wordlib.word_vectors(result.hidden_states, wordlib.word_pieces(result.tokens, words))
             for column, w in enumerate(present.tolist()):
                 if (t, w) in cka_keys:
                     report.vectors[(t, w)] = vectors[:, column].astype(np.float32)
     report.counts = counts
-    report.attention = _mean_layers(summaries)
+    report.attention = pooled.means()
     report.layer_labels = ["embeddings"] + [f"layer {k}" for k in range(loaded.info.layers)]
     if len(texts) > 1:
         if truncated:
@@ -486,24 +424,24 @@ def _pair_similarity(reports: Sequence[ModelReport], a: int, b: int, keys: Seque
 
 
 def scheme_options(scheme: str, first: ModelReport | None) -> dict[str, Any]:
-    """Dimensions of a scheme: pseudo-model, from the first real model when there is one (sinusoidal: its hidden size;
-    rotary: its head dimension; alibi: its heads); otherwise the defaults of `positions --scheme`."""
+    """Options of a `scheme:` pseudo-model: sized like the first real model when there is one (the scheme object says
+    how: sinusoidal its hidden size, rotary its head dimension, alibi its heads); otherwise `positions --scheme`'s
+    defaults."""
     if first is None:
         return {}
-    hidden, heads = first.facts["hidden_size"], first.facts["heads"]
-    if scheme == "sinusoidal" and hidden >= 2:
-        return {"dim": hidden}
-    if scheme == "rotary" and heads and hidden // heads >= 2:
-        head_dim = hidden // heads
-        return {"dim": head_dim - head_dim % 2}
-    if scheme == "alibi" and heads:
-        return {"heads": heads}
-    return {}
+    facts = first.facts
+    return _scheme(scheme).options_for_model(facts["hidden_size"], facts["heads"], facts["head_dim"])
+
+
+def _scheme(cli_name: str) -> schemes.base.PositionScheme:
+    found = schemes.get(cli_name)
+    assert found is not None, cli_name  # parse_specs checked the name
+    return found
 
 
 def _scheme_facts(scheme: str) -> dict[str, Any]:
     facts: dict[str, Any] = dict.fromkeys(FACT_KEYS)
-    facts["position_scheme"] = "relative_bucket" if scheme == "t5" else scheme
+    facts["position_scheme"] = _scheme(scheme).name
     return facts
 
 
@@ -583,9 +521,7 @@ def position_length(specs: Sequence[ModelSpec]) -> int:
     lengths = [POSITION_LENGTH]
     for spec in specs:
         _, path = resolve(spec.name)
-        config = SimpleNamespace(**read_config(path))
-        family = family_for(getattr(config, "model_type", None))
-        maximum = family.max_positions(config) if family is not None else None
+        maximum = describe(SimpleNamespace(**read_config(path)))["max_positions"]
         if maximum:
             lengths.append(maximum)
     return min(lengths)

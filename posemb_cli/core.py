@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from .attention import layer_summary
 from .errors import PosembError
 from .models import LoadedModel, ModelInfo, load
+from .words import WordView, word_view
 
 ROW_SUM_TOLERANCE = 1e-4
 
@@ -49,6 +51,8 @@ class TextResult:
     warnings: list[str] = field(default_factory=list)
     # (layers + 1, n, hidden): the embedding output, then each layer's output; only with hidden_states=True
     hidden_states: np.ndarray | None = None
+    layers: list[dict[str, float]] = field(default_factory=list)  # attention.layer_summary: per layer, what tables show
+    words: WordView | None = None  # the text word by word; only with words=True
 
     @property
     def special_mask(self) -> np.ndarray:
@@ -79,13 +83,19 @@ def inspect_texts(
     batch_size: int = 16,
     truncate: bool = True,
     hidden_states: bool = False,
+    words: bool = False,
 ) -> Iterator[TextResult]:
     """Inspect texts lazily, `batch_size` at a time (padded and masked); yields results in input order.
 
-    hidden_states=True also keeps every layer's output in `TextResult.hidden_states` (for `compare`)."""
+    hidden_states=True also keeps every layer's output in `TextResult.hidden_states` (for `compare`); words=True adds
+    the word view (`inspect --words`)."""
     iterator = iter(texts)
     while chunk := list(itertools.islice(iterator, batch_size)):
-        yield from _inspect_batch(loaded, chunk, pair, truncate, hidden_states)
+        for result in _inspect_batch(loaded, chunk, pair, truncate, hidden_states):
+            result.layers = layer_summary(result.attention, result.special_mask)
+            if words:
+                result.words = word_view(result.tokens, result.attention, result.text, result.pair)
+            yield result
 
 
 def _inspect_batch(

@@ -1,17 +1,22 @@
-"""Properties of a position proximity matrix and probes of position vectors.
+"""Numbers computed from vectors and matrices, each with its reference: Phi's properties, position probes, CKA.
 
 The proximity properties follow Wang et al. (ICLR 2021, "On Position
 Embeddings in BERT", §3): translation invariance, monotonicity and symmetry
 of ``Phi(i, j)``. The probes follow Wang & Chen (EMNLP 2020, "What Do Position
 Embeddings Learn?", §3): whether the absolute position can be read back from a
-position vector, and what a 2-D projection of the vectors looks like.
+position vector, and what a 2-D projection of the vectors looks like. Linear CKA (Kornblith et al. 2019) compares
+two models' representations of the same words (`compare`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 __all__ = [
+    "cka_matrix",
+    "linear_cka",
     "local_monotonicity",
     "pca_2d",
     "position_regression_mae",
@@ -173,3 +178,40 @@ def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if total > 0:
         ratio[:k] = s[:k] ** 2 / total
     return coords, ratio
+
+
+def _centred(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x - x.mean(axis=0, keepdims=True)
+
+
+def _compact(x: np.ndarray) -> np.ndarray:
+    """An (n, min(n, d)) matrix with the same Gram matrix x xᵀ: CKA only sees the Gram, and fewer columns make
+    the cross products cheap when a model is wider than the number of words (x = Rᵀ Qᵀ, so x Q = Rᵀ)."""
+    n, d = x.shape
+    if d <= n:
+        return x
+    return np.linalg.qr(x.T, mode="r").T
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA (Kornblith et al. 2019, "Similarity of Neural Network Representations Revisited", eq. 5):
+    ‖Yᵀ X‖²_F / (‖Xᵀ X‖_F · ‖Yᵀ Y‖_F) on column-centred X (n × d₁) and Y (n × d₂), rows = the same n examples.
+
+    1 for representations equal up to an orthogonal transform and isotropic scaling; nan when either is constant."""
+    return float(cka_matrix(np.asarray(x)[None], np.asarray(y)[None])[0, 0])
+
+
+def cka_matrix(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> np.ndarray:
+    """Linear CKA of every xs[a] (n × d₁) with every ys[b] (n × d₂): a (len(xs), len(ys)) matrix."""
+    xs = [_compact(_centred(x)) for x in xs]
+    ys = [_compact(_centred(y)) for y in ys]
+    x_norms = np.array([np.linalg.norm(x.T @ x) for x in xs])
+    y_norms = np.array([np.linalg.norm(y.T @ y) for y in ys])
+    out = np.full((len(xs), len(ys)), np.nan)
+    for a, x in enumerate(xs):
+        for b, y in enumerate(ys):
+            denominator = x_norms[a] * y_norms[b]
+            if denominator > 0:
+                out[a, b] = np.linalg.norm(y.T @ x) ** 2 / denominator
+    return out

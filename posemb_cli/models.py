@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from .errors import PosembError
-from .registry import Family, family_for, supported_model_types
+from .registry import Family, describe, family_for, supported_model_types
 
 BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BUNDLED_ALIASES = (BUNDLED_NAME, "all-MiniLM-L6-v2", "bundled")
@@ -104,24 +104,11 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def model_info(name: str, path: Path, config: Any, family: Family) -> ModelInfo:
-    def get(*keys: str) -> Any:
-        for key in keys:
-            value = getattr(config, key, None)
-            if value is not None:
-                return value
-        return None
+    facts = family.facts(config)
+    return ModelInfo(name=name, type=config.model_type, **{k: facts[k] for k in _INFO_FACTS}, path=str(path))
 
-    return ModelInfo(
-        name=name,
-        type=config.model_type,
-        family=family.name,
-        position_scheme=family.position_scheme(config),
-        layers=int(get("num_hidden_layers", "n_layer", "n_layers") or 0),
-        heads=int(get("num_attention_heads", "n_head", "n_heads") or 0),
-        hidden_size=int(get("hidden_size", "n_embd", "dim") or 0),
-        max_positions=family.max_positions(config),
-        path=str(path),
-    )
+
+_INFO_FACTS = ("family", "position_scheme", "layers", "heads", "hidden_size", "max_positions")
 
 
 def check_family(config: dict[str, Any], name: str, trust_remote_code: bool) -> Family:
@@ -237,15 +224,11 @@ def list_models() -> list[dict[str, Any]]:
 def _describe(name: str, path: Path, source: str) -> dict[str, Any]:
     try:
         config = SimpleNamespace(**json.loads((path / "config.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         config = SimpleNamespace(model_type=None)
-    family = family_for(getattr(config, "model_type", None))
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    row: dict[str, Any] = {"name": name, "source": source, "type": getattr(config, "model_type", None)}
-    row["family"] = family.name if family else None
-    row["position_scheme"] = family.position_scheme(config) if family else "unknown"
-    row["layers"] = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
-    row["max_positions"] = family.max_positions(config) if family else None
-    row["size_bytes"] = size
+    facts = describe(config)
+    row: dict[str, Any] = {"name": name, "source": source}
+    row.update({key: facts[key] for key in ("type", "family", "position_scheme", "layers", "max_positions")})
+    row["size_bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     row["path"] = str(path)
     return row

@@ -1,13 +1,98 @@
-"""Writing files so that an interrupted or failed run never leaves a half-written one."""
+"""Where a command's output goes: data on stdout, warnings/progress/errors on stderr, files written atomically.
+
+One `Output` object per run (the CLI's context object) owns the console and its width, resolves `--json`/`--format`,
+checks output paths before any work, and carries the run's state (debug, texts done for the Ctrl-C message).
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
-from .errors import PosembError
+from .errors import PosembError, PosembUsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+DEFAULT_WIDTH = 120  # tables written to a pipe or file, when COLUMNS does not say otherwise
+PICTURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+class Output:
+    """Streams are looked up at each write, so that a test runner that swaps sys.stdout is honoured."""
+
+    def __init__(self, debug: bool = False, quiet: bool = False) -> None:
+        self.debug = debug
+        self.quiet = quiet  # nothing on stderr but errors
+        self.done = -1  # texts finished by the running command (-1: not counting), for the Ctrl-C message
+
+    @property
+    def stdout(self) -> TextIO:
+        return sys.stdout
+
+    @property
+    def stderr(self) -> TextIO:
+        return sys.stderr
+
+    def width(self) -> int | None:
+        """Table width: the terminal's on a terminal; otherwise COLUMNS, or 120. The same for every command."""
+        if self.stdout.isatty():
+            return None
+        columns = os.environ.get("COLUMNS", "")
+        return int(columns) if columns.isdigit() and int(columns) > 0 else DEFAULT_WIDTH
+
+    def console(self) -> Console:
+        from rich.console import Console
+
+        return Console(file=self.stdout, width=self.width())
+
+    def data(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()
+
+    def json(self, obj: Any) -> None:
+        self.data(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            print(f"Warning: {message}", file=self.stderr, flush=True)
+
+    def info(self, message: str) -> None:
+        """A note on what was done ("Wrote attn.png"), on stderr."""
+        if not self.quiet:
+            print(message, file=self.stderr, flush=True)
+
+    def error(self, message: str) -> None:
+        print(f"Error: {message}", file=self.stderr, flush=True)
+
+    @property
+    def progress(self) -> bool:
+        """Progress is shown only to a person: on a terminal, and not with --quiet."""
+        return not self.quiet and self.stderr.isatty()
+
+    @staticmethod
+    def format(command: str, chosen: str | None, json_flag: bool, allowed: Sequence[str], default: str | None) -> str:
+        """`--json` is short for `--format json`; a format the command does not print is a usage error."""
+        fmt = "json" if json_flag else (chosen or default)
+        if fmt is not None and fmt not in allowed:
+            listed = ", ".join(allowed[:-1]) + f" or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
+            raise PosembUsageError(f"{command} prints {listed}, not {fmt}: use --format {listed}")
+        return fmt or ""
+
+    @staticmethod
+    def picture_path(path: Path) -> str:
+        """png | svg | pdf from the suffix, after checking the file can be written; a usage error otherwise."""
+        suffix = path.suffix.lower()
+        if suffix not in PICTURE_SUFFIXES:
+            shown = f"suffix {path.suffix!r}" if path.suffix else "no suffix"
+            raise PosembUsageError(f"cannot write a picture to {path}: {shown}; use .png, .svg or .pdf")
+        check_writable(path)
+        return suffix[1:]
 
 
 def check_writable(path: Path) -> None:

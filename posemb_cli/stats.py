@@ -39,7 +39,6 @@ import math
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO, Union
 
 import numpy as np
@@ -140,7 +139,7 @@ def pattern(row: dict[str, Any], pairs: bool) -> str:
     return "heterogeneous"
 
 
-def read_lines(stream: BinaryIO, name: str, pairs: bool = False, encoding_errors: str = "strict") -> Iterator[Item]:
+def read_items(stream: BinaryIO, name: str, pairs: bool = False, encoding_errors: str = "strict") -> Iterator[Item]:
     """Lines of a binary stream, lazily, without their line ends; with `pairs`, (A, B) split at the first tab.
 
     Empty lines are passed on (as "" or ("", "")); `corpus_stats` skips and counts them."""
@@ -154,27 +153,6 @@ def read_lines(stream: BinaryIO, name: str, pairs: bool = False, encoding_errors
             if not tab:
                 raise PosembError(f"{name} line {number} has no tab: --pairs reads one pair 'A<TAB>B' per line")
             yield (first, second)
-
-
-def open_corpus(corpus: str) -> tuple[BinaryIO, str]:
-    """The corpus as a binary stream and the name to use in messages; `-` is stdin."""
-    import sys
-
-    if corpus == "-":
-        return sys.stdin.buffer, "stdin"
-    path = Path(corpus)
-    if path.is_dir():
-        raise PosembError(f"cannot read {corpus}: it is a folder (give a text file with one text per line)")
-    try:
-        return path.open("rb"), corpus
-    except OSError as exc:
-        raise PosembError(f"cannot read {corpus}: {exc.strerror or exc}") from None
-
-
-def count_texts(path: str) -> int:
-    """Non-empty lines of a file, streamed (for the progress bar's total; a 1 GB file is never held in memory)."""
-    with open(path, "rb") as handle:
-        return sum(1 for line in handle if line.strip())
 
 
 def corpus_stats(

@@ -21,11 +21,14 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .core import TextResult, Token
+from .attention import layer_summary
+
+if TYPE_CHECKING:
+    from .core import Token
 
 
 @dataclass(frozen=True)
@@ -202,37 +205,17 @@ class WordView:
     pieces: list[list[int]]  # tokens overlapping each word
     units: list[Unit]
     attention: np.ndarray  # (layers, heads, U, U), merged
+    layers: list[dict[str, float]]  # attention.layer_summary of the merged maps: distance in words
 
     @property
     def special_mask(self) -> np.ndarray:
         return np.array([unit.special for unit in self.units], dtype=bool)
 
 
-def word_view(result: TextResult) -> WordView:
-    words = text_words(result.text, result.pair)
-    parts = units(result.tokens, words, result.text, result.pair)
-    return WordView(words, word_pieces(result.tokens, words), parts, merge_attention(result.attention, parts))
-
-
-def words_json(
-    result: TextResult,
-    attention: bool = False,
-    layers: Sequence[int] | None = None,
-    heads: Sequence[int] | None = None,
-) -> dict[str, Any]:
-    """`inspect --words` adds these keys to a text's JSON object: `words` (each with the tokens that overlap it),
-    `word_units` (the rows/columns of the merged maps: words, special and whitespace tokens) and, with --attention,
-    `word_attention` [layer][head][query unit][key unit], restricted like `attention` by --layer/--head."""
-    view = word_view(result)
-    data: dict[str, Any] = {
-        "words": [{**word.to_json(), "tokens": view.pieces[k]} for k, word in enumerate(view.words)],
-        "word_units": [unit.to_json() for unit in view.units],
-    }
-    if attention:
-        merged = view.attention
-        if layers is not None:
-            merged = merged[list(layers)]
-        if heads is not None:
-            merged = merged[:, list(heads)]
-        data["word_attention"] = merged.tolist()
-    return data
+def word_view(tokens: Sequence[Token], attention: np.ndarray, text: str, pair: str | None = None) -> WordView:
+    """One text word by word: its words, the tokens overlapping each, the units and the merged attention."""
+    words = text_words(text, pair)
+    parts = units(tokens, words, text, pair)
+    merged = merge_attention(attention, parts)
+    summary = layer_summary(merged, np.array([unit.special for unit in parts], dtype=bool))
+    return WordView(words, word_pieces(tokens, words), parts, merged, summary)

@@ -13,7 +13,7 @@ import transformers
 from conftest import run_cli
 from rich.console import Console
 
-from posemb_cli.compare import cka_matrix, linear_cka
+from posemb_cli.metrics import cka_matrix, linear_cka
 from posemb_cli.core import Token
 from posemb_cli.words import merge_attention, split_words, units, word_pieces
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..core import TextResult
 from ..output import write_atomic
+from ..words import WordView
 
 TOKEN_KEYS = ("index", "id", "token", "position_id", "segment", "start", "end", "special", "unknown")
 PARTS = ("token", "position", "segment", "sum", "embedding_output")
@@ -25,8 +26,8 @@ def _floats(array: np.ndarray | None) -> Any:
     return values
 
 
-def select_attention(result: TextResult, layers: Sequence[int] | None, heads: Sequence[int] | None) -> np.ndarray:
-    attention = result.attention
+def select_attention(attention: np.ndarray, layers: Sequence[int] | None, heads: Sequence[int] | None) -> np.ndarray:
+    """Maps (layers, heads, ...) restricted to the --layer / --head choices (None: all)."""
     if layers is not None:
         attention = attention[list(layers)]
     if heads is not None:
@@ -52,8 +53,25 @@ def to_json(
     if vectors:
         data["vectors"] = {name: _floats(getattr(result, name)) for name in PARTS}
     if attention:
-        data["attention"] = select_attention(result, layers, heads).tolist()
+        data["attention"] = select_attention(result.attention, layers, heads).tolist()
     data["warnings"] = list(result.warnings)
+    if result.words is not None:
+        data.update(words_json(result.words, attention, layers, heads))
+    return data
+
+
+def words_json(
+    view: WordView, attention: bool = False, layers: Sequence[int] | None = None, heads: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """`inspect --words` adds these keys to a text's JSON object: `words` (each with the tokens that overlap it),
+    `word_units` (the rows/columns of the merged maps: words, special and whitespace tokens) and, with --attention,
+    `word_attention` [layer][head][query unit][key unit], restricted like `attention` by --layer/--head."""
+    data: dict[str, Any] = {
+        "words": [{**word.to_json(), "tokens": view.pieces[k]} for k, word in enumerate(view.words)],
+        "word_units": [unit.to_json() for unit in view.units],
+    }
+    if attention:
+        data["word_attention"] = select_attention(view.attention, layers, heads).tolist()
     return data
 
 

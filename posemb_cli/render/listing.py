@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
-import sys
 from collections.abc import Sequence
 from typing import Any
+
+from ..output import Output
 
 
 def _cell(value: Any) -> str:
@@ -29,21 +31,20 @@ def human_size(size: int | None) -> str:
 
 
 def render_rows(
-    rows: Sequence[dict[str, Any]], fmt: str, title: str = "", columns: Sequence[str] | None = None
+    out: Output, rows: Sequence[dict[str, Any]], fmt: str, title: str = "", columns: Sequence[str] | None = None
 ) -> None:
     columns = list(columns or (rows[0].keys() if rows else []))
-    out = sys.stdout
     if fmt == "json":
-        out.write(json.dumps(list(rows), ensure_ascii=False, indent=2) + "\n")
+        out.json(list(rows))
     elif fmt == "jsonl":
-        for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        out.data("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     elif fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+        out.data(buffer.getvalue())
     else:
-        from rich.console import Console
         from rich.markup import escape
         from rich.table import Table
 
@@ -52,4 +53,10 @@ def render_rows(
             table.add_column(column.replace("size_bytes", "size").replace("_", " "))
         for row in rows:
             table.add_row(*(human_size(row[c]) if c == "size_bytes" else escape(_cell(row.get(c))) for c in columns))
-        Console(file=out, width=None if out.isatty() else 160).print(table)
+        console = out.console()
+        if not console.is_terminal:  # a pipe or file: rows of data are never cut to fit; the table takes its width
+            from rich.measure import Measurement
+
+            needed = Measurement.get(console, console.options.update_width(100_000), table).maximum
+            console.width = max(console.width, needed)
+        console.print(table)

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..positions import PositionAnalysis
+from ..schemes.base import PositionAnalysis
 from .table import fmt
 
 PROPERTY_ROWS = (
@@ -25,23 +25,6 @@ def _get(properties: dict[str, Any], key: str | tuple[str, str]) -> Any:
     if isinstance(key, tuple):
         return properties.get(key[0], {}).get(key[1])
     return properties.get(key)
-
-
-def phi_meaning(analysis: PositionAnalysis) -> str:
-    """One sentence: what Phi(i, j) is for this scheme and metric."""
-    if analysis.scheme == "rotary":
-        scaled = " ÷ (dim/2)" if analysis.metric == "cosine" else ""
-        return f"Φ(i, j) = Σₖ cos((i − j)·θₖ){scaled}: how rotation alone changes the score of one vector at i and j"
-    if analysis.scheme == "alibi":
-        return "Φ(i, j) = −m·|i − j|: the ALiBi bias added to attention scores (mean over heads)"
-    if analysis.metric == "bucket_level":
-        return "Φ(i, j) = −(bucket level of j − i): how far apart T5's buckets put i and j"
-    if analysis.scheme == "relative_bucket":
-        return "Φ(i, j) = the learned T5 bias for the bucket of j − i (mean over heads)"
-    if analysis.scheme == "none":
-        return "Φ(i, j) = first-layer attention of position i to position j in the identical-word probe"
-    kind = "dot product" if analysis.metric == "dot" else "cosine"
-    return f"Φ(i, j) = {kind} of the position embeddings of positions i and j"
 
 
 def header(analysis: PositionAnalysis) -> str:
@@ -144,7 +127,7 @@ def vector_lines(analysis: PositionAnalysis) -> list[str]:
 def print_positions(console: Console, analysis: PositionAnalysis) -> None:
     console.print(header(analysis), soft_wrap=True)
     console.print(
-        f"[dim]{phi_meaning(analysis)}. Each property is 1 for a purely relative, symmetric Φ that "
+        f"[dim]{analysis.meaning}. Each property is 1 for a purely relative, symmetric Φ that "
         "falls with distance.[/dim]",
         soft_wrap=True,
     )

@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import sys
 import time
 from collections.abc import Callable, Iterator
 
+from ..output import Output
 from ..stats import CorpusStats
 from .listing import render_rows
 
 
-def print_stats(result: CorpusStats, fmt: str, sort: str | None = None, reverse: bool = False) -> None:
+def print_stats(out: Output, result: CorpusStats, fmt: str, sort: str | None = None, reverse: bool = False) -> None:
     """table | json | csv, rows in layer/head order or sorted by `sort` (descending with `reverse`)."""
     heads = result.sorted_heads(sort, reverse)
     if fmt == "json":
-        obj = result.to_json()
-        obj["heads"] = heads
-        sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
-        return
-    if fmt == "csv":
-        render_rows(heads, "csv", columns=result.columns())
+        out.json({**result.to_json(), "heads": heads})
         return
     info = result.model
     title = f"{info.name} · {result.texts} texts · {result.tokens} tokens · per head, means over all query rows"
-    render_rows(heads, "table", title=title, columns=result.columns())
+    render_rows(out, heads, fmt, title=title, columns=result.columns())
 
 
 @contextlib.contextmanager
