@@ -15,8 +15,8 @@ from pathlib import Path
 
 from posemb_cli.core import inspect_texts
 from posemb_cli.models import load
-from posemb_cli.render.plot_data import position_data
-from posemb_cli.render.plots import render_plot
+from posemb_cli.positions import position_picture
+from posemb_cli.render.figures.inspect import render_plot
 
 FIGURES = Path(__file__).resolve().parent / "figures"
 HEADLINE = "我爱自然语言处理"
@@ -34,7 +34,7 @@ def main() -> None:
     jobs = [
         ("attention", chinese, "attention.png", {}),
         ("attention", chinese, "attention_head.png", {"layers": [3], "heads": [7]}),
-        ("positions", english, "positions.png", {"position_data": position_data(loaded)}),
+        ("positions", english, "positions.png", {"position_picture": position_picture(loaded)}),
         ("embeddings", english, "embeddings.png", {}),
     ]
     for kind, result, name, options in jobs:

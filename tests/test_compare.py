@@ -131,7 +131,7 @@ def test_byte_pieces_and_whitespace_tokens():
 def test_inspect_words_helpers(tiny_models):
     from posemb_cli.core import inspect_texts
     from posemb_cli.models import load
-    from posemb_cli.render.compare_table import print_words
+    from posemb_cli.render.table import print_words
     from posemb_cli.words import words_json
 
     result = next(inspect_texts(load(str(tiny_models["roberta"])), ["Position matters, 我爱 you"]))

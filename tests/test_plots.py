@@ -97,7 +97,7 @@ class GlyphCapture(logging.Handler):
 
 
 def test_attention_grid_equals_json(bundled, tmp_path):
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.render.figures.inspect import render_plot
 
     loaded, chinese, _ = bundled
     [(path, data)] = render_plot("attention", chinese, tmp_path / "attn.png")
@@ -120,7 +120,7 @@ def test_attention_grid_equals_json(bundled, tmp_path):
 
 
 def test_attention_one_head_svg_equals_json(bundled, tmp_path):
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.render.figures.inspect import render_plot
 
     _, chinese, _ = bundled
     [(path, data)] = render_plot("attention", chinese, tmp_path / "head.svg", layers=[3], heads=[7])
@@ -137,7 +137,7 @@ def test_attention_one_head_svg_equals_json(bundled, tmp_path):
 
 
 def test_attention_selected_layers_and_heads(tiny, tmp_path):
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.render.figures.inspect import render_plot
 
     _, result = tiny("gpt2")
     [(_, data)] = render_plot("attention", result, tmp_path / "a.pdf", layers=[1], heads=[0, 2])
@@ -151,7 +151,7 @@ def test_attention_selected_layers_and_heads(tiny, tmp_path):
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_attention_tiny_models(tiny, tmp_path, family):
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.render.figures.inspect import render_plot
 
     _, result = tiny(family)
     [(path, data)] = render_plot("attention", result, tmp_path / "attn.png", dpi=100)
@@ -164,7 +164,7 @@ def test_attention_tiny_models(tiny, tmp_path, family):
 
 def test_bad_layer_or_head_is_a_usage_error(tiny, tmp_path):
     from posemb_cli.errors import PosembUsageError
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.render.figures.inspect import render_plot
 
     _, result = tiny("gpt2")
     with pytest.raises(PosembUsageError, match="heads 0..3"):
@@ -181,14 +181,14 @@ def cosine(rows: np.ndarray) -> np.ndarray:
 
 
 def test_positions_bundled_pdf(bundled, tmp_path):
-    from posemb_cli.render.plot_data import position_data
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.positions import position_picture
+    from posemb_cli.render.figures.inspect import render_plot
 
     loaded, _, english = bundled
     table = loaded.model.embeddings.position_embeddings.weight.detach().numpy().astype(np.float64)
-    info = position_data(loaded)
-    assert info.n == 128 and info.first_id == 0  # default: 128 (the model has 512)
-    [(path, data)] = render_plot("positions", english, tmp_path / "pos.pdf", position_data=info)
+    info = position_picture(loaded)
+    assert info.panels["similarity"].shape == (128, 128) and "start at" not in info.note  # default: 128 of 512
+    [(path, data)] = render_plot("positions", english, tmp_path / "pos.pdf", position_picture=info)
     assert path.read_bytes().startswith(b"%PDF")
     assert np.allclose(data.arrays["similarity"], cosine(table[:128]), atol=1e-6)
     assert np.array_equal(data.drawn["images"][0], data.arrays["similarity"])
@@ -201,74 +201,75 @@ def test_positions_bundled_pdf(bundled, tmp_path):
 
 def test_positions_count_and_limit(bundled, tmp_path):
     from posemb_cli.errors import PosembUsageError
-    from posemb_cli.render.plot_data import position_data
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.positions import position_picture
+    from posemb_cli.render.figures.inspect import render_plot
 
     loaded, _, english = bundled
-    [(path, data)] = render_plot("positions", english, tmp_path / "p.png", position_data=position_data(loaded, 16))
+    [(path, data)] = render_plot(
+        "positions", english, tmp_path / "p.png", position_picture=position_picture(loaded, 16)
+    )
     assert data.arrays["similarity"].shape == (16, 16)
     assert_pixels(path, data)
     with pytest.raises(PosembUsageError, match="512 positions"):
-        position_data(loaded, 513)
+        position_picture(loaded, 513)
 
 
 def test_positions_roberta_rows_start_after_padding(tiny, tmp_path):
-    from posemb_cli.render.plot_data import position_data
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.positions import position_picture
+    from posemb_cli.render.figures.inspect import render_plot
 
     loaded, result = tiny("roberta")
-    info = position_data(loaded, 20)
-    assert info.first_id == 2  # padding_idx 1 + 1
+    info = position_picture(loaded, 20)
+    assert "position ids start at 2" in info.note  # padding_idx 1 + 1
     weight = loaded.model.embeddings.position_embeddings.weight.detach().numpy()
-    assert np.array_equal(info.vectors, weight[2:22])
     # row p is what the model adds at the p-th token: the JSON position vectors of the text are the first rows
     vectors = np.array(json_of(result)["vectors"]["position"], dtype=np.float32)
     assert [t["position_id"] for t in json_of(result)["tokens"]][:3] == [2, 3, 4]
-    k = min(len(vectors), info.n)
-    assert np.allclose(info.vectors[:k], vectors[:k])
-    [(_, data)] = render_plot("positions", result, tmp_path / "p.png", position_data=info)
+    k = min(len(vectors), 20)
+    assert np.allclose(weight[2 : 2 + k], vectors[:k])
+    [(_, data)] = render_plot("positions", result, tmp_path / "p.png", position_picture=info)
     assert np.allclose(data.arrays["similarity"], cosine(weight[2:22].astype(np.float64)), atol=1e-6)
 
 
 def test_positions_gpt2(tiny, tmp_path):
-    from posemb_cli.render.plot_data import position_data
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.positions import position_picture
+    from posemb_cli.render.figures.inspect import render_plot
 
     loaded, result = tiny("gpt2")
-    info = position_data(loaded)
-    assert info.n == 64  # the tiny model has 64 positions: fewer than the default 128
-    [(path, data)] = render_plot("positions", result, tmp_path / "p.png", position_data=info)
+    info = position_picture(loaded)
+    assert info.panels["similarity"].shape == (64, 64)  # the tiny model has 64 positions: fewer than the default 128
+    [(path, data)] = render_plot("positions", result, tmp_path / "p.png", position_picture=info)
     assert_pixels(path, data)
     weight = loaded.model.wpe.weight.detach().numpy().astype(np.float64)
     assert np.allclose(data.arrays["similarity"], cosine(weight), atol=1e-6)
 
 
 def test_positions_rotary_score(tiny, tmp_path):
-    from posemb_cli.render.plot_data import position_data
-    from posemb_cli.render.plots import render_plot
-    from posemb_cli.schemes import rotary_frequencies, rotary_proximity
+    from posemb_cli.positions import position_picture
+    from posemb_cli.render.figures.inspect import render_plot
+    from posemb_cli.schemes.rotary import rotary_frequencies, rotary_proximity
 
     loaded, result = tiny("llama")
-    info = position_data(loaded, 48)
-    dim, base = info.rotary
-    assert info.vectors is None and dim == 8 and base == 10000.0
+    info = position_picture(loaded, 48)
+    dim, base = 8, 10000.0
+    assert "no position vectors" in info.note and f"base {base:g}, dim {dim}" in info.note
     # dim and base read from the config reproduce the frequencies the model itself rotates with
     inv_freq = loaded.model.get_submodule(loaded.family.rotary_embedding).inv_freq.numpy()
     assert np.allclose(rotary_frequencies(dim, base), inv_freq, rtol=1e-6)
-    [(path, data)] = render_plot("positions", result, tmp_path / "rot.svg", position_data=info)
+    [(path, data)] = render_plot("positions", result, tmp_path / "rot.svg", position_picture=info)
     assert np.allclose(data.arrays["similarity"], rotary_proximity(48, dim, base) / (dim / 2), atol=1e-12)
     assert "rotary" in data.title.lower() and "no position vectors" in data.notes[0]
 
 
 def test_positions_alibi_bias(tiny, tmp_path):
-    from posemb_cli.render.plot_data import position_data
-    from posemb_cli.render.plots import render_plot
-    from posemb_cli.schemes import alibi_bias
+    from posemb_cli.positions import position_picture
+    from posemb_cli.render.figures.inspect import render_plot
+    from posemb_cli.schemes.alibi import alibi_bias
 
     loaded, result = tiny("bloom")
-    info = position_data(loaded, 40)
-    assert info.alibi_heads == 4
-    [(path, data)] = render_plot("positions", result, tmp_path / "alibi.png", position_data=info)
+    info = position_picture(loaded, 40)
+    assert list(info.panels) == ["mean", "head 0", "head 2", "head 3"]
+    [(path, data)] = render_plot("positions", result, tmp_path / "alibi.png", position_picture=info)
     assert_pixels(path, data)
     bias = alibi_bias(40, 4)
     assert np.allclose(data.arrays["mean"], bias.mean(axis=0))
@@ -280,19 +281,20 @@ def test_positions_alibi_bias(tiny, tmp_path):
 def test_positions_rotary_config_variants():
     from types import SimpleNamespace
 
-    from posemb_cli.render.plot_data import rotary_settings
+    from posemb_cli.registry import family_for
 
+    rope = family_for("llama").rope
     modern = SimpleNamespace(rope_parameters={"rope_theta": 500000.0, "rope_type": "llama3"}, head_dim=128)
-    assert rotary_settings(modern) == (128, 500000.0, "llama3")
+    assert rope(modern) == {"dim": 128, "base": 500000.0, "rope_type": "llama3"}
     older = SimpleNamespace(rope_theta=1e6, hidden_size=64, num_attention_heads=4, partial_rotary_factor=0.5)
-    assert rotary_settings(older) == (8, 1e6, "default")
+    assert rope(older) == {"dim": 8, "base": 1e6, "rope_type": "default"}
 
 
 # ---------------------------------------------------------------- embeddings
 
 
 def test_embeddings_bundled_equals_json(bundled, tmp_path):
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.render.figures.inspect import render_plot
 
     _, _, english = bundled
     [(path, data)] = render_plot("embeddings", english, tmp_path / "parts.png", dpi=120)
@@ -314,7 +316,7 @@ def test_embeddings_bundled_equals_json(bundled, tmp_path):
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_embeddings_tiny_models(tiny, tmp_path, family):
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.render.figures.inspect import render_plot
 
     _, result = tiny(family)
     [(path, data)] = render_plot("embeddings", result, tmp_path / "parts.png")
@@ -332,12 +334,12 @@ def test_embeddings_tiny_models(tiny, tmp_path, family):
 
 
 def test_all_into_new_folder(bundled, tmp_path):
-    from posemb_cli.render.plot_data import position_data
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.positions import position_picture
+    from posemb_cli.render.figures.inspect import render_plot
 
     loaded, _, english = bundled
     folder = tmp_path / "figures"
-    written = render_plot("all", english, folder, position_data=position_data(loaded, 32))
+    written = render_plot("all", english, folder, position_picture=position_picture(loaded, 32))
     assert [p.name for p, _ in written] == ["attention.png", "positions.png", "embeddings.png"]
     assert sorted(p.name for p in folder.iterdir()) == ["attention.png", "embeddings.png", "positions.png"]
     for path, data in written:
@@ -345,18 +347,18 @@ def test_all_into_new_folder(bundled, tmp_path):
 
 
 def test_all_svg_for_a_rotary_model(tiny, tmp_path):
-    from posemb_cli.render.plot_data import position_data
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.positions import position_picture
+    from posemb_cli.render.figures.inspect import render_plot
 
     loaded, result = tiny("llama")
-    written = render_plot("all", result, tmp_path, position_data=position_data(loaded), image_format="svg")
+    written = render_plot("all", result, tmp_path, position_picture=position_picture(loaded), image_format="svg")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["attention.svg", "embeddings.svg", "positions.svg"]
     assert [d.kind for _, d in written] == ["attention", "positions", "embeddings"]
 
 
 @pytest.mark.parametrize("name", ["attn.jpg", "attn", "attn.PNG.txt"])
 def test_unknown_suffix_is_refused(tiny, tmp_path, name):
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.render.figures.inspect import render_plot
 
     _, result = tiny("gpt2")
     with pytest.raises(PosembError, match=r"\.png, \.svg or \.pdf"):
@@ -365,7 +367,7 @@ def test_unknown_suffix_is_refused(tiny, tmp_path, name):
 
 
 def test_upper_case_suffix_works(tiny, tmp_path):
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.render.figures.inspect import render_plot
 
     _, result = tiny("gpt2")
     [(path, _)] = render_plot("embeddings", result, tmp_path / "E.PNG")
@@ -373,7 +375,7 @@ def test_upper_case_suffix_works(tiny, tmp_path):
 
 
 def test_unwritable_places_are_refused(tiny, tmp_path):
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.render.figures.inspect import render_plot
 
     _, result = tiny("gpt2")
     with pytest.raises(PosembError, match="does not exist"):
@@ -393,7 +395,7 @@ def test_unwritable_places_are_refused(tiny, tmp_path):
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write into read-only folders")
 def test_read_only_folder_is_refused(tiny, tmp_path):
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.render.figures.inspect import render_plot
 
     _, result = tiny("gpt2")
     folder = tmp_path / "ro"
@@ -409,7 +411,7 @@ def test_read_only_folder_is_refused(tiny, tmp_path):
 def test_interrupted_write_leaves_nothing(tiny, tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.render.figures.inspect import render_plot
 
     _, result = tiny("gpt2")
     (tmp_path / "old.png").write_bytes(b"old picture")
@@ -427,7 +429,7 @@ def test_interrupted_write_leaves_nothing(tiny, tmp_path, monkeypatch):
 
 def test_unknown_kind_and_bad_dpi(tiny, tmp_path):
     from posemb_cli.errors import PosembUsageError
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.render.figures.inspect import render_plot
 
     _, result = tiny("gpt2")
     with pytest.raises(PosembUsageError, match="attention, positions, embeddings, all"):
@@ -456,7 +458,7 @@ def test_cjk_font_is_installed():
 
 
 def test_headline_renders_without_missing_glyphs(bundled, tmp_path):
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.render.figures.inspect import render_plot
 
     _require_cjk_font()
 
@@ -485,15 +487,17 @@ def test_glyph_capture_sees_missing_glyphs(tmp_path):
 
 
 def test_no_cjk_font_gives_one_warning_with_install_advice(tiny, tmp_path, monkeypatch):
+    from posemb_cli.positions import position_picture
     from posemb_cli.render import fonts
-    from posemb_cli.render.plot_data import position_data
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.render.figures.inspect import render_plot
 
     loaded, result = tiny("gpt2")
     monkeypatch.setattr(fonts, "find_cjk_font", lambda text=None: None)
     told: list[str] = []
     with GlyphCapture() as capture:
-        written = render_plot("all", result, tmp_path, position_data=position_data(loaded), on_warning=told.append)
+        written = render_plot(
+            "all", result, tmp_path, position_picture=position_picture(loaded), on_warning=told.append
+        )
     assert len(told) == 1
     assert "apt-get install fonts-noto-cjk" in told[0] and "--font" in told[0] and "我" in told[0]
     assert capture.glyph_messages == []  # matplotlib's per-glyph warnings are replaced by the one above
@@ -548,7 +552,7 @@ def synthetic_result(n: int, text: str = "word"):
 
 
 def test_long_input_stays_readable_and_bounded(tmp_path):
-    from posemb_cli.render.plots import render_plot
+    from posemb_cli.render.figures.inspect import render_plot
 
     result = synthetic_result(400)
     [(_, head)] = render_plot("attention", result, tmp_path / "h.png", layers=[0], heads=[1], dpi=50)
@@ -565,7 +569,7 @@ def test_long_input_stays_readable_and_bounded(tmp_path):
 def test_plots_never_import_pyplot(tmp_path):
     code = (
         "import sys; sys.path.insert(0, {tests!r}); from test_plots import synthetic_result; "
-        "from posemb_cli.render.plots import render_plot; "
+        "from posemb_cli.render.figures.inspect import render_plot; "
         "render_plot('attention', synthetic_result(6), {out!r}); "
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'"
     ).format(tests=str(Path(__file__).parent), out=str(tmp_path / "a.png"))

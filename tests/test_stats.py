@@ -333,7 +333,7 @@ def test_csv_sort_and_plot(corpus, tmp_path, tiny_models):
 
 
 def test_plot_shows_the_json_numbers(bundled, tmp_path):
-    from posemb_cli.render.stats_plot import panels, plot_stats
+    from posemb_cli.render.figures.stats import panels, plot_stats
 
     result = corpus_stats(bundled, LINES[:4], batch_size=2)
     shown = plot_stats(result, tmp_path / "heads.svg")

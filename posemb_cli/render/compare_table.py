@@ -1,4 +1,4 @@
-"""Rich tables for `posemb compare` (and the word tables of `inspect --words`).
+"""How several models compare in the terminal: the Rich tables of `posemb compare`.
 
 Sections, in order: model facts, tokenization (counts and the tokens aligned by character offsets), position
 encoding, attention per layer, layer similarity (CKA), and a short summary of what differs. Every number shown is
@@ -9,24 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from ..attention import layer_summary
 from ..compare import Comparison, Similarity
-from ..core import TextResult, Token
-from ..words import word_view
-from .plots import token_labels
 from .positions_table import PROPERTY_ROWS, _get
-from .table import fmt
+from .table import ATTENTION_COLUMNS, Section, fmt, token_cells
 
-ATTENTION_COLUMNS = ("entropy", "distance", "special", "self", "prev", "next")
 FACT_ROWS = (
     ("type", "type"),
     ("family", "family"),
@@ -58,28 +50,10 @@ def short_name(name: str) -> str:
     return name.rstrip("/").rsplit("/", 1)[-1] or name
 
 
-def _headers(comparison: Comparison) -> list[str]:
+def column_headers(comparison: Comparison) -> list[str]:
+    """One header per model: its short name, numbered when two models share one."""
     names = [short_name(report.name) for report in comparison.models]
     return [f"{name} ({k + 1})" if names.count(name) > 1 else name for k, name in enumerate(names)]
-
-
-@dataclass
-class Section:
-    """A table with its title and caption, printed as whole lines: a narrow table (CKA) would wrap them."""
-
-    title: str
-    table: Table
-    caption: str | None = None
-
-    def show(self, console: Console) -> None:
-        console.print(f"[bold]{self.title}[/bold]", soft_wrap=True, highlight=False)
-        console.print(self.table)
-        if self.caption:
-            console.print(f"[dim]{self.caption}[/dim]", soft_wrap=True, highlight=False)
-
-
-def _section(title: str, caption: str | None = None) -> Section:
-    return Section(title, Table(header_style="bold"), caption)
 
 
 # ------------------------------------------------------------------------------------------ sections
@@ -97,10 +71,10 @@ def header(comparison: Comparison) -> str:
 
 
 def facts_section(comparison: Comparison) -> Section:
-    section = _section("models")
+    section = Section("models")
     table = section.table
     table.add_column("")
-    for name in _headers(comparison):
+    for name in column_headers(comparison):
         table.add_column(escape(name), justify="right")
     for label, key in FACT_ROWS:
         cells = []
@@ -112,13 +86,13 @@ def facts_section(comparison: Comparison) -> Section:
 
 
 def tokenization_section(comparison: Comparison) -> Section:
-    section = _section(
+    section = Section(
         "tokenization",
         caption="coverage: share of the non-space characters inside a token that is not [UNK]",
     )
     table = section.table
     table.add_column("")
-    for name in _headers(comparison):
+    for name in column_headers(comparison):
         table.add_column(escape(name), justify="right")
     rows: list[tuple[str, Any]] = [
         ("tokens (no special)", lambda c: str(c.tokens)),
@@ -138,20 +112,6 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _token_cells(tokens: Sequence[Token], text: str, pair: str | None = None) -> list[str]:
-    """Readable label of each token (byte-level pieces numbered, [UNK] red, special tokens dim)."""
-    labels = token_labels(SimpleNamespace(text=text, pair=pair, tokens=tokens))  # type: ignore[arg-type]
-    cells = []
-    for token, label in zip(tokens, labels, strict=True):
-        if token.unknown:
-            cells.append(f"[red]{escape(token.token)}[/red]")
-        elif token.special:
-            cells.append(f"[dim]{escape(token.token)}[/dim]")
-        else:
-            cells.append(escape(label.text))
-    return cells
-
-
 def alignment_section(comparison: Comparison, text: str) -> Section:
     unit = "word" if comparison.words_view else "span"
     caption = (
@@ -159,14 +119,14 @@ def alignment_section(comparison: Comparison, text: str) -> Section:
         if comparison.words_view
         else "one row per span of the text that no model's token crosses; x¹ x² …: byte-level pieces of one character"
     )
-    section = _section("tokens aligned by character offsets", caption=caption)
+    section = Section("tokens aligned by character offsets", caption=caption)
     table = section.table
     table.add_column(unit)
     shown = [k for k, report in enumerate(comparison.models) if report.tokens is not None]
-    headers = _headers(comparison)
+    headers = column_headers(comparison)
     for k in shown:
         table.add_column(escape(headers[k]))
-    labels = {k: _token_cells(comparison.models[k].tokens or [], text) for k in shown}
+    labels = {k: token_cells(comparison.models[k].tokens or [], text) for k in shown}
     for row in comparison.alignment:
         if row.text is None:
             span = "[dim](special)[/dim]"
@@ -181,13 +141,13 @@ def alignment_section(comparison: Comparison, text: str) -> Section:
 
 
 def positions_section(comparison: Comparison) -> Section:
-    headers = _headers(comparison)
+    headers = column_headers(comparison)
     sources = "; ".join(
         f"{escape(headers[k])}: {escape(report.positions.source)}"
         for k, report in enumerate(comparison.models)
         if report.positions is not None
     )
-    section = _section(
+    section = Section(
         f"position encoding: properties of Φ over the first {comparison.position_length} positions "
         "(Wang et al., ICLR 2021)",
         caption="Φ = cosine of position vectors, the rotary score ÷ (d/2), the ALiBi bias or the T5 bucket level; "
@@ -196,7 +156,7 @@ def positions_section(comparison: Comparison) -> Section:
     )
     table = section.table
     table.add_column("")
-    for name in _headers(comparison):
+    for name in column_headers(comparison):
         table.add_column(escape(name), justify="right")
     analyses = [report.positions for report in comparison.models]
     table.add_row("scheme", *(fmt(a.scheme if a else None) for a in analyses))
@@ -210,7 +170,7 @@ def positions_section(comparison: Comparison) -> Section:
 def attention_section(comparison: Comparison) -> Section:
     unit = "words" if comparison.words_view else "tokens"
     averaged = f", mean over {comparison.lines} texts" if comparison.lines > 1 else ""
-    section = _section(
+    section = Section(
         f"attention per layer (mean over heads and query {unit}{averaged})",
         caption=f"entropy in nats (uniform = ln n); distance in {unit}; shares of attention on special tokens, self, "
         f"previous and next {unit[:-1]}",
@@ -221,7 +181,7 @@ def attention_section(comparison: Comparison) -> Section:
     table.add_column("uniform", justify="right")
     for name in ATTENTION_COLUMNS:
         table.add_column(name, justify="right")
-    headers = _headers(comparison)
+    headers = column_headers(comparison)
     models = [k for k in comparison.real if comparison.models[k].attention]
     for position, k in enumerate(models):
         rows = comparison.models[k].attention or []
@@ -238,8 +198,8 @@ def attention_section(comparison: Comparison) -> Section:
 
 def cka_section(comparison: Comparison, pair: Similarity) -> Section:
     a, b = comparison.models[pair.a], comparison.models[pair.b]
-    headers = _headers(comparison)
-    section = _section(
+    headers = column_headers(comparison)
+    section = Section(
         f"layer similarity: linear CKA (Kornblith et al. 2019) on {pair.words} words · rows {escape(headers[pair.a])}, "
         f"columns {escape(headers[pair.b])}",
         caption="1 = the same representation up to rotation and scale; emb = embedding output, k = output of layer k; "
@@ -248,18 +208,19 @@ def cka_section(comparison: Comparison, pair: Similarity) -> Section:
     table = section.table
     table.add_column("")
     for label in b.layer_labels or []:
-        table.add_column(_layer_short(label), justify="right")
+        table.add_column(layer_short(label), justify="right")
     best = np.nanargmax(pair.cka, axis=1) if np.isfinite(pair.cka).any() else None
     for i, label in enumerate(a.layer_labels or []):
         cells = []
         for j in range(pair.cka.shape[1]):
             value = fmt(float(pair.cka[i, j]), 2)
             cells.append(f"[bold]{value}[/bold]" if best is not None and best[i] == j else value)
-        table.add_row(_layer_short(label), *cells)
+        table.add_row(layer_short(label), *cells)
     return section
 
 
-def _layer_short(label: str) -> str:
+def layer_short(label: str) -> str:
+    """A layer label as a narrow column header: emb for the embedding output, k for layer k."""
     return "emb" if label == "embeddings" else label.removeprefix("layer ")
 
 
@@ -268,7 +229,7 @@ def _layer_short(label: str) -> str:
 
 def summary_lines(comparison: Comparison) -> list[str]:
     """What differs, in a few sentences built from the numbers above."""
-    headers = _headers(comparison)
+    headers = column_headers(comparison)
     real = [k for k in comparison.real if comparison.models[k].counts is not None]
     lines = []
     if real:
@@ -341,44 +302,3 @@ def print_comparison(console: Console, comparison: Comparison) -> None:
         console.print("[bold]summary[/bold]")
         for line in lines:
             console.print(f"  {line}", soft_wrap=True, highlight=False)
-
-
-# ------------------------------------------------------------------------------------------ inspect --words
-
-
-def word_section(result: TextResult) -> Section:
-    """The words of one inspected text and the tokens each is made of."""
-    view = word_view(result)
-    labels = _token_cells(result.tokens, result.text, result.pair)
-    section = _section(
-        "words (whitespace-separated; each CJK character is a word) and their tokens",
-    )
-    table = section.table
-    for name, justify in (("#", "right"), ("word", "left"), ("tokens", "left"), ("indices", "left")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for word, pieces in zip(view.words, view.pieces, strict=True):
-        shown = " ".join(labels[k] for k in pieces) or "[dim](cut off)[/dim]"
-        table.add_row(str(word.index), escape(word.text), shown, ",".join(map(str, pieces)))
-    return section
-
-
-def word_attention_section(result: TextResult) -> Section:
-    """`layer_summary` of the word-level maps (Clark et al. 2019 merging): distance in words."""
-    view = word_view(result)
-    section = _section(
-        "attention per layer between words (pieces: attention summed over keys, averaged over queries)",
-        caption=f"entropy in nats (uniform over {len(view.units)} units = {math.log(max(len(view.units), 1)):.2f}); "
-        "distance in words; shares on special tokens, self, previous and next word",
-    )
-    table = section.table
-    table.add_column("layer", justify="right")
-    for name in ATTENTION_COLUMNS:
-        table.add_column(name, justify="right")
-    for row in layer_summary(view.attention, view.special_mask):
-        table.add_row(str(row["layer"]), *(fmt(row[key]) for key in ATTENTION_COLUMNS))
-    return section
-
-
-def print_words(console: Console, result: TextResult) -> None:
-    word_section(result).show(console)
-    word_attention_section(result).show(console)

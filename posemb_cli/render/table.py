@@ -1,8 +1,14 @@
-"""Rich tables for the terminal."""
+"""How one inspected text reads in the terminal: its tokens, its attention per layer and, with --words, its words.
+
+Also the pieces the other terminal tables share: `fmt` for a number in a cell, `Section` (a table with its title and
+caption), `token_cells` (readable token labels) and ATTENTION_COLUMNS.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
@@ -10,7 +16,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..attention import layer_summary
-from ..core import TextResult
+from ..core import TextResult, Token
+from ..words import WordView
+from .figures.labels import token_labels
+
+ATTENTION_COLUMNS = ("entropy", "distance", "special", "self", "prev", "next")
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -20,6 +30,35 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         return "nan" if value != value else f"{value:.{digits}f}"
     return str(value)
+
+
+@dataclass
+class Section:
+    """A table with its title and caption, printed as whole lines: a narrow table (CKA) would wrap them."""
+
+    title: str
+    caption: str | None = None
+    table: Table = field(default_factory=lambda: Table(header_style="bold"))
+
+    def show(self, console: Console) -> None:
+        console.print(f"[bold]{self.title}[/bold]", soft_wrap=True, highlight=False)
+        console.print(self.table)
+        if self.caption:
+            console.print(f"[dim]{self.caption}[/dim]", soft_wrap=True, highlight=False)
+
+
+def token_cells(tokens: Sequence[Token], text: str, pair: str | None = None) -> list[str]:
+    """Readable label of each token (byte-level pieces numbered, [UNK] red, special tokens dim)."""
+    labels = token_labels(tokens, text, pair)
+    cells = []
+    for token, label in zip(tokens, labels, strict=True):
+        if token.unknown:
+            cells.append(f"[red]{escape(token.token)}[/red]")
+        elif token.special:
+            cells.append(f"[dim]{escape(token.token)}[/dim]")
+        else:
+            cells.append(escape(label.text))
+    return cells
 
 
 def model_line(result: TextResult) -> str:
@@ -92,6 +131,53 @@ def attention_table(result: TextResult) -> Table:
 
 
 def print_result(console: Console, result: TextResult) -> None:
+    """The model line, the token table, attention per layer and, for a result inspected with words=True, the word
+    tables (`print_words`)."""
     console.print(model_line(result), highlight=False, soft_wrap=True)
     console.print(token_table(result))
     console.print(attention_table(result))
+    if result.words is not None:
+        print_words(console, result)
+
+
+# ------------------------------------------------------------------------------------------ inspect --words
+
+
+def word_section(result: TextResult, view: WordView) -> Section:
+    """The words of one inspected text and the tokens each is made of."""
+    labels = token_cells(result.tokens, result.text, result.pair)
+    section = Section(
+        "words (whitespace-separated; each CJK character is a word) and their tokens",
+    )
+    table = section.table
+    for name, justify in (("#", "right"), ("word", "left"), ("tokens", "left"), ("indices", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for word, pieces in zip(view.words, view.pieces, strict=True):
+        shown = " ".join(labels[k] for k in pieces) or "[dim](cut off)[/dim]"
+        table.add_row(str(word.index), escape(word.text), shown, ",".join(map(str, pieces)))
+    return section
+
+
+def word_attention_section(view: WordView) -> Section:
+    """`layer_summary` of the word-level maps (Clark et al. 2019 merging): distance in words."""
+    section = Section(
+        "attention per layer between words (pieces: attention summed over keys, averaged over queries)",
+        caption=f"entropy in nats (uniform over {len(view.units)} units = {math.log(max(len(view.units), 1)):.2f}); "
+        "distance in words; shares on special tokens, self, previous and next word",
+    )
+    table = section.table
+    table.add_column("layer", justify="right")
+    for name in ATTENTION_COLUMNS:
+        table.add_column(name, justify="right")
+    for row in view.layers:
+        table.add_row(str(row["layer"]), *(fmt(row[key]) for key in ATTENTION_COLUMNS))
+    return section
+
+
+def print_words(console: Console, result: TextResult) -> None:
+    """`inspect --words` (`result.words` is set): the words and their tokens, then attention per layer between
+    words."""
+    if result.words is None:
+        raise ValueError("print_words needs a result inspected with words=True")
+    word_section(result, result.words).show(console)
+    word_attention_section(result.words).show(console)

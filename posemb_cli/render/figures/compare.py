@@ -1,4 +1,4 @@
-"""The one figure of `posemb compare --plot FILE`: position similarity per model, attention per layer, CKA heatmaps.
+"""How several models differ, in one figure (`posemb compare --plot FILE`): positions, attention per layer, CKA.
 
 Three rows of panels:
 1. Φ over the first positions for every entry that has one (cosine of position vectors, rotary score, ALiBi bias,
@@ -6,8 +6,9 @@ Three rows of panels:
 2. the attention statistics per layer (entropy, distance, special, previous, next), one line per model;
 3. linear CKA between the layers of each pair of models.
 
-Headless and written through `output.write_atomic`, like `plots.py`, whose helpers it reuses. Returns a `PlotData`
-whose `arrays` are the exact arrays handed to matplotlib, for tests to compare with the JSON.
+Built and saved with `toolkit` (headless, written atomically), headed by the same model names as the compare tables.
+Returns a `toolkit.PlotData` whose `arrays` are the exact arrays handed to matplotlib, for tests to compare with the
+JSON.
 """
 
 from __future__ import annotations
@@ -17,25 +18,24 @@ from typing import Any
 
 import numpy as np
 
-from ..compare import Comparison, Similarity
-from .compare_table import _headers, _layer_short
-from .plots import (
+from ...compare import Comparison, Similarity
+from ..compare_table import column_headers, layer_short
+from .labels import plain, shorten
+from .toolkit import (
     ATTENTION_CMAP,
     DEFAULT_DPI,
     SIMILARITY_CMAP,
     TITLE_INCHES,
     PlotData,
-    _axes,
-    _drawn_images,
-    _figure,
-    _footnote,
-    _interpolation,
-    _matplotlib,
-    _plain,
-    _save_figure,
-    _shorten,
-    _title,
+    add_axes,
+    add_footnote,
+    add_title,
+    drawn_images,
+    figure_settings,
+    image_interpolation,
+    new_figure,
     picture_format,
+    save_figure,
 )
 
 STATISTICS = (
@@ -55,7 +55,7 @@ def plot_comparison(
 ) -> PlotData:
     path = Path(path)
     picture_format(path)
-    headers = _headers(comparison)
+    headers = column_headers(comparison)
     positions = [k for k, report in enumerate(comparison.models) if report.positions is not None]
     attended = [k for k in comparison.real if comparison.models[k].attention]
     pairs = [pair for pair in comparison.similarity if pair.words >= 2]
@@ -72,8 +72,8 @@ def plot_comparison(
     height = TITLE_INCHES + sum(row_height[r] for r in rows) + 0.35
     arrays: dict[str, np.ndarray] = {}
     sample = comparison.first_text + "".join(headers)
-    with _matplotlib(sample, font) as font_warnings:
-        fig = _figure(max(width, 7.0), height, dpi)
+    with figure_settings(sample, font) as font_warnings:
+        fig = new_figure(max(width, 7.0), height, dpi)
         top = height - TITLE_INCHES
         for row in rows:
             bottom = top - row_height[row] + (0.6 if row != "positions" else 0.55)
@@ -94,11 +94,11 @@ def plot_comparison(
             )
             top -= row_height[row]
         what = (
-            f"“{_shorten(comparison.first_text, 70)}”"
+            f"“{shorten(comparison.first_text, 70)}”"
             if comparison.lines == 1
             else f"{comparison.lines} lines" + (f" of {comparison.corpus}" if comparison.corpus else "")
         )
-        _title(
+        add_title(
             fig,
             [
                 ("Comparison of " + ", ".join(headers), 11, "bold"),
@@ -106,12 +106,12 @@ def plot_comparison(
             ],
         )
         if pairs:
-            _footnote(
+            add_footnote(
                 fig,
                 "CKA: linear centred kernel alignment on word vectors (Kornblith et al. 2019); "
                 "emb = embedding output, k = output of layer k",
             )
-        data = _save_figure(
+        data = save_figure(
             fig,
             path,
             dpi,
@@ -120,7 +120,7 @@ def plot_comparison(
             arrays=arrays,
             warnings=font_warnings,
         )
-    data.drawn["images"] = _drawn_images(fig)
+    data.drawn["images"] = drawn_images(fig)
     return data
 
 
@@ -139,19 +139,19 @@ def _positions_row(
         assert analysis is not None
         matrix = np.asarray(analysis.matrix, dtype=float)
         arrays[f"positions/{comparison.models[k].name}"] = matrix
-        ax = _axes(fig, LEFT + column * (PANEL + GAP), bottom, PANEL, PANEL)
+        ax = add_axes(fig, LEFT + column * (PANEL + GAP), bottom, PANEL, PANEL)
         if analysis.metric == "cosine":
             cmap, vmin, vmax, what = SIMILARITY_CMAP, -1.0, 1.0, "cosine"
         else:
             cmap, vmin, vmax = ATTENTION_CMAP, float(matrix.min()), float(matrix.max())
             what = {"bias": "bias", "bucket_level": "−bucket level"}.get(analysis.metric, analysis.metric)
-        image = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax, interpolation=_interpolation(n, PANEL, dpi))
-        ax.set_title(_plain(f"{headers[k]}\n{analysis.scheme.replace('_', ' ')} · Φ = {what}"), fontsize=8)
+        image = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax, interpolation=image_interpolation(n, PANEL, dpi))
+        ax.set_title(plain(f"{headers[k]}\n{analysis.scheme.replace('_', ' ')} · Φ = {what}"), fontsize=8)
         ax.set_xlabel("position j", fontsize=8)
         if column == 0:
             ax.set_ylabel("position i", fontsize=8)
         ax.tick_params(labelsize=7)
-        cax = _axes(fig, LEFT + column * (PANEL + GAP) + PANEL + 0.06, bottom, 0.09, PANEL)
+        cax = add_axes(fig, LEFT + column * (PANEL + GAP) + PANEL + 0.06, bottom, 0.09, PANEL)
         fig.colorbar(image, cax=cax).ax.tick_params(labelsize=6)
 
 
@@ -165,7 +165,7 @@ def _attention_row(
 ) -> None:
     unit = "word" if comparison.words_view else "token"
     for column, (key, label) in enumerate(STATISTICS):
-        ax = _axes(fig, LEFT + column * (PANEL + GAP), bottom, PANEL, 2.0)
+        ax = add_axes(fig, LEFT + column * (PANEL + GAP), bottom, PANEL, 2.0)
         for m, k in enumerate(models):
             rows = comparison.models[k].attention or []
             values = np.array([row[key] for row in rows], dtype=float)
@@ -177,7 +177,7 @@ def _attention_row(
                 markersize=3,
                 linewidth=1.2,
                 color=LINE_COLOURS[m % len(LINE_COLOURS)],
-                label=_plain(headers[k]),
+                label=plain(headers[k]),
             )
         ax.set_title(label + (f" ({unit}s)" if key == "distance" else ""), fontsize=8)
         ax.set_xlabel("layer", fontsize=8)
@@ -202,7 +202,7 @@ def _cka_row(
         a, b = comparison.models[pair.a], comparison.models[pair.b]
         matrix = np.asarray(pair.cka, dtype=float)
         arrays[f"cka/{a.name}|{b.name}"] = matrix
-        ax = _axes(fig, LEFT + column * (PANEL + GAP), bottom, PANEL, PANEL)
+        ax = add_axes(fig, LEFT + column * (PANEL + GAP), bottom, PANEL, PANEL)
         image = ax.imshow(
             matrix,
             cmap=ATTENTION_CMAP,
@@ -210,17 +210,17 @@ def _cka_row(
             vmax=1.0,
             origin="lower",
             aspect="auto",
-            interpolation=_interpolation(max(matrix.shape), PANEL, dpi),
+            interpolation=image_interpolation(max(matrix.shape), PANEL, dpi),
         )
-        labels_a = [_layer_short(x) for x in a.layer_labels or []]
-        labels_b = [_layer_short(x) for x in b.layer_labels or []]
+        labels_a = [layer_short(x) for x in a.layer_labels or []]
+        labels_b = [layer_short(x) for x in b.layer_labels or []]
         for axis, labels in (("y", labels_a), ("x", labels_b)):
             step = max(1, int(np.ceil(len(labels) / 13)))
             ticks = list(range(0, len(labels), step))
             getattr(ax, f"set_{axis}ticks")(ticks)
             getattr(ax, f"set_{axis}ticklabels")([labels[t] for t in ticks], fontsize=7)
-        ax.set_ylabel(_plain(headers[pair.a]), fontsize=8)
-        ax.set_xlabel(_plain(headers[pair.b]), fontsize=8)
+        ax.set_ylabel(plain(headers[pair.a]), fontsize=8)
+        ax.set_xlabel(plain(headers[pair.b]), fontsize=8)
         ax.set_title(f"layer CKA · {pair.words} words", fontsize=8)
         if max(matrix.shape) <= ANNOTATE_MAX_CELLS:
             size = 6 if max(matrix.shape) > 8 else 7
@@ -237,5 +237,5 @@ def _cka_row(
                     )
     if image is not None:
         x = LEFT + len(pairs) * (PANEL + GAP) - GAP + 0.1
-        cax = _axes(fig, x, bottom, 0.12, PANEL)
+        cax = add_axes(fig, x, bottom, 0.12, PANEL)
         fig.colorbar(image, cax=cax).set_label("linear CKA", fontsize=8)

@@ -1,9 +1,9 @@
-"""`posemb stats --plot FILE`: one heatmap per statistic, layers × heads, each with its colour bar.
+"""Which heads do what over a corpus (`posemb stats --plot FILE`): one heatmap per statistic, layers × heads.
 
 Reads only `stats.CorpusStats.grid`, so the picture shows exactly the numbers of the table and the JSON. The last
-panel colours each head by its pattern label. Written through `output.write_atomic` (a temporary name renamed into
-place: an interrupted run leaves no half-written picture). matplotlib is imported inside `plot_stats`, figures are
-plain `Figure` objects on the Agg canvas (no pyplot, no GUI backend), and the format comes from the suffix.
+panel colours each head by its pattern label. Saved with `toolkit.save` (a temporary name renamed into place: an
+interrupted run leaves no half-written picture). matplotlib is imported inside `plot_stats`, figures are plain
+`Figure` objects on the Agg canvas (no pyplot, no GUI backend), and the format comes from the suffix.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..stats import PATTERNS, CorpusStats
-from .plots import _save, picture_format
+from ...stats import PATTERNS, CorpusStats
+from .toolkit import picture_format, save
 
 DPI = 150
 COLUMNS = 4
@@ -93,7 +93,7 @@ def plot_stats(result: CorpusStats, path: Path, dpi: float = DPI) -> dict[str, n
     for ax in axes[len(keys) :]:
         ax.set_visible(False)
 
-    _save(fig, path, dpi)
+    save(fig, path, dpi)
     return shown
 
 
