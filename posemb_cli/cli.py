@@ -382,6 +382,20 @@ def positions(
     base: Annotated[
         Optional[float], typer.Option("--base", metavar="B", help="Sinusoidal/rotary base [default: 10000].")
     ] = None,
+    rope_type: Annotated[
+        Optional[str],
+        typer.Option(
+            "--rope-type", metavar="TYPE", help="Rotary scaling: default|linear|dynamic|yarn|llama3 [default: default]."
+        ),
+    ] = None,
+    factor: Annotated[Optional[float], typer.Option("--factor", metavar="F", help="Rotary scaling factor.")] = None,
+    original_max: Annotated[
+        Optional[int], typer.Option("--original-max", metavar="N", help="Rotary: positions the model was trained on.")
+    ] = None,
+    rope_param: Annotated[
+        Optional[list[str]],
+        typer.Option("--rope-param", metavar="KEY=VALUE", help="A rope type's own parameter, e.g. beta_fast=32."),
+    ] = None,
     heads: Annotated[Optional[int], typer.Option("--heads", metavar="H", help="ALiBi heads [default: 8].")] = None,
     buckets: Annotated[
         Optional[int], typer.Option("--buckets", metavar="B", help="T5 relative buckets [default: 32].")
@@ -418,8 +432,9 @@ def positions(
         if model is not None or probe is not None:
             raise PosembUsageError("--scheme analyses a formula; it takes no --model and no --probe")
         options = dict(dim=dim, base=base, heads=heads, buckets=buckets, max_distance=max_distance)
+        rope = dict(rope_type=rope_type, factor=factor, original_max=original_max, rope_params=_pairs(rope_param))
         analysis = compute.analyse_scheme(
-            scheme.value, length, metric=metric.value, window=window, bidirectional=bidirectional, **options
+            scheme.value, length, metric=metric.value, window=window, bidirectional=bidirectional, **options, **rope
         )
     else:
         from .models import load
@@ -428,12 +443,30 @@ def positions(
         analysis = compute.analyse_model(
             loaded, length, metric=metric.value, window=window, probe=probe, words=words, seed=seed
         )
+    for warning in analysis.warnings:
+        out.warn(warning)
     if fmt == "json":
         out.json(analysis.to_json(matrix=matrix))
         return
     from .render.positions_table import print_positions
 
     print_positions(out.console(), analysis)
+
+
+def _pairs(values: Optional[list[str]]) -> Optional[dict[str, float]]:
+    """KEY=VALUE options (numbers) as a dict; None when none were given."""
+    if not values:
+        return None
+    pairs = {}
+    for value in values:
+        key, sign, number = value.partition("=")
+        try:
+            pairs[key.strip()] = float(number)
+        except ValueError:
+            raise PosembUsageError(f"--rope-param {value!r}: expected KEY=NUMBER, e.g. beta_fast=32") from None
+        if not sign or not key.strip():
+            raise PosembUsageError(f"--rope-param {value!r}: expected KEY=NUMBER, e.g. beta_fast=32")
+    return pairs
 
 
 @app.command()

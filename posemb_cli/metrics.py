@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "spearman",
     "cka_matrix",
     "linear_cka",
     "local_monotonicity",
@@ -55,7 +56,7 @@ def _rank(x: np.ndarray) -> np.ndarray:
     return 0.5 * (bounds[group - 1] + bounds[group] + 1)
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman rank correlation: Pearson of average ranks."""
     return _pearson(_rank(x), _rank(y))
 
@@ -121,7 +122,7 @@ def local_monotonicity(phi: np.ndarray, window: int = 16) -> tuple[float, float]
             values = -phi[i, js]
             if js.size < 2 or np.ptp(values) == 0:
                 continue
-            scores.append(_spearman(np.abs(js - i).astype(np.float64), values))
+            scores.append(spearman(np.abs(js - i).astype(np.float64), values))
     return (
         float(np.mean(forward)) if forward else float("nan"),
         float(np.mean(backward)) if backward else float("nan"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -149,10 +149,29 @@ def load(name: str | None = None, device: str = "cpu", trust_remote_code: bool =
     raw_config = read_config(path)
     family = check_family(raw_config, display, trust_remote_code)
     device = choose_device(device)
+    key = (str(path.resolve()), device, trust_remote_code)
+    if _CACHE is not None and key in _CACHE:
+        cached = _CACHE[key]
+        return replace(cached, info=replace(cached.info, name=display, path=str(path)))
     tokenizer = _load_tokenizer(display, path, trust_remote_code)
     model = _load_model(display, path, trust_remote_code).to(device).eval()
     info = model_info(display, path, model.config, family)
-    return LoadedModel(info=info, family=family, tokenizer=tokenizer, model=model, device=device)
+    loaded = LoadedModel(info=info, family=family, tokenizer=tokenizer, model=model, device=device)
+    if _CACHE is not None:
+        _CACHE[key] = loaded
+    return loaded
+
+
+# Opt-in, for the test suite: load() keeps each (folder, device, trust_remote_code) it loaded and hands the same
+# tokenizer and model back. Off by default: the CLI loads each model once per run anyway.
+_CACHE: dict[tuple[str, str, bool], LoadedModel] | None = None
+
+
+def enable_load_cache() -> None:
+    """Reuse loaded models for the rest of this process (callers must not change a model they get back)."""
+    global _CACHE
+    if _CACHE is None:
+        _CACHE = {}
 
 
 def _quiet_transformers() -> None:

@@ -80,8 +80,9 @@ class Output:
         """`--json` is short for `--format json`; a format the command does not print is a usage error."""
         fmt = "json" if json_flag else (chosen or default)
         if fmt is not None and fmt not in allowed:
-            listed = ", ".join(allowed[:-1]) + f" or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
-            raise PosembUsageError(f"{command} prints {listed}, not {fmt}: use --format {listed}")
+            options = [f"--format {name}" for name in allowed if name != "json"] + ["--json"] * ("json" in allowed)
+            use = ", ".join(options[:-1]) + f" or {options[-1]}" if len(options) > 1 else options[0]
+            raise PosembUsageError(f"{command} prints {' or '.join(allowed)}, not {fmt}: use {use}")
         return fmt or ""
 
     @staticmethod

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..compare import Comparison, Similarity
-from .positions_table import PROPERTY_ROWS, _get
+from .positions_table import PROPERTY_ROWS, property_value
 from .table import ATTENTION_COLUMNS, Section, fmt, token_cells
 
 FACT_ROWS = (
@@ -162,7 +162,7 @@ def positions_section(comparison: Comparison) -> Section:
     table.add_row("scheme", *(fmt(a.scheme if a else None) for a in analyses))
     table.add_row("Φ measures", *(fmt(a.metric if a else None) for a in analyses))
     for label, key, _ in PROPERTY_ROWS:
-        table.add_row(label, *(fmt(_get(a.properties, key)) if a else "-" for a in analyses))
+        table.add_row(label, *(fmt(property_value(a.properties, key)) if a else "-" for a in analyses))
     table.add_row("position from vector (MAE)", *(fmt(a.regression_mae if a else None, 2) for a in analyses))
     return section
 

@@ -21,7 +21,7 @@ PROPERTY_ROWS = (
 BUCKET_PAIRS_PER_ROW = 4
 
 
-def _get(properties: dict[str, Any], key: str | tuple[str, str]) -> Any:
+def property_value(properties: dict[str, Any], key: str | tuple[str, str]) -> Any:
     if isinstance(key, tuple):
         return properties.get(key[0], {}).get(key[1])
     return properties.get(key)
@@ -47,9 +47,9 @@ def properties_table(analysis: PositionAnalysis) -> Table:
     for label, key, meaning in PROPERTY_ROWS:
         if isinstance(key, tuple):
             meaning += f", within {window} positions"
-        cells = [label, fmt(_get(analysis.properties, key))]
+        cells = [label, fmt(property_value(analysis.properties, key))]
         if probe is not None:
-            cells.append(fmt(_get(probe, key)))
+            cells.append(fmt(property_value(probe, key)))
         table.add_row(*cells, meaning)
     return table
 
@@ -104,9 +104,9 @@ def probe_table(analysis: PositionAnalysis) -> Table:
     for label, _, _ in PROPERTY_ROWS:
         table.add_column(label, justify="right")
     for row in probe.get("per_head", []):
-        table.add_row(str(row["head"]), *(fmt(_get(row, key)) for _, key, _ in PROPERTY_ROWS))
+        table.add_row(str(row["head"]), *(fmt(property_value(row, key)) for _, key, _ in PROPERTY_ROWS))
     mean = probe.get("properties", {})
-    table.add_row("[bold]mean[/bold]", *(f"[bold]{fmt(_get(mean, key))}[/bold]" for _, key, _ in PROPERTY_ROWS))
+    table.add_row("[bold]mean[/bold]", *(f"[bold]{fmt(property_value(mean, key))}[/bold]" for _, key, _ in PROPERTY_ROWS))
     return table
 
 
@@ -124,6 +124,52 @@ def vector_lines(analysis: PositionAnalysis) -> list[str]:
     return lines
 
 
+def rope_lines(rope: dict[str, Any], audit: dict[str, Any] | None) -> list[str]:
+    """The rotary settings in a few lines: type, factor, original and extended positions, layer types, audit."""
+    scaled = "" if rope["factor"] is None else f" ×{rope['factor']:g}"
+    waves = rope["wavelengths"]
+    lines = [
+        f"RoPE [bold]{rope['type']}{scaled}[/bold] · base {rope['base']:g} · {rope['dim']} rotated dimensions "
+        f"({waves['pairs']} pairs) · trained on {rope['original_max_positions']} positions, extended to "
+        f"{rope['max_positions']} · attention factor {rope['attention_factor']:.4g}",
+        f"{waves['full_turn_within_original']} of {waves['pairs']} pairs turn a full circle (wavelength 2π/θ) within "
+        f"the original {rope['original_max_positions']} positions; {waves['pairs'] - waves['full_turn_within_original']}"
+        " never do (YaRN, Peng et al. 2023, §3)",
+    ]
+    for name, kind in (rope["layer_types"] or {}).items():
+        lines.append(f"layer type {name}: base {kind['base']:g}, layers {', '.join(map(str, kind['layers']))}")
+    for key, value in rope.get("properties", {}).items():
+        lines.append(
+            f"monotonicity of Φ over the {key} {value['positions']} positions: {fmt(value['monotonicity'])} "
+            "(translation invariance and symmetry are 1: Φ depends on |i − j| only)"
+        )
+    if audit is not None:
+        verdict = "[green]ok[/green]" if audit["ok"] else "[red]differs[/red]"
+        lines.append(
+            f"audit: {audit['modules']} inv_freq buffer(s) of the loaded model against the config: largest relative "
+            f"difference {audit['max_relative_difference']:.2g} ({verdict})"
+        )
+    return lines
+
+
+def wavelength_table(rope: dict[str, Any]) -> Table:
+    table = Table(
+        title="rotary pairs by wavelength (positions per full turn)", title_justify="left", header_style="bold"
+    )
+    for name in ("pairs", "wavelength", "full turn within original", "within extended"):
+        table.add_column(name, justify="right")
+    for row in rope["wavelengths"]["table"]:
+        first, last = row["pairs"]
+        count = last - first + 1
+        table.add_row(
+            f"{first}–{last}",
+            f"{row['wavelength_min']:.4g} – {row['wavelength_max']:.4g}",
+            f"{row['full_turn_within_original']} of {count}",
+            f"{row['full_turn_within_extended']} of {count}",
+        )
+    return table
+
+
 def print_positions(console: Console, analysis: PositionAnalysis) -> None:
     console.print(header(analysis), soft_wrap=True)
     console.print(
@@ -132,6 +178,10 @@ def print_positions(console: Console, analysis: PositionAnalysis) -> None:
         soft_wrap=True,
     )
     console.print(properties_table(analysis))
+    if analysis.rope is not None:
+        for line in rope_lines(analysis.rope, analysis.audit):
+            console.print(line, soft_wrap=True, highlight=False)
+        console.print(wavelength_table(analysis.rope))
     if analysis.slopes is not None:
         console.print(slopes_table(analysis.slopes))
     if analysis.buckets is not None:

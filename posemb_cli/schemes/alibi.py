@@ -70,6 +70,8 @@ class Alibi(PositionScheme):
         distance = np.abs(offsets(length)).astype(np.float64)
         analysis = self.analysis(model, f"{source}, {heads} heads", length, "bias", -slopes.mean() * distance, window)
         analysis.slopes = slopes.tolist()
+        steps = np.arange(-(length - 1), length)
+        analysis.bias = {"offsets": steps.tolist(), "per_head": (-slopes[:, None] * np.abs(steps)[None]).tolist()}
         if heads * length * length <= MAX_HEAD_MATRIX_VALUES:
             analysis.head_matrices = -slopes[:, None, None] * distance[None]
         analysis.notes.append("ALiBi adds a bias, not a vector: the dot/cosine metric does not apply")

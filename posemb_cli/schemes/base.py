@@ -43,7 +43,11 @@ class PositionAnalysis:
     pca_explained: list[float] | None = None
     vectors: np.ndarray | None = None  # (length, dim) position vectors, for learned and sinusoidal schemes
     first_id: int = 0  # position id of row 0 (RoBERTa-style tables: padding_idx + 1)
+    rope: dict[str, Any] | None = None  # rotary settings (`schemes.rotary.rope_json`)
+    audit: dict[str, Any] | None = None  # rotary: config frequencies against the model's buffers
+    bias: dict[str, Any] | None = None  # relative biases: {"offsets": [int], "per_head": [[float]]}
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # also printed on stderr
 
     def to_json(self, matrix: bool = False) -> dict[str, Any]:
         """Plain JSON types; NaN becomes null. Phi itself (and the probe's head-mean Phi) only with ``matrix``."""
@@ -64,7 +68,11 @@ class PositionAnalysis:
             "probe": probe,
             "regression_mae": self.regression_mae,
             "pca_explained_variance": self.pca_explained,
+            "rope": self.rope,
+            "audit": self.audit,
+            "bias": self.bias,
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
         }
         if matrix:
             data["matrix"] = self.matrix

@@ -117,6 +117,7 @@ class RelativeBucket(PositionScheme):
         analysis = self.analysis(loaded.info.name, source, length, "bias", head_matrices.mean(axis=0), window)
         analysis.buckets = dict(zip(range(-(length - 1), length), by_offset.tolist(), strict=True))
         analysis.head_matrices = head_matrices
+        analysis.bias = {"offsets": list(range(-(length - 1), length)), "per_head": bias[by_offset].T.tolist()}
         return analysis
 
     def picture(self, analysis: PositionAnalysis) -> PositionPicture:
