@@ -405,9 +405,7 @@ def positions(
     ] = None,
     bidirectional: Annotated[
         Optional[bool],
-        typer.Option(
-            "--bidirectional/--causal", help="T5 buckets: encoder or decoder [default: bidirectional]."
-        ),
+        typer.Option("--bidirectional/--causal", help="T5 buckets: encoder or decoder [default: bidirectional]."),
     ] = None,
     probe: Annotated[
         Optional[str], typer.Option("--probe", metavar="identical-word", help="Layer-1 attention on a repeated word.")

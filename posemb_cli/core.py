@@ -42,10 +42,10 @@ class TextResult:
     pair: str | None
     model: ModelInfo
     tokens: list[Token]
-    token: np.ndarray  # (n, embedding_size) token embeddings
+    token: np.ndarray | None  # (n, embedding_size) token embeddings; None on the generic path
     position: np.ndarray | None  # (n, embedding_size); None for rotary / ALiBi / no-vector schemes
     segment: np.ndarray | None  # (n, embedding_size); None where the model has no token-type embedding
-    sum: np.ndarray  # token + position + segment, before normalisation
+    sum: np.ndarray | None  # token + position + segment, before normalisation; None on the generic path
     embedding_output: np.ndarray  # (n, hidden_size): what the first transformer layer receives
     attention: np.ndarray  # (layers, heads, n, n), rows are queries
     warnings: list[str] = field(default_factory=list)
@@ -63,8 +63,10 @@ class TextResult:
         parts["embedding_output"] = self.embedding_output
         return {name: None if v is None else np.linalg.norm(v, axis=-1) for name, v in parts.items()}
 
-    def token_sum_cosine(self) -> np.ndarray:
+    def token_sum_cosine(self) -> np.ndarray | None:
         """Cosine between each token vector and its sum: 1 means position and segment changed nothing."""
+        if self.token is None or self.sum is None:
+            return None
         num = (self.token * self.sum).sum(-1)
         den = np.linalg.norm(self.token, axis=-1) * np.linalg.norm(self.sum, axis=-1)
         return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
@@ -131,13 +133,13 @@ def _inspect_batch(
             pair=pair,
             model=info,
             tokens=tokens,
-            token=captured["token"][i, :n],
+            token=None if captured["token"] is None else captured["token"][i, :n],
             position=None if captured["position"] is None else captured["position"][i, :n],
             segment=None if captured["segment"] is None else captured["segment"][i, :n],
             sum=_sum(captured, i, n),
             embedding_output=captured["embedding_output"][i, :n],
             attention=captured["attention"][i, :, :, :n, :n],
-            warnings=warnings[i] + _unknown_warnings(tokens, text, pair, info),
+            warnings=warnings[i] + _unknown_warnings(tokens, text, pair, info) + _family_warnings(loaded),
             hidden_states=None if captured["hidden_states"] is None else captured["hidden_states"][i, :, :n],
         )
         _check_attention(result)
@@ -164,30 +166,30 @@ def _forward(loaded: LoadedModel, encoding: Any, hidden_states: bool = False) ->
     family, model = loaded.family, loaded.model
     captured: dict[str, Any] = {}
 
-    def capture(key: str, ids_from_kwarg: str | None = None) -> Any:
+    def capture(key: str, ids_from_kwarg: str | None, keep_output: bool) -> Any:
         def hook(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
             if key in captured:  # keep the first call: the one on the input ids
                 return
             ids = kwargs.get(ids_from_kwarg) if ids_from_kwarg else None
             if ids is None:
                 ids = args[1] if ids_from_kwarg and len(args) > 1 else (args[0] if args else kwargs.get("input"))
-            captured[key] = (ids, None if ids_from_kwarg else output)
+            captured[key] = (ids, output if keep_output else None)
 
         return hook
 
-    modules = [
-        ("token", family.token_embedding, None),
-        ("position", family.position_embedding, None),
-        ("segment", family.segment_embedding, None),
-        ("rotary", family.rotary_embedding, "position_ids"),
+    modules = [  # (what, module path, keyword that carries the ids (None: the first argument), keep the output)
+        ("token", family.token_embedding, None, True),
+        ("position", family.position_embedding, family.position_ids_kwarg, True),
+        ("segment", family.segment_embedding, None, True),
+        ("rotary", family.rotary_embedding, "position_ids", False),
     ]
     handles = [
-        model.get_submodule(path).register_forward_hook(capture(key, kwarg), with_kwargs=True)
-        for key, path, kwarg in modules
-        if path
+        module.register_forward_hook(capture(key, kwarg, keep), with_kwargs=True)
+        for key, path, kwarg, keep in modules
+        if (module := family.module(model, path)) is not None
     ]
     inputs = {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
-    if family.segment_embedding and "token_type_ids" in encoding:
+    if "token_type_ids" in encoding and family.takes_segments(model):
         inputs["token_type_ids"] = encoding["token_type_ids"]
     inputs = {k: v.to(loaded.device) for k, v in inputs.items()}
     try:
@@ -209,10 +211,12 @@ def _forward(loaded: LoadedModel, encoding: Any, hidden_states: bool = False) ->
     result: dict[str, Any] = {}
     result["token_ids"], result["token"] = vectors("token")
     result["position_ids"], result["position"] = vectors("position")
+    if result["position_ids"] is not None and family.position_id_offset:  # OPT: the table row is the id + 2
+        result["position_ids"] = result["position_ids"] + family.position_id_offset
     result["segment_ids"], result["segment"] = vectors("segment")
     if result["position_ids"] is None:
         result["position_ids"] = vectors("rotary")[0]
-    if result["position_ids"] is None:  # ALiBi counts positions 0..n-1 from the mask; so do we
+    if result["position_ids"] is None and family.model_types:  # relative schemes and ALiBi: the token index
         result["position_ids"] = np.broadcast_to(np.arange(length), (batch, length))
     result["embedding_output"] = _numpy(output.hidden_states[0])
     result["hidden_states"] = (
@@ -226,7 +230,9 @@ def _numpy(tensor: Any) -> np.ndarray:
     return tensor.detach().float().cpu().numpy()
 
 
-def _sum(captured: dict[str, Any], i: int, n: int) -> np.ndarray:
+def _sum(captured: dict[str, Any], i: int, n: int) -> np.ndarray | None:
+    if captured["token"] is None:
+        return None
     total = captured["token"][i, :n].copy()
     for key in ("position", "segment"):
         if captured[key] is not None:
@@ -279,6 +285,15 @@ def _unknown_warnings(tokens: list[Token], text: str, pair: str | None, info: Mo
     return [
         f"{len(unknown)} of {len(tokens)} tokens are {unknown[0].token}: the vocabulary of {info.name} has no entry "
         f"for {shown!r}; try a model whose vocabulary covers them, e.g. {suggestion}"
+    ]
+
+
+def _family_warnings(loaded: LoadedModel) -> list[str]:
+    if loaded.family.model_types:
+        return []
+    return [
+        f"model type {loaded.info.type!r} is not in posemb's registry: tokens, attention and the embedding output are "
+        "shown, but the embedding is not decomposed into token, position and segment parts"
     ]
 
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from .errors import PosembError
-from .registry import Family, describe, family_for, supported_model_types
+from .registry import GENERIC, Family, describe, family_for
 
 BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BUNDLED_ALIASES = (BUNDLED_NAME, "all-MiniLM-L6-v2", "bundled")
@@ -112,8 +112,8 @@ _INFO_FACTS = ("family", "position_scheme", "layers", "heads", "hidden_size", "m
 
 
 def check_family(config: dict[str, Any], name: str, trust_remote_code: bool) -> Family:
-    model_type = config.get("model_type")
-    family = family_for(model_type)
+    """The registry's family of the config's model type; the generic path for a type outside the registry."""
+    family = family_for(config.get("model_type"))
     if family is not None:
         return family
     if config.get("auto_map") and not trust_remote_code:
@@ -121,9 +121,7 @@ def check_family(config: dict[str, Any], name: str, trust_remote_code: bool) -> 
             f"model {name!r} needs its own Python code (config.json has auto_map) and posemb never runs remote code "
             "unless you pass --trust-remote-code"
         )
-    raise PosembError(
-        f"model type {model_type!r} of {name!r} is not supported; supported types: {', '.join(supported_model_types())}"
-    )
+    return GENERIC
 
 
 def choose_device(device: str) -> str:
@@ -205,11 +203,13 @@ def _load_model(name: str, path: Path, trust_remote_code: bool) -> Any:
         raise PosembError(f"model folder of {name!r} has no weights (*.safetensors or *.bin)")
     try:
         # transformers 5 reads *.bin with torch.load(weights_only=True), which cannot run code.
-        return AutoModel.from_pretrained(
+        model = AutoModel.from_pretrained(
             str(path), attn_implementation="eager", trust_remote_code=trust_remote_code, use_safetensors=has_safetensors
         )
     except Exception as exc:
         raise PosembError(f"cannot load the weights of {name!r}: {_one_line(exc)}") from None
+    # An encoder-decoder (T5) is inspected through its encoder: the text goes in there, no decoder inputs needed.
+    return model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) else model
 
 
 def _one_line(exc: BaseException) -> str:

@@ -88,9 +88,14 @@ def analyse_model(
     )
     if probe not in (None, "identical-word"):
         raise PosembUsageError(f"unknown --probe {probe!r}; the only probe is identical-word")
-    scheme = schemes.get(info.position_scheme)
-    if scheme is not None:
-        analysis = scheme.from_model(loaded, length, metric, window)
+    parts = [schemes.get(name) for name in info.position_scheme.split("+")]
+    if all(part is not None for part in parts):
+        analysis = parts[0].from_model(loaded, length, metric, window)  # type: ignore[union-attr]
+        for part in parts[1:]:  # a second mechanism (MPNet's relative buckets): its bias and buckets join Phi
+            extra = part.from_model(loaded, length, metric, window)  # type: ignore[union-attr]
+            analysis.scheme = info.position_scheme
+            analysis.bias, analysis.buckets = extra.bias or analysis.bias, extra.buckets or analysis.buckets
+            analysis.notes.append(f"also {extra.scheme}: {extra.source}; Phi above is the {parts[0].name} part")
     elif info.position_scheme == "none" and probe is not None:  # nothing to read: the probe's head mean becomes Phi
         analysis = PositionAnalysis("none", info.name, "none", length, "attention", np.zeros((length, length)), {})
         analysis.meaning = "Φ(i, j) = first-layer attention of position i to position j in the identical-word probe"
@@ -118,7 +123,7 @@ def position_picture(loaded: LoadedModel, n: int | None = None) -> PositionPictu
     n = default_picture_positions(info.max_positions) if n is None else n
     if n < 1:
         raise PosembUsageError(f"--positions must be at least 1, got {n}")
-    scheme = schemes.get(info.position_scheme)
+    scheme = schemes.get(info.position_scheme.split("+")[0])
     if scheme is None:
         return None
     if info.max_positions is not None and n > info.max_positions:
@@ -163,8 +168,6 @@ def first_layer_attention(loaded: LoadedModel, word_ids: list[int], length: int)
     import torch
 
     model = loaded.model
-    if getattr(model.config, "is_encoder_decoder", False):
-        model = model.get_encoder()
     total = None
     with torch.inference_mode():
         for start in range(0, len(word_ids), PROBE_BATCH):

@@ -12,9 +12,9 @@ from typing import Any
 
 # Config keys of each size, in the order they are tried (BERT-style, GPT-2-style, DistilBERT-style names).
 CONFIG_KEYS: dict[str, tuple[str, ...]] = {
-    "layers": ("num_hidden_layers", "n_layer", "n_layers"),
-    "heads": ("num_attention_heads", "n_head", "n_heads"),
-    "hidden_size": ("hidden_size", "n_embd", "dim"),
+    "layers": ("num_hidden_layers", "n_layer", "n_layers", "num_layers"),
+    "heads": ("num_attention_heads", "n_head", "n_heads", "num_heads"),
+    "hidden_size": ("hidden_size", "n_embd", "dim", "d_model"),
     "max_positions": ("max_position_embeddings", "n_positions"),
 }
 
@@ -31,35 +31,65 @@ def config_value(config: Any, fact: str) -> Any:
 @dataclass(frozen=True)
 class Family:
     name: str
-    model_types: tuple[str, ...]
+    model_types: tuple[str, ...]  # empty for the generic path
     scheme: str  # DESIGN.md's position scheme; see `position_scheme` for the config-dependent cases
-    token_embedding: str
+    token_embedding: str | None  # None: the generic path captures no embedding parts
     position_embedding: str | None = None  # module whose input ids are the position ids
     segment_embedding: str | None = None  # token-type embedding module
     rotary_embedding: str | None = None  # module called with position_ids= (rotary models)
     position_table: str | None = None  # where the learned or sinusoidal table lives
     relative_bias: str | None = None  # learned relative-bucket bias (buckets, heads), e.g. T5's
     positions_after_padding: bool = False  # RoBERTa-style: position ids start at padding_idx + 1
+    position_ids_kwarg: str | None = None  # the position module gets its ids by this keyword (OPT), not as input
+    position_id_offset: int = 0  # added to those ids to find the table row the model reads (OPT: 2)
+    relative_buckets: tuple[int, int] | None = None  # (buckets, max distance) the code uses whatever the config says
     causal: bool = False
-    # Each layer's self-attention module, `{layer}` = layer index from 0. Its forward returns (output, weights) with
-    # eager attention; `stats` hooks it to reduce one layer's maps at a time. None: `stats` cannot run the family.
+    # Each layer's self-attention module, `{layer}` = layer index from 0. Its forward returns a tuple whose item
+    # `attention_weights` holds the weights with eager attention; `stats` hooks it to reduce one layer's maps at a
+    # time. None: `stats` asks the model for all layers' maps at once (output_attentions=True).
     attention_module: str | None = None
+    attention_weights: int = 1
+    attention_when_asked: bool = False  # the module returns its weights only when the model gets output_attentions
+    # (config attribute, scheme when it is true; "!attribute": when false), first match wins
+    scheme_rules: tuple[tuple[str, str], ...] = ()
 
     def position_scheme(self, config: Any) -> str:
-        # DistilBERT can be trained with a frozen sinusoidal table instead of a learned one.
-        if getattr(config, "sinusoidal_pos_embds", False):
-            return "sinusoidal"
+        for attribute, scheme in self.scheme_rules:
+            wanted = not attribute.startswith("!")
+            if bool(getattr(config, attribute.lstrip("!"), False)) == wanted:
+                return scheme
         return self.scheme
 
+    @staticmethod
+    def module(model: Any, path: str | None) -> Any:
+        """The submodule at `path`, or None when there is no path or this model lacks it (a config switched it off,
+        e.g. DeBERTa without `position_biased_input`)."""
+        if not path:
+            return None
+        try:
+            return model.get_submodule(path)
+        except AttributeError:
+            return None
+
+    def takes_segments(self, model: Any) -> bool:
+        """Whether token_type_ids go to the model: the family has a segment embedding (generic path: the model's
+        forward takes them)."""
+        if self.model_types:
+            return self.module(model, self.segment_embedding) is not None
+        import inspect
+
+        return "token_type_ids" in inspect.signature(model.forward).parameters
+
     def first_position_id(self, config: Any) -> int:
-        """The position id of a text's first token (RoBERTa-style: padding_idx + 1; otherwise 0)."""
-        return (getattr(config, "pad_token_id", 0) or 0) + 1 if self.positions_after_padding else 0
+        """The position id of a text's first token (RoBERTa-style: padding_idx + 1; OPT: 2; otherwise 0)."""
+        after_padding = (getattr(config, "pad_token_id", 0) or 0) + 1 if self.positions_after_padding else 0
+        return after_padding + self.position_id_offset
 
     def max_positions(self, config: Any) -> int | None:
         """Tokens a text may have: the size of the position table less the ids before the first position."""
         value = config_value(config, "max_positions")
-        if isinstance(value, int) and value > 0:
-            return value - self.first_position_id(config)
+        if isinstance(value, int) and value > 0:  # OPT's table has its 2 extra rows beyond the configured count
+            return value - self.first_position_id(config) + self.position_id_offset
         return None
 
     def head_dim(self, config: Any) -> int:
@@ -105,6 +135,9 @@ _BERT_LIKE = dict(
     attention_module="encoder.layer.{layer}.attention.self",
 )
 
+# A model type outside the registry that loads with AutoModel: tokens, attention and the embedding output only.
+GENERIC = Family("generic", (), "unknown", token_embedding=None)
+
 FAMILIES: tuple[Family, ...] = (
     Family("BERT", ("bert",), "learned_absolute", **_BERT_LIKE),
     Family("ELECTRA", ("electra",), "learned_absolute", **_BERT_LIKE),
@@ -123,6 +156,7 @@ FAMILIES: tuple[Family, ...] = (
         position_embedding="embeddings.position_embeddings",
         position_table="embeddings.position_embeddings",
         attention_module="transformer.layer.{layer}.attention",
+        scheme_rules=(("sinusoidal_pos_embds", "sinusoidal"),),
     ),
     Family(
         "GPT-2",
@@ -153,11 +187,106 @@ FAMILIES: tuple[Family, ...] = (
     ),
 )
 
+_LLAMA_LIKE = dict(
+    token_embedding="embed_tokens",
+    rotary_embedding="rotary_emb",
+    causal=True,
+    attention_module="layers.{layer}.self_attn",
+)
+FAMILIES += (
+    Family("Qwen 3", ("qwen3",), "rotary", **_LLAMA_LIKE),
+    Family("Phi-3", ("phi3",), "rotary", **_LLAMA_LIKE),
+    Family("Gemma 3", ("gemma3_text", "gemma2", "gemma"), "rotary", **_LLAMA_LIKE),
+    Family(
+        "GPT-NeoX",
+        ("gpt_neox",),
+        "rotary",
+        token_embedding="embed_in",
+        rotary_embedding="rotary_emb",
+        causal=True,
+        attention_module="layers.{layer}.attention",
+    ),
+    Family(
+        "Falcon",
+        ("falcon",),
+        "rotary",
+        token_embedding="word_embeddings",
+        rotary_embedding="rotary_emb",
+        causal=True,
+        attention_module="h.{layer}.self_attention",
+        scheme_rules=(("alibi", "alibi"),),
+    ),
+    Family(
+        "OPT",
+        ("opt",),
+        "learned_absolute",
+        token_embedding="decoder.embed_tokens",
+        position_embedding="decoder.embed_positions",
+        position_table="decoder.embed_positions",
+        position_ids_kwarg="position_ids",
+        position_id_offset=2,
+        causal=True,
+        attention_module="decoder.layers.{layer}.self_attn",
+    ),
+    Family(
+        "ALBERT",
+        ("albert",),
+        "learned_absolute",
+        token_embedding="embeddings.word_embeddings",
+        position_embedding="embeddings.position_embeddings",
+        segment_embedding="embeddings.token_type_embeddings",
+        position_table="embeddings.position_embeddings",
+        # one attention module shared by every layer (ALBERT's parameter sharing)
+        attention_module="encoder.albert_layer_groups.0.albert_layers.0.attention",
+    ),
+    Family(
+        "ModernBERT",
+        ("modernbert",),
+        "rotary",
+        token_embedding="embeddings.tok_embeddings",
+        rotary_embedding="rotary_emb",
+        attention_module="layers.{layer}.attn",
+    ),
+    Family(
+        "MPNet",
+        ("mpnet",),
+        "learned_absolute+relative_bucket",
+        token_embedding="embeddings.word_embeddings",
+        position_embedding="embeddings.position_embeddings",
+        position_table="embeddings.position_embeddings",
+        positions_after_padding=True,
+        relative_bias="encoder.relative_attention_bias",
+        relative_buckets=(32, 128),  # MPNetEncoder.compute_position_bias ignores the config's bucket count
+        attention_module="encoder.layer.{layer}.attention.attn",
+        attention_when_asked=True,
+    ),
+    Family(
+        "DeBERTa",
+        ("deberta-v2",),
+        "disentangled",
+        token_embedding="embeddings.word_embeddings",
+        position_embedding="embeddings.position_embeddings",  # only with position_biased_input
+        segment_embedding="embeddings.token_type_embeddings",  # only with type_vocab_size > 0
+        position_table="embeddings.position_embeddings",
+        attention_module="encoder.layer.{layer}.attention.self",
+        attention_when_asked=True,
+        scheme_rules=(
+            ("!relative_attention", "learned_absolute"),
+            ("position_biased_input", "learned_absolute+disentangled"),
+        ),
+    ),
+    Family(
+        "T5",
+        ("t5", "mt5"),
+        "relative_bucket",
+        token_embedding="embed_tokens",  # paths inside the encoder, which posemb runs alone
+        relative_bias="block.0.layer.0.SelfAttention.relative_attention_bias",
+        attention_module="block.{layer}.layer.0.SelfAttention",
+        attention_weights=2,  # T5Attention returns (output, position_bias, weights)
+    ),
+)
+
 _BY_TYPE = {model_type: family for family in FAMILIES for model_type in family.model_types}
-
-
-def supported_model_types() -> list[str]:
-    return sorted(_BY_TYPE)
 
 
 def family_for(model_type: str | None) -> Family | None:

@@ -346,7 +346,7 @@ def _collate(batch: list[_Encoded], loaded: LoadedModel, pairs: bool, sink_k: in
         keys[b, :n, _SEGMENT_A] = ~segment_b[b, :n]
     device = loaded.device
     inputs = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(real.astype(np.int64))}
-    if loaded.family.segment_embedding and batch[0].type_ids is not None:
+    if batch[0].type_ids is not None and loaded.family.takes_segments(loaded.model):
         inputs["token_type_ids"] = torch.from_numpy(type_ids)
     return _Batch(
         inputs={k: v.to(device) for k, v in inputs.items()},
@@ -364,9 +364,9 @@ class _Reducer:
 
         self.loaded, self.pairs = loaded, pairs
         info, family = loaded.info, loaded.family
-        if not family.attention_module:
-            raise PosembError(f"stats does not know where {family.name} models keep their attention modules")
-        self.paths = [family.attention_module.format(layer=layer) for layer in range(info.layers)]
+        # No module to hook (the generic path): the model returns every layer's maps and they are reduced after.
+        module = family.attention_module
+        self.paths = [module.format(layer=layer) for layer in range(info.layers)] if module else []
         # MPS has no float64: accumulate there on the CPU.
         self.accumulator_device = "cpu" if str(loaded.device).startswith("mps") else loaded.device
         zeros = {"dtype": torch.float64, "device": self.accumulator_device}
@@ -382,13 +382,15 @@ class _Reducer:
         @contextlib.contextmanager
         def hooks() -> Iterator[None]:
             handles = []
+            layers_of: dict[int, tuple[Any, list[int], str]] = {}  # one module may serve several layers (ALBERT)
+            for layer, path in enumerate(self.paths):
+                module = self.loaded.family.module(self.loaded.model, path)
+                if module is None:
+                    raise PosembError(f"{self.loaded.info.name} has no attention module {path}")
+                layers_of.setdefault(id(module), (module, [], path))[1].append(layer)
             try:
-                for layer, path in enumerate(self.paths):
-                    try:
-                        module = self.loaded.model.get_submodule(path)
-                    except AttributeError:
-                        raise PosembError(f"{self.loaded.info.name} has no attention module {path}") from None
-                    handles.append(module.register_forward_hook(self._hook(layer, path)))
+                for module, layers, path in layers_of.values():
+                    handles.append(module.register_forward_hook(self._hook(layers, path)))
                 yield
             finally:
                 for handle in handles:
@@ -396,23 +398,31 @@ class _Reducer:
 
         return hooks()
 
-    def _hook(self, layer: int, path: str) -> Callable[..., None]:
+    def _hook(self, layers: list[int], path: str) -> Callable[..., None]:
+        """The hook of a module that serves `layers`, called once per layer in order within one forward."""
+        index = self.loaded.family.attention_weights
+
         def hook(module: Any, args: Any, output: Any) -> None:
-            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            weights = output[index] if isinstance(output, tuple) and len(output) > index else None
             if weights is None:
                 name = self.loaded.info.name
                 raise PosembError(f"{name} returned no attention weights from {path} (is attention eager?)")
-            self.reduce(layer, weights)
+            calls = sum(self.calls[layer] for layer in layers)
+            self.reduce(layers[calls % len(layers)], weights)
 
         return hook
 
     def run(self, batch: _Batch) -> None:
         self.batch = batch
-        options: dict[str, Any] = {"output_attentions": False, "output_hidden_states": False}
+        asked = not self.paths or self.loaded.family.attention_when_asked
+        options: dict[str, Any] = {"output_attentions": asked, "output_hidden_states": False}
         if self.loaded.family.causal:
             options["use_cache"] = False
         try:
-            self.loaded.model(**batch.inputs, **options)
+            output = self.loaded.model(**batch.inputs, **options)
+            if not self.paths:
+                for layer, weights in enumerate(output.attentions or ()):
+                    self.reduce(layer, weights)
         finally:
             self.batch = None
 
@@ -480,9 +490,10 @@ class _Reducer:
         """Sums / row counts → one row per head, keys in the documented order; None where no row counted."""
         if not counts["texts"]:
             return []
-        missing = [path for path, calls in zip(self.paths, self.calls, strict=True) if not calls]
+        missing = [layer for layer, calls in enumerate(self.calls) if not calls]
         if missing:
-            raise PosembError(f"the attention module {missing[0]} of {self.loaded.info.name} was never called")
+            where = self.paths[missing[0]] if self.paths else f"layer {missing[0]}"
+            raise PosembError(f"the attention of {where} of {self.loaded.info.name} was never computed")
         means = {key: (self.rows[..., k] / counts["tokens"]).cpu().numpy() for k, key in enumerate(_ROW_VALUES)}
         edge_rows = counts["edge_rows"]  # 0 when every text has one token: prev and next are then undefined
         for k, key in enumerate(_EDGE_VALUES):

@@ -98,7 +98,7 @@ def csv_rows(result: TextResult, text_index: int) -> str:
     for k, token in enumerate(result.tokens):
         row: list[Any] = [text_index, *(getattr(token, key) for key in TOKEN_KEYS)]
         row += [None if norms[name] is None else _num(norms[name][k]) for name in PARTS]
-        row.append(_num(cosine[k]))
+        row.append(None if cosine is None else _num(cosine[k]))
         buffer.append(_csv_line(row))
     return "".join(buffer)
 

@@ -106,7 +106,8 @@ def probe_table(analysis: PositionAnalysis) -> Table:
     for row in probe.get("per_head", []):
         table.add_row(str(row["head"]), *(fmt(property_value(row, key)) for _, key, _ in PROPERTY_ROWS))
     mean = probe.get("properties", {})
-    table.add_row("[bold]mean[/bold]", *(f"[bold]{fmt(property_value(mean, key))}[/bold]" for _, key, _ in PROPERTY_ROWS))
+    cells = [f"[bold]{fmt(property_value(mean, key))}[/bold]" for _, key, _ in PROPERTY_ROWS]
+    table.add_row("[bold]mean[/bold]", *cells)
     return table
 
 
@@ -128,13 +129,13 @@ def rope_lines(rope: dict[str, Any], audit: dict[str, Any] | None) -> list[str]:
     """The rotary settings in a few lines: type, factor, original and extended positions, layer types, audit."""
     scaled = "" if rope["factor"] is None else f" ×{rope['factor']:g}"
     waves = rope["wavelengths"]
+    never = waves["pairs"] - waves["full_turn_within_original"]
     lines = [
         f"RoPE [bold]{rope['type']}{scaled}[/bold] · base {rope['base']:g} · {rope['dim']} rotated dimensions "
         f"({waves['pairs']} pairs) · trained on {rope['original_max_positions']} positions, extended to "
         f"{rope['max_positions']} · attention factor {rope['attention_factor']:.4g}",
         f"{waves['full_turn_within_original']} of {waves['pairs']} pairs turn a full circle (wavelength 2π/θ) within "
-        f"the original {rope['original_max_positions']} positions; {waves['pairs'] - waves['full_turn_within_original']}"
-        " never do (YaRN, Peng et al. 2023, §3)",
+        f"the original {rope['original_max_positions']} positions; {never} never do (YaRN, Peng et al. 2023, §3)",
     ]
     for name, kind in (rope["layer_types"] or {}).items():
         lines.append(f"layer type {name}: base {kind['base']:g}, layers {', '.join(map(str, kind['layers']))}")

@@ -101,7 +101,7 @@ def token_table(result: TextResult) -> Table:
             fmt(token.position_id),
             fmt(token.segment),
             *(fmt(None if norms[p] is None else float(norms[p][k])) for p in ("token", "position", "segment", "sum")),
-            fmt(float(cosine[k])),
+            fmt(None if cosine is None else float(cosine[k])),
         )
     return table
 

@@ -19,6 +19,7 @@ CATALOG: dict[str, tuple[str, str | None]] = {
     "rotary": ("rotary", "rotary"),
     "alibi": ("alibi", "alibi"),
     "relative_bucket": ("relative_bucket", "t5"),
+    "disentangled": ("disentangled", None),
 }
 ANALYTIC = {cli: name for name, (_, cli) in CATALOG.items() if cli}  # --scheme value -> scheme name
 

@@ -64,7 +64,7 @@ class LearnedAbsolute(PositionScheme):
         analysis = self.from_vectors(loaded.info.name, source, weight[first : first + length], metric, window)
         analysis.first_id = first
         if first:
-            analysis.notes.append(f"positions 0..{length - 1} use rows {first}.. (padding_idx + 1 onwards)")
+            analysis.notes.append(f"positions 0..{length - 1} use rows {first}.. (the family's first position id)")
         return analysis
 
     def from_vectors(

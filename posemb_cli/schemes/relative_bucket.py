@@ -109,8 +109,10 @@ class RelativeBucket(PositionScheme):
         if path is None:
             raise PosembError(f"the registry names no relative_attention_bias module for {loaded.family.name}")
         bias = loaded.model.get_submodule(path).weight.detach().float().cpu().numpy().astype(np.float64)
-        num_buckets = getattr(config, "relative_attention_num_buckets", bias.shape[0])
-        max_distance = getattr(config, "relative_attention_max_distance", 128)
+        num_buckets, max_distance = loaded.family.relative_buckets or (
+            getattr(config, "relative_attention_num_buckets", bias.shape[0]),
+            getattr(config, "relative_attention_max_distance", 128),
+        )
         by_offset = self._buckets(length, not getattr(config, "is_decoder", False), num_buckets, max_distance)
         head_matrices = np.stack([toeplitz(bias[by_offset, h], length) for h in range(bias.shape[1])])
         source = f"{path} ({num_buckets} buckets, max distance {max_distance})"

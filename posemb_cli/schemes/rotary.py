@@ -235,6 +235,13 @@ class Rotary(PositionScheme):
                 f"RoPE audit: the inv_freq buffers of {path} differ from the frequencies its config gives by up to "
                 f"{analysis.audit['max_relative_difference']:.3g} (relative; more than {AUDIT_TOLERANCE:g})"
             )
+        config = loaded.model.config
+        local = getattr(config, "sliding_window", None)
+        if local and len(kinds) > 1:
+            analysis.notes.append(
+                f"sliding_attention layers attend within a window (sliding_window={local}); the "
+                "full_attention layers see every token"
+            )
         for kind in kinds:
             if kind.name:
                 analysis.notes.append(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...core import TextResult
-from ...errors import PosembUsageError
+from ...errors import PosembError, PosembUsageError
 from .labels import (
     Label,
     fits_upright,
@@ -98,6 +98,14 @@ def render_plot(
         if job_kind == "positions" and kind == "all" and position_picture is None:
             scheme = result.model.position_scheme
             warn(f"no positions picture: {result.model.name} uses position scheme {scheme!r}, which posemb cannot draw")
+            continue
+        if job_kind == "embeddings" and result.token is None:
+            why = (
+                f"no embeddings picture: {result.model.name} is not in posemb's registry, so its embedding is not split"
+            )
+            if kind != "all":
+                raise PosembError(why)
+            warn(why)
             continue
         if job_kind == "attention":
             data = plot_attention(result, job_path, dpi=dpi, font=font, layers=layers, heads=heads)
