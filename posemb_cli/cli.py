@@ -413,6 +413,13 @@ def positions(
     words: Annotated[int, typer.Option("--words", metavar="K", help="Random words averaged by the probe.")] = 30,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the probe's word choice.")] = 0,
     matrix: Annotated[bool, typer.Option("--matrix", help="Add the matrix Φ to JSON.")] = False,
+    plot: Annotated[
+        Optional[str], typer.Option("--plot", metavar="bias", help="Draw the relative bias per head (needs -o).")
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Picture file (.png/.svg/.pdf).")
+    ] = None,
+    dpi: Annotated[float, typer.Option("--dpi", min=1, metavar="DPI", help="Picture resolution.")] = 150,
     output_format: FormatOpt = Format.table,
     json_flag: JsonOpt = False,
     device: DeviceOpt = Device.cpu,
@@ -426,6 +433,12 @@ def positions(
 
     out: Output = ctx.obj
     fmt = out.format("positions", output_format.value, json_flag, ("table", "json"), "table")
+    if plot is not None:
+        if plot != "bias":
+            raise PosembUsageError(f"--plot {plot}: positions draws only --plot bias")
+        if output is None:
+            raise PosembUsageError("--plot bias needs -o FILE")
+        Output.picture_path(output)
     if scheme is not None:
         if model is not None or probe is not None:
             raise PosembUsageError("--scheme analyses a formula; it takes no --model and no --probe")
@@ -445,10 +458,16 @@ def positions(
         out.warn(warning)
     if fmt == "json":
         out.json(analysis.to_json(matrix=matrix))
-        return
-    from .render.positions_table import print_positions
+    else:
+        from .render.positions_table import print_positions
 
-    print_positions(out.console(), analysis)
+        print_positions(out.console(), analysis)
+    if plot is not None and output is not None:
+        from .render.figures.positions import plot_bias
+
+        for warning in plot_bias(analysis, output, dpi=dpi).warnings:
+            out.warn(warning)
+        out.info(f"Wrote {output}")
 
 
 def _pairs(values: Optional[list[str]]) -> Optional[dict[str, float]]:

@@ -1,0 +1,79 @@
+"""What a model's relative bias looks like: `posemb positions --plot bias`, one line per head against the offset.
+
+Reads the `bias` of a `schemes.base.PositionAnalysis` ({"offsets": key − query, "per_head": [[float]]}): the learned
+T5 / MPNet bias of each offset's bucket, ALiBi's −m·|offset|, DeBERTa's c2p + p2c on a probe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import PosembError
+from ...schemes.base import PositionAnalysis
+from .toolkit import (
+    DEFAULT_DPI,
+    TITLE_INCHES,
+    PlotData,
+    add_axes,
+    add_footnote,
+    add_title,
+    figure_settings,
+    new_figure,
+    save_figure,
+)
+
+MAX_LEGEND_HEADS = 16  # more heads than this: no legend, the colour runs from the first head to the last
+
+
+def plot_bias(analysis: PositionAnalysis, path: str | Path, dpi: float = DEFAULT_DPI) -> PlotData:
+    """One line per head: the bias added to the attention logit at each offset j − i."""
+    if analysis.bias is None:
+        raise PosembError(
+            f"no bias picture: position scheme {analysis.scheme} adds no relative bias to attention "
+            "(T5, MPNet, ALiBi and DeBERTa do)"
+        )
+    path = Path(path)
+    offsets = np.array(analysis.bias["offsets"])
+    per_head = np.array(analysis.bias["per_head"], dtype=float)
+    with figure_settings(analysis.source + (analysis.model or ""), None) as font_warnings:
+        return _draw(analysis, path, dpi, offsets, per_head, font_warnings)
+
+
+def _draw(
+    analysis: PositionAnalysis, path: Path, dpi: float, offsets: np.ndarray, per_head: np.ndarray, warnings: list[str]
+) -> PlotData:
+    import matplotlib
+
+    heads = len(per_head)
+    left, bottom, width, height, right = 0.8, 0.7, 7.0, 3.6, 1.6
+    fig = new_figure(left + width + right, bottom + height + TITLE_INCHES, dpi)
+    ax = add_axes(fig, left, bottom, width, height)
+    colours = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, max(heads, 1)))
+    for h in range(heads):
+        ax.plot(offsets, per_head[h], color=colours[h], linewidth=1.1, label=f"head {h}")
+    ax.axvline(0, color="#888888", linewidth=0.6, linestyle="--")
+    ax.set_xlabel("offset j − i (key − query)")
+    ax.set_ylabel("bias added to the attention logit")
+    ax.grid(linewidth=0.4, alpha=0.5)
+    if heads <= MAX_LEGEND_HEADS:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    title = f"Relative position bias per head, offsets {offsets[0]}…{offsets[-1]}"
+    add_title(
+        fig,
+        [(title, 11, "bold"), (f"{analysis.model or 'analytic'} · {analysis.scheme} · {analysis.source}", 9, "normal")],
+    )
+    note = "causal model: only offsets ≤ 0 are used" if any("causal model" in n for n in analysis.notes) else None
+    add_footnote(fig, note)
+    data = save_figure(
+        fig,
+        path,
+        dpi,
+        kind="bias",
+        title=title,
+        arrays={"offsets": offsets, "per_head": per_head},
+        notes=[note] if note else [],
+    )
+    data.drawn["lines"] = [np.asarray(line.get_ydata()) for line in ax.lines if len(line.get_xdata()) == len(offsets)]
+    return data
