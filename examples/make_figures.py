@@ -6,6 +6,7 @@ attention.png       every layer x head of all-MiniLM-L6-v2 for the headline text
 attention_head.png  layer 3, head 7 alone
 positions.png       cosine similarity of the first 128 learned position embeddings
 embeddings.png      token / position / segment / sum norms per token of "position matters"
+bias.png            ALiBi's bias per head against the offset (8 heads, offsets -32..32)
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 
 from posemb_cli.core import inspect_texts
 from posemb_cli.models import load
-from posemb_cli.positions import position_picture
+from posemb_cli.positions import analyse_scheme, position_picture
 from posemb_cli.render.figures.inspect import render_plot
+from posemb_cli.render.figures.positions import plot_bias
 
 FIGURES = Path(__file__).resolve().parent / "figures"
 HEADLINE = "我爱自然语言处理"
@@ -40,6 +42,8 @@ def main() -> None:
     for kind, result, name, options in jobs:
         for path, _ in render_plot(kind, result, FIGURES / name, on_warning=warn, **options):
             print(f"{path.relative_to(FIGURES.parent.parent)}  {path.stat().st_size // 1024} KB")
+    bias = plot_bias(analyse_scheme("alibi", length=33, heads=8), FIGURES / "bias.png")
+    print(f"examples/figures/bias.png  {bias.path.stat().st_size // 1024} KB")
 
 
 if __name__ == "__main__":
