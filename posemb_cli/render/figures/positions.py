@@ -60,10 +60,8 @@ def _draw(
     if heads <= MAX_LEGEND_HEADS:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     title = f"Relative position bias per head, offsets {offsets[0]}…{offsets[-1]}"
-    add_title(
-        fig,
-        [(title, 11, "bold"), (f"{analysis.model or 'analytic'} · {analysis.scheme} · {analysis.source}", 9, "normal")],
-    )
+    who = f"{analysis.model} · {analysis.scheme} · " if analysis.model else ""
+    add_title(fig, [(title, 11, "bold"), (who + analysis.source, 9, "normal")])
     note = "causal model: only offsets ≤ 0 are used" if any("causal model" in n for n in analysis.notes) else None
     add_footnote(fig, note)
     data = save_figure(
