@@ -65,7 +65,7 @@ class PlotKind(str, Enum):
 
 class EncodingErrors(str, Enum):
     strict = "strict"
-    replace = "replace"
+    substitute = "replace"  # not `replace`: that name is str.replace
 
 
 ModelOpt = Annotated[
@@ -245,7 +245,9 @@ def inspect(
         truncate=not no_truncate,
         words=words,
     )
-    kept = [] if save is not None or plot is not None else None  # results the npz or the picture needs
+    kept: Optional[list[Any]] = (
+        [] if save is not None or plot is not None else None
+    )  # results the npz or the picture needs
     single = len(texts) == 1 and texts[0] != "-"  # one text: a JSON object; otherwise a JSON array
     _render_inspect(out, results, fmt, single, vectors, attention, layer, head, kept)
     if plot is not None and output is not None and kept:

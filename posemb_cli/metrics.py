@@ -192,7 +192,8 @@ def _compact(x: np.ndarray) -> np.ndarray:
     n, d = x.shape
     if d <= n:
         return x
-    return np.linalg.qr(x.T, mode="r").T
+    r: np.ndarray = np.linalg.qr(x.T, mode="r")  # type: ignore[assignment]  # mode 'r' returns R alone
+    return r.T
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -200,7 +201,7 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     ‖Yᵀ X‖²_F / (‖Xᵀ X‖_F · ‖Yᵀ Y‖_F) on column-centred X (n × d₁) and Y (n × d₂), rows = the same n examples.
 
     1 for representations equal up to an orthogonal transform and isotropic scaling; nan when either is constant."""
-    return float(cka_matrix(np.asarray(x)[None], np.asarray(y)[None])[0, 0])
+    return float(cka_matrix([np.asarray(x)], [np.asarray(y)])[0, 0])
 
 
 def cka_matrix(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> np.ndarray:

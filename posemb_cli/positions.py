@@ -88,14 +88,15 @@ def analyse_model(
     )
     if probe not in (None, "identical-word"):
         raise PosembUsageError(f"unknown --probe {probe!r}; the only probe is identical-word")
-    parts = [schemes.get(name) for name in info.position_scheme.split("+")]
+    parts_names = info.position_scheme.split("+")
+    parts = [schemes.get(name) for name in parts_names]
     if all(part is not None for part in parts):
         analysis = parts[0].from_model(loaded, length, metric, window)  # type: ignore[union-attr]
         for part in parts[1:]:  # a second mechanism (MPNet's relative buckets): its bias and buckets join Phi
             extra = part.from_model(loaded, length, metric, window)  # type: ignore[union-attr]
             analysis.scheme = info.position_scheme
             analysis.bias, analysis.buckets = extra.bias or analysis.bias, extra.buckets or analysis.buckets
-            analysis.notes.append(f"also {extra.scheme}: {extra.source}; Phi above is the {parts[0].name} part")
+            analysis.notes.append(f"also {extra.scheme}: {extra.source}; Phi above is the {parts_names[0]} part")
     elif info.position_scheme == "none" and probe is not None:  # nothing to read: the probe's head mean becomes Phi
         analysis = PositionAnalysis("none", info.name, "none", length, "attention", np.zeros((length, length)), {})
         analysis.meaning = "Φ(i, j) = first-layer attention of position i to position j in the identical-word probe"
@@ -180,6 +181,7 @@ def first_layer_attention(loaded: LoadedModel, word_ids: list[int], length: int)
                 raise PosembError(f"{loaded.info.name} returned no attention weights (is attention eager?)")
             layer = output.attentions[0].double().sum(dim=0)
             total = layer if total is None else total + layer
+    assert total is not None  # probe_word_ids returns at least one word
     return (total / len(word_ids)).cpu().numpy()
 
 

@@ -127,7 +127,7 @@ class Family:
         }
 
 
-_BERT_LIKE = dict(
+_BERT_LIKE: dict[str, Any] = dict(
     token_embedding="embeddings.word_embeddings",
     position_embedding="embeddings.position_embeddings",
     segment_embedding="embeddings.token_type_embeddings",
@@ -187,7 +187,7 @@ FAMILIES: tuple[Family, ...] = (
     ),
 )
 
-_LLAMA_LIKE = dict(
+_LLAMA_LIKE: dict[str, Any] = dict(
     token_embedding="embed_tokens",
     rotary_embedding="rotary_emb",
     causal=True,

@@ -173,7 +173,7 @@ def corpus_stats(
 
     info = loaded.info
     limit = _max_length(info, max_length)
-    counts = {"texts": 0, "tokens": 0, "edge_rows": 0, "uniform": 0.0, "truncated": 0, "skipped": 0}
+    counts: dict[str, Any] = {"texts": 0, "tokens": 0, "edge_rows": 0, "uniform": 0.0, "truncated": 0, "skipped": 0}
     chunk_size = CHUNK_BATCHES * batch_size
     iterator = iter(items)
     with torch.inference_mode():
@@ -369,7 +369,7 @@ class _Reducer:
         self.paths = [module.format(layer=layer) for layer in range(info.layers)] if module else []
         # MPS has no float64: accumulate there on the CPU.
         self.accumulator_device = "cpu" if str(loaded.device).startswith("mps") else loaded.device
-        zeros = {"dtype": torch.float64, "device": self.accumulator_device}
+        zeros: dict[str, Any] = {"dtype": torch.float64, "device": self.accumulator_device}
         self.rows = torch.zeros(info.layers, info.heads, len(_ROW_VALUES), **zeros)
         self.edges = torch.zeros(info.layers, info.heads, len(_EDGE_VALUES), **zeros)
         self.deviation = torch.zeros((), device=loaded.device)

@@ -97,7 +97,7 @@ def csv_rows(result: TextResult, text_index: int) -> str:
     buffer = []
     for k, token in enumerate(result.tokens):
         row: list[Any] = [text_index, *(getattr(token, key) for key in TOKEN_KEYS)]
-        row += [None if norms[name] is None else _num(norms[name][k]) for name in PARTS]
+        row += [None if (norm := norms[name]) is None else _num(norm[k]) for name in PARTS]
         row.append(None if cosine is None else _num(cosine[k]))
         buffer.append(_csv_line(row))
     return "".join(buffer)
@@ -133,6 +133,6 @@ def save_npz(path: Path, results: Sequence[TextResult]) -> None:
 
     def write(temp: str) -> None:
         with open(temp, "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub types the first keyword only
 
     write_atomic(path, write)

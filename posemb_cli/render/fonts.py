@@ -169,12 +169,3 @@ def font_settings(text_sample: str, font_path: str | Path | None = None) -> tupl
             f"empty boxes for them; {INSTALL_HINT}"
         )
     return rc, warnings
-
-
-def configure(text_sample: str, font_path: str | Path | None = None) -> list[str]:
-    """Apply `font_settings` to matplotlib's global rcParams (for scripts); return the warnings."""
-    import matplotlib
-
-    rc, warnings = font_settings(text_sample, font_path)
-    matplotlib.rcParams.update(rc)
-    return warnings

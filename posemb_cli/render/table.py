@@ -100,7 +100,10 @@ def token_table(result: TextResult) -> Table:
             str(token.id),
             fmt(token.position_id),
             fmt(token.segment),
-            *(fmt(None if norms[p] is None else float(norms[p][k])) for p in ("token", "position", "segment", "sum")),
+            *(
+                fmt(None if (norm := norms[p]) is None else float(norm[k]))
+                for p in ("token", "position", "segment", "sum")
+            ),
             fmt(None if cosine is None else float(cosine[k])),
         )
     return table

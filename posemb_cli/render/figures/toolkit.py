@@ -115,7 +115,7 @@ def figure_settings(text_sample: str, font: str | Path | None):
     logger, log_filter = logging.getLogger("matplotlib.font_manager"), _FontLogFilter()
     logger.addFilter(log_filter)
     try:
-        with matplotlib.rc_context(rc), pywarnings.catch_warnings():
+        with matplotlib.rc_context(rc), pywarnings.catch_warnings():  # type: ignore[arg-type]
             if font_warnings:  # the user was told once; matplotlib would repeat it for every glyph
                 pywarnings.filterwarnings("ignore", message=r"Glyph .* missing from")
             yield font_warnings
@@ -156,7 +156,7 @@ def add_title(fig: Any, lines: Sequence[tuple[str, float, str]]) -> None:
 
         while not fits(text) and artist.get_fontsize() > max(size - 1.5, 7):
             artist.set_fontsize(artist.get_fontsize() - 0.5)
-        rest, pieces = text, []
+        rest, pieces = text, list[str]()
         while rest and len(pieces) < spare - 1 and not fits(rest):
             words = rest.split(" ")
             cut = len(words) - 1
