@@ -9,7 +9,7 @@ TORCH_PIP_ARGS ?=
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 DEMO_TEXT ?= 我爱自然语言处理
 
-.PHONY: install demo test lint bench examples fonts clean
+.PHONY: install demo test fuzz lint bench examples fonts clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,12 @@ demo: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/posemb inspect "$(DEMO_TEXT)"
 
 test: $(VENV)/.installed-test fonts
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15
+
+# The long property-based run: many more random texts per family than `make test` tries.
+FUZZ_EXAMPLES ?= 1000
+fuzz: $(VENV)/.installed-test
+	HF_HUB_OFFLINE=1 POSEMB_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q --durations=5 tests/test_fuzz.py
 
 # Chinese labels in pictures need a CJK font; as root on Debian/Ubuntu, install one (the tests check the glyphs).
 fonts: $(VENV)/.installed

@@ -5,13 +5,28 @@ for the others."""
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from posemb_cli.models import enable_load_cache
+from posemb_cli.registry import FAMILIES as REGISTRY_FAMILIES
+
+# Set before torch or numpy is imported (nothing above imports them): one intra-op thread. The models here are tiny
+# or small, so threads gain nothing, and on a 2-core machine OpenMP workers waiting for a busy core make each op take
+# milliseconds. The real processes that tests start inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_COLOR", "1")
 os.environ.setdefault("COLUMNS", "200")
+# Each model folder is loaded once per test run: later load() calls (the CLI run in-process included) get the same
+# tokenizer and model back. No test changes a loaded model; one that must would load a copy of the folder.
+enable_load_cache()
 
 CORPUS = [
     "The cat sat on the mat.",
@@ -20,8 +35,106 @@ CORPUS = [
     "A quick brown fox jumps over the lazy dog 12345 times.",
     "transformers encode position with learned tables, sines, rotations or biases",
 ]
-FAMILIES = ("bert", "roberta", "distilbert", "electra", "gpt2", "llama", "bloom")
-TINY = dict(hidden=32, layers=2, heads=4, positions=64)
+
+
+@dataclass(frozen=True)
+class Tiny:
+    """One tiny random model: its transformers model type, its tokenizer kind and its config (vocab_size is added
+    from the tokenizer). Tokenizer kinds: "wordpiece" = the bundled model's; the others are a byte-level BPE trained
+    here on CORPUS: "roberta" (<s> A </s>), "bos" (<s> A) and "plain" (no special tokens, no pad token: posemb must
+    cope, as with the real GPT-2)."""
+
+    model_type: str
+    tokenizer: str
+    config: dict[str, Any]
+
+
+# One row per registry family (posemb_cli.registry.FAMILIES, keyed by Family.name): a new family is covered by its
+# registry entry plus one row here (test_every_family_has_a_tiny_model checks that none is missing).
+_SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+_IDS = dict(bos_token_id=0, eos_token_id=2, pad_token_id=1)  # the BPE tokenizer's <s>, </s>, <pad>
+_DECODER = dict(_SIZE, num_key_value_heads=2, max_position_embeddings=64, **_IDS)
+TINY: dict[str, Tiny] = {
+    "BERT": Tiny("bert", "wordpiece", dict(_SIZE, max_position_embeddings=64)),
+    "ELECTRA": Tiny("electra", "wordpiece", dict(_SIZE, embedding_size=16, max_position_embeddings=64)),
+    "RoBERTa": Tiny(
+        "roberta",
+        "roberta",
+        dict(_SIZE, max_position_embeddings=66, pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1),
+    ),
+    "DistilBERT": Tiny(
+        "distilbert", "wordpiece", dict(dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64)
+    ),
+    "GPT-2": Tiny(
+        "gpt2", "plain", dict(n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=2)
+    ),
+    "LLaMA": Tiny("llama", "bos", _DECODER),
+    "BLOOM": Tiny("bloom", "bos", dict(hidden_size=32, n_layer=2, n_head=4, **_IDS)),
+    "Qwen 3": Tiny("qwen3", "bos", dict(_DECODER, head_dim=8)),
+    "Phi-3": Tiny("phi3", "bos", _DECODER),
+    "Gemma 3": Tiny("gemma3_text", "bos", dict(_DECODER, head_dim=8, sliding_window=16)),
+    "GPT-NeoX": Tiny("gpt_neox", "bos", dict(_SIZE, max_position_embeddings=64, **_IDS)),
+    "Falcon": Tiny(
+        "falcon",
+        "bos",
+        dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, **_IDS),
+    ),
+    "OPT": Tiny(
+        "opt",
+        "bos",
+        dict(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=37, max_position_embeddings=64, **_IDS
+        ),
+    ),
+    "ALBERT": Tiny("albert", "wordpiece", dict(_SIZE, embedding_size=16, max_position_embeddings=64)),
+    "ModernBERT": Tiny(
+        "modernbert",
+        "wordpiece",
+        dict(
+            _SIZE,
+            max_position_embeddings=64,
+            pad_token_id=0,
+            bos_token_id=101,
+            eos_token_id=102,
+            cls_token_id=101,
+            sep_token_id=102,
+            global_attn_every_n_layers=2,
+            local_attention=16,
+        ),
+    ),
+    "MPNet": Tiny(
+        "mpnet", "roberta", dict(_SIZE, max_position_embeddings=66, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    ),
+    "DeBERTa": Tiny(
+        "deberta-v2",
+        "wordpiece",
+        dict(
+            _SIZE,
+            max_position_embeddings=64,
+            relative_attention=True,
+            position_buckets=16,
+            pos_att_type=["p2c", "c2p"],
+            position_biased_input=False,
+        ),
+    ),
+    "T5": Tiny(
+        "t5",
+        "plain",
+        dict(
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=20,
+            pad_token_id=1,
+            eos_token_id=2,
+            decoder_start_token_id=1,
+        ),
+    ),
+}
+FAMILIES = tuple(family.name for family in REGISTRY_FAMILIES)  # parametrize family-wide tests over this
 
 
 def _bpe(special_tokens: list[str]):
@@ -32,100 +145,38 @@ def _bpe(special_tokens: list[str]):
     return trainer._tokenizer
 
 
-def _tokenizer(family: str):
+def _tokenizer(kind: str):
     import transformers
     from tokenizers import processors
 
     from posemb_cli.models import bundled_model_path
 
-    if family in ("bert", "distilbert", "electra"):
+    if kind == "wordpiece":
         return transformers.AutoTokenizer.from_pretrained(str(bundled_model_path()))
     inner = _bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     names = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    if family == "roberta":
+    if kind == "roberta":
         inner.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
         names.update(cls_token="<s>", sep_token="</s>", pad_token="<pad>", mask_token="<mask>")
-    elif family in ("llama", "bloom"):
+    elif kind == "bos":
         inner.post_processor = processors.TemplateProcessing(
             single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 0)]
         )
         names.update(pad_token="<pad>")
-    # gpt2: no special tokens added, no pad token (posemb must cope, as with the real GPT-2)
+    elif kind != "plain":
+        raise ValueError(kind)
     return transformers.PreTrainedTokenizerFast(tokenizer_object=inner, **names)
 
 
-def _config(family: str, vocab_size: int):
-    import transformers as t
-
-    h, n_layers, n_heads, n_pos = TINY["hidden"], TINY["layers"], TINY["heads"], TINY["positions"]
-    common = dict(vocab_size=vocab_size)
-    if family == "bert":
-        return t.BertConfig(
-            hidden_size=h,
-            num_hidden_layers=n_layers,
-            num_attention_heads=n_heads,
-            intermediate_size=37,
-            max_position_embeddings=n_pos,
-            **common,
-        )
-    if family == "roberta":
-        return t.RobertaConfig(
-            hidden_size=h,
-            num_hidden_layers=n_layers,
-            num_attention_heads=n_heads,
-            intermediate_size=37,
-            max_position_embeddings=n_pos + 2,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-            type_vocab_size=1,
-            **common,
-        )
-    if family == "distilbert":
-        return t.DistilBertConfig(
-            dim=h, n_layers=n_layers, n_heads=n_heads, hidden_dim=37, max_position_embeddings=n_pos, **common
-        )
-    if family == "electra":
-        return t.ElectraConfig(
-            embedding_size=16,
-            hidden_size=h,
-            num_hidden_layers=n_layers,
-            num_attention_heads=n_heads,
-            intermediate_size=37,
-            max_position_embeddings=n_pos,
-            **common,
-        )
-    if family == "gpt2":
-        return t.GPT2Config(
-            n_embd=h, n_layer=n_layers, n_head=n_heads, n_positions=n_pos, bos_token_id=0, eos_token_id=2, **common
-        )
-    if family == "llama":
-        return t.LlamaConfig(
-            hidden_size=h,
-            num_hidden_layers=n_layers,
-            num_attention_heads=n_heads,
-            num_key_value_heads=2,
-            intermediate_size=37,
-            max_position_embeddings=n_pos,
-            bos_token_id=0,
-            eos_token_id=2,
-            pad_token_id=1,
-            **common,
-        )
-    if family == "bloom":
-        return t.BloomConfig(
-            hidden_size=h, n_layer=n_layers, n_head=n_heads, bos_token_id=0, eos_token_id=2, pad_token_id=1, **common
-        )
-    raise ValueError(family)
-
-
 def build_tiny_model(family: str, folder: Path, seed: int = 0) -> Path:
+    """The tiny model of a registry family (a key of TINY), saved to `folder` like a downloaded model."""
     import torch
     import transformers
 
+    row = TINY[family]
     torch.manual_seed(seed)
-    tokenizer = _tokenizer(family)
-    config = _config(family, len(tokenizer))
+    tokenizer = _tokenizer(row.tokenizer)
+    config = transformers.AutoConfig.for_model(row.model_type, vocab_size=len(tokenizer), **row.config)
     model = transformers.AutoModel.from_config(config)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder))
@@ -133,10 +184,32 @@ def build_tiny_model(family: str, folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+_tiny_folders: dict[str, Path] = {}
+_tiny_built = threading.Event()
+
+
+class TinyModels(dict):
+    """Family name -> folder. A registry family without a row in TINY fails the tests that use it, by name."""
+
+    def __missing__(self, family: str) -> Path:
+        pytest.fail(f"no tiny model for the registry family {family!r}: add a row for it to TINY in tests/conftest.py")
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Folder of each family's tiny model, keyed by registry family name ("BERT", "GPT-2", ...)."""
     root = tmp_path_factory.mktemp("tiny")
-    return {family: build_tiny_model(family, root / family) for family in FAMILIES}
+    for family in FAMILIES:
+        if family in TINY:
+            _tiny_folders[family] = build_tiny_model(family, root / TINY[family].model_type)
+    _tiny_built.set()
+    return TinyModels(_tiny_folders)
+
+
+def tiny_model_folder(family: str) -> Path:
+    """For a job of an `early` test marked tiny_models=True: the folder, once the tiny_models fixture has built it."""
+    _tiny_built.wait()
+    return _tiny_folders[family]
 
 
 @pytest.fixture(scope="session")
@@ -163,3 +236,103 @@ def run_posemb(*args: str, input: bytes | None = None, timeout: float = 300):
     return subprocess.run(
         [sys.executable, "-m", "posemb_cli", *args], input=input, capture_output=True, timeout=timeout
     )
+
+
+# ---------------------------------------------------------------- real processes, started early
+#
+# A test marked `@pytest.mark.early(job=...)` checks a real posemb process (a shell pipe, stdin, Ctrl-C, a terminal, a
+# clean interpreter), which spends seconds importing torch and transformers. `job` (no arguments, no fixtures: it
+# makes its own temp folder) starts and talks to the process and returns what the test checks; the test receives that
+# from the `early` fixture. The jobs start when collection ends, in a background thread, so that they run on the
+# second CPU core while the in-process tests run on the first; the marked tests run last.
+
+
+class EarlyJobs:
+    """The jobs of the selected `early` tests. A background thread runs them from the front of the queue; a test
+    whose job is not done meanwhile runs jobs from the back of the queue itself (its own first), so that both cores
+    stay busy until the queue is empty."""
+
+    def __init__(self, jobs: dict[Callable[[], Any], bool]) -> None:  # job -> needs the tiny models
+        self._lock = threading.Lock()
+        self._pending = list(jobs)
+        self._needs_tiny = dict(jobs)
+        self._futures: dict[Callable[[], Any], Future] = {job: Future() for job in jobs}
+        threading.Thread(target=self._work, name="early-jobs", daemon=True).start()
+
+    def _take(self, wanted: Callable[[], Any] | None = None) -> Callable[[], Any] | None:
+        with self._lock:
+            if wanted in self._pending:
+                self._pending.remove(wanted)
+                return wanted
+            if wanted is None:  # the background thread: the first job
+                return self._pending.pop(0) if self._pending else None
+            for job in reversed(self._pending):  # a waiting test: the last job that can run now
+                if not self._needs_tiny[job] or _tiny_built.is_set():
+                    self._pending.remove(job)
+                    return job
+            return None
+
+    def _run(self, job: Callable[[], Any]) -> None:
+        future = self._futures[job]
+        try:
+            future.set_result(job())
+        except BaseException as exc:
+            future.set_exception(exc)
+            if not isinstance(exc, Exception):  # Ctrl-C of the test run itself
+                raise
+
+    def _work(self) -> None:
+        while (job := self._take()) is not None:
+            self._run(job)
+
+    def result(self, job: Callable[[], Any]) -> Any:
+        future = self._futures.get(job)
+        if future is None:
+            return job()
+        while not future.done() and (other := self._take(job)) is not None:
+            self._run(other)
+        return future.result()  # the background thread is running it
+
+    def close(self) -> None:
+        with self._lock:
+            self._pending.clear()
+
+
+_early_jobs: EarlyJobs | None = None
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "early(job, tiny_models=False): run job (a real process) in the background from the session start"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    marked = [item for item in items if item.get_closest_marker("early")]
+    items[:] = [item for item in items if not item.get_closest_marker("early")] + marked
+
+
+def pytest_collection_finish(session):
+    global _early_jobs
+    marks = [item.get_closest_marker("early") for item in session.items]
+    marks = [m for m in marks if m is not None]
+    if marks and not session.config.option.collectonly:
+        # jobs that wait for the tiny models go last, when the in-process tests have long built them
+        marks.sort(key=lambda m: bool(m.kwargs.get("tiny_models")))
+        _early_jobs = EarlyJobs({m.kwargs["job"]: bool(m.kwargs.get("tiny_models")) for m in marks})
+
+
+def pytest_sessionfinish(session):
+    if _early_jobs is not None:
+        _early_jobs.close()
+    _tiny_built.set()  # a job still waiting for tiny models that were never built ends (KeyError), not hangs
+
+
+@pytest.fixture
+def early(request):
+    """What this test's `early` job returned (its exception is raised here)."""
+    mark = request.node.get_closest_marker("early")
+    if mark.kwargs.get("tiny_models"):
+        request.getfixturevalue("tiny_models")  # so that the job's wait for them ends
+    job = mark.kwargs["job"]
+    return _early_jobs.result(job) if _early_jobs is not None else job()

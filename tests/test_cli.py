@@ -27,12 +27,19 @@ def direct_bundled(bundled_path):
     return tokenizer, model, encoding, out
 
 
-@pytest.mark.parametrize("command", [[], ["inspect"], ["models"]])
+def _command_names() -> list[str]:
+    from posemb_cli.cli import app
+
+    return [command.name or command.callback.__name__ for command in app.registered_commands]
+
+
+@pytest.mark.parametrize("command", [[], *([name] for name in _command_names())], ids=["posemb", *_command_names()])
 def test_help_on_every_command(command):
     for flag in ("--help", "-h"):
         result = run_cli(*command, flag)
         assert result.exit_code == 0, result.output
         assert "Usage" in result.output
+        assert f"posemb {' '.join(command)}".strip() + " [OPTIONS]" in " ".join(result.output.split())
 
 
 def test_version():
@@ -153,8 +160,13 @@ def test_many_texts_json_is_an_array():
     assert [d["text"] for d in json.loads(result.stdout)] == ["one", "two"]
 
 
-def test_stdin_jsonl_in_a_real_process():
-    proc = run_posemb("inspect", "-", "--format", "jsonl", input=b"one line\nanother line\n")
+def _stdin_jsonl():
+    return run_posemb("inspect", "-", "--format", "jsonl", input=b"one line\nanother line\n")
+
+
+@pytest.mark.early(job=_stdin_jsonl)
+def test_stdin_jsonl_in_a_real_process(early):
+    proc = early
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.decode().splitlines()
     assert [json.loads(line)["text"] for line in lines] == ["one line", "another line"]
@@ -180,15 +192,19 @@ def test_models_lists_bundled_and_cache(tmp_path, tiny_models, monkeypatch):
     (repo / "blobs").mkdir()
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("a" * 40)
-    for i, file in enumerate(sorted(tiny_models["gpt2"].iterdir())):
+    for i, file in enumerate(sorted(tiny_models["GPT-2"].iterdir())):
         if file.is_file():
             blob = repo / "blobs" / f"{i:040d}"
             blob.write_bytes(file.read_bytes())
             (snapshot / file.name).symlink_to(blob)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     import huggingface_hub.constants
+    import huggingface_hub.utils._cache_manager as cache_manager
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    # scan_cache_dir reads its own copy, bound when its module was first imported: patched (and restored) too, so
+    # that later in-process `posemb models` runs see the real cache again
+    monkeypatch.setattr(cache_manager, "HF_HUB_CACHE", str(tmp_path / "hub"))
     result = run_cli("models", "--json")
     assert result.exit_code == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
@@ -198,15 +214,21 @@ def test_models_lists_bundled_and_cache(tmp_path, tiny_models, monkeypatch):
     assert "tiny/gpt2" in table.stdout and "learned_absolute" in table.stdout
 
 
-def test_pipe_closed_early_gives_no_traceback():
-    lines = "".join(f"line number {i}\n" for i in range(200))
-    cmd = f"{sys.executable} -m posemb_cli inspect - --format jsonl | head -1"
-    proc = subprocess.run(cmd, shell=True, input=lines.encode(), capture_output=True, timeout=300)
+def _pipes_closed_early():
+    lines = "".join(f"line number {i}\n" for i in range(200)).encode()
+    commands = [
+        f"{sys.executable} -m posemb_cli inspect - {args}"
+        for args in ("--format jsonl | head -1", "--json | head -c 10")
+    ]
+    return [subprocess.run(cmd, shell=True, input=lines, capture_output=True, timeout=300) for cmd in commands]
+
+
+@pytest.mark.early(job=_pipes_closed_early)
+def test_pipe_closed_early_gives_no_traceback(early):
+    proc, proc_bytes = early
     assert json.loads(proc.stdout.decode().splitlines()[0])["text"] == "line number 0"
     assert b"Traceback" not in proc.stderr and b"Error" not in proc.stderr
-    cmd = f"{sys.executable} -m posemb_cli inspect - --json | head -c 10"
-    proc = subprocess.run(cmd, shell=True, input=lines.encode(), capture_output=True, timeout=300)
-    assert len(proc.stdout) == 10 and b"Traceback" not in proc.stderr
+    assert len(proc_bytes.stdout) == 10 and b"Traceback" not in proc_bytes.stderr
 
 
 def test_plot_from_the_command_line(tmp_path):

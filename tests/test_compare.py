@@ -134,7 +134,7 @@ def test_inspect_words_helpers(tiny_models):
     from posemb_cli.render.table import print_words
     from posemb_cli.words import words_json
 
-    result = next(inspect_texts(load(str(tiny_models["roberta"])), ["Position matters, 我爱 you"]))
+    result = next(inspect_texts(load(str(tiny_models["RoBERTa"])), ["Position matters, 我爱 you"]))
     data = words_json(result, attention=True, layers=[1], heads=[0, 2])
     assert [w["text"] for w in data["words"]] == ["Position", "matters,", "我", "爱", "you"]
     assert all(w["tokens"] for w in data["words"])
@@ -150,7 +150,7 @@ def test_inspect_words_helpers(tiny_models):
 
 
 def test_bundled_headline_tokenization_and_json_keys(tiny_models):
-    data = compare_json(HEADLINE, "-m", "bundled", "-m", str(tiny_models["gpt2"]), "-m", "scheme:sinusoidal")
+    data = compare_json(HEADLINE, "-m", "bundled", "-m", str(tiny_models["GPT-2"]), "-m", "scheme:sinusoidal")
     assert set(data) == {
         "text",
         "corpus",
@@ -229,15 +229,15 @@ def _direct(path, text):
 
 def test_numbers_against_transformers(tiny_models):
     """Attention distance and CKA on word vectors, computed here from transformers' own outputs."""
-    data = compare_json(TEXT, "-m", str(tiny_models["bert"]), "-m", str(tiny_models["gpt2"]))
+    data = compare_json(TEXT, "-m", str(tiny_models["BERT"]), "-m", str(tiny_models["GPT-2"]))
     words = [(w["start"], w["end"]) for w in data["words"]]
     layers = []
-    for family in ("bert", "gpt2"):
+    for family in ("BERT", "GPT-2"):
         offsets, out = _direct(tiny_models[family], TEXT)
         a = out.attentions[1][0].numpy()  # layer 1: (heads, n, n)
         n = a.shape[-1]
         distance = (a * np.abs(np.arange(n)[:, None] - np.arange(n)[None, :])).sum(-1).mean()
-        model = data["models"][0 if family == "bert" else 1]
+        model = data["models"][0 if family == "BERT" else 1]
         assert model["attention"][1]["distance"] == pytest.approx(distance, rel=1e-5)
         hidden = torch.stack(out.hidden_states)[:, 0].numpy()  # (layers + 1, n, d)
         pieces = [[k for k, (s, e) in enumerate(offsets) if s < e and s < we and ws < e] for ws, we in words]
@@ -247,7 +247,7 @@ def test_numbers_against_transformers(tiny_models):
 
 
 def test_self_similarity_has_ones_on_the_diagonal(tiny_models):
-    data = compare_json(TEXT, "-m", str(tiny_models["llama"]), "-m", str(tiny_models["llama"]), "--words")
+    data = compare_json(TEXT, "-m", str(tiny_models["LLaMA"]), "-m", str(tiny_models["LLaMA"]), "--words")
     cka = np.array(data["similarity"][0]["cka"])
     np.testing.assert_allclose(np.diag(cka), 1.0, atol=1e-6)
     model = data["models"][0]
@@ -258,7 +258,7 @@ def test_self_similarity_has_ones_on_the_diagonal(tiny_models):
 
 def test_scheme_pseudo_models(tiny_models):
     data = compare_json(
-        TEXT, "-m", str(tiny_models["bloom"]), "-m", "scheme:rotary", "-m", "scheme:alibi", "-m", "scheme:t5"
+        TEXT, "-m", str(tiny_models["BLOOM"]), "-m", "scheme:rotary", "-m", "scheme:alibi", "-m", "scheme:t5"
     )
     bloom, rotary, alibi, t5 = data["models"]
     assert data["position_length"] == 128  # BLOOM has no position limit
@@ -267,7 +267,7 @@ def test_scheme_pseudo_models(tiny_models):
     assert alibi["positions"]["slopes"] == pytest.approx([2 ** (-8 * h / 4) for h in range(1, 5)])
     assert t5["facts"]["position_scheme"] == "relative_bucket" and t5["facts"]["layers"] is None
     assert rotary["positions"]["properties"]["translation_invariance"] == pytest.approx(1.0)
-    table = run_cli("compare", TEXT, "-m", str(tiny_models["bloom"]), "-m", "scheme:rotary")
+    table = run_cli("compare", TEXT, "-m", str(tiny_models["BLOOM"]), "-m", "scheme:rotary")
     assert table.exit_code == 0, table.output
     assert "scheme:rotary" in table.stdout and "translation invariance" in table.stdout
 
@@ -276,7 +276,7 @@ def test_corpus_averages_the_lines(tiny_models, tmp_path):
     lines = ["The cat sat on the mat.", "", "Position matters!", "A third line", "not read"]
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    models = ["-m", str(tiny_models["bert"]), "-m", str(tiny_models["electra"])]
+    models = ["-m", str(tiny_models["BERT"]), "-m", str(tiny_models["ELECTRA"])]
     result = run_cli("compare", *models, "--corpus", str(corpus), "--max-lines", "3", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -295,9 +295,9 @@ def test_plot_png(tiny_models, tmp_path):
         "compare",
         HEADLINE + " and more",
         "-m",
-        str(tiny_models["roberta"]),
+        str(tiny_models["RoBERTa"]),
         "-m",
-        str(tiny_models["distilbert"]),
+        str(tiny_models["DistilBERT"]),
         "-m",
         "scheme:sinusoidal",
         "--plot",

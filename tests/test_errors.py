@@ -9,9 +9,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from conftest import run_cli, run_posemb
+from conftest import run_cli
 
 
 def _one_line_error(result, code=1):
@@ -37,14 +38,14 @@ def test_folder_without_config(tmp_path):
 
 
 def test_truncated_weights(tiny_models, tmp_path):
-    folder = _copy(tiny_models, "bert", tmp_path)
+    folder = _copy(tiny_models, "BERT", tmp_path)
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     assert "cannot load the weights" in _one_line_error(run_cli("inspect", "x", "-m", str(folder)))
 
 
 def test_unsupported_family(tiny_models, tmp_path):
-    folder = _copy(tiny_models, "bert", tmp_path)
+    folder = _copy(tiny_models, "BERT", tmp_path)
     config = json.loads((folder / "config.json").read_text())
     config["model_type"] = "t5"
     (folder / "config.json").write_text(json.dumps(config))
@@ -53,7 +54,7 @@ def test_unsupported_family(tiny_models, tmp_path):
 
 
 def test_remote_code_is_refused(tiny_models, tmp_path):
-    folder = _copy(tiny_models, "bert", tmp_path)
+    folder = _copy(tiny_models, "BERT", tmp_path)
     config = json.loads((folder / "config.json").read_text())
     config.update(model_type="my-custom-model", auto_map={"AutoModel": "modeling_custom.CustomModel"})
     (folder / "config.json").write_text(json.dumps(config))
@@ -71,7 +72,7 @@ def test_hub_id_not_cached_offline(monkeypatch, tmp_path):
 def test_pickle_weights_cannot_run_code(tiny_models, tmp_path):
     import torch
 
-    folder = _copy(tiny_models, "bert", tmp_path)
+    folder = _copy(tiny_models, "BERT", tmp_path)
     (folder / "model.safetensors").unlink()
     marker = tmp_path / "pwned"
 
@@ -89,7 +90,7 @@ def test_safe_pickle_weights_load(tiny_models, tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    folder = _copy(tiny_models, "bert", tmp_path)
+    folder = _copy(tiny_models, "BERT", tmp_path)
     state = load_file(folder / "model.safetensors")
     (folder / "model.safetensors").unlink()
     torch.save(state, folder / "pytorch_model.bin")
@@ -105,11 +106,12 @@ def test_device_cuda_without_cuda():
 
 
 def test_invalid_utf8_names_the_line():
-    proc = run_posemb("inspect", "-", "--format", "jsonl", input=b"fine\n\xff\xfe broken\n")
-    assert proc.returncode == 1
-    assert b"Error: stdin line 2 is not valid UTF-8" in proc.stderr and b"Traceback" not in proc.stderr
-    proc = run_posemb("inspect", "-", "--format", "jsonl", "--encoding-errors", "replace", input=b"fine\n\xff x\n")
-    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 2
+    """stdin as raw bytes, in-process (a real process reading stdin: test_cli.test_stdin_jsonl_in_a_real_process)."""
+    result = run_cli("inspect", "-", "--format", "jsonl", input=b"fine\n\xff\xfe broken\n")
+    assert result.exit_code == 1
+    assert "Error: stdin line 2 is not valid UTF-8" in result.stderr and "Traceback" not in result.output
+    result = run_cli("inspect", "-", "--format", "jsonl", "--encoding-errors", "replace", input=b"fine\n\xff x\n")
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 2
 
 
 @pytest.mark.parametrize(
@@ -160,41 +162,58 @@ def test_unwritable_folder(tmp_path):
         tmp_path.chmod(0o700)
 
 
-def test_ctrl_c_during_stdin_stream(tmp_path):
-    target = tmp_path / "out.npz"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "posemb_cli",
-            "inspect",
-            "-",
-            "--format",
-            "jsonl",
-            "--batch-size",
-            "1",
-            "--save",
-            str(target),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    proc.stdin.write(b"first line\nsecond line\n")
-    proc.stdin.flush()
-    first = proc.stdout.readline()  # the model has loaded and answered; stdin stays open
+def _ctrl_c_during_stdin_stream():
+    """A real process reads stdin, answers two lines, then gets SIGINT; what it printed and left behind."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "out.npz"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "posemb_cli",
+                "inspect",
+                "-",
+                "--format",
+                "jsonl",
+                "--batch-size",
+                "1",
+                "--save",
+                str(target),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        proc.stdin.write(b"first line\nsecond line\n")
+        proc.stdin.flush()
+        first = proc.stdout.readline()  # the model has loaded and answered; stdin stays open
+        proc.stdout.readline()
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        return first, proc.returncode, err, list(Path(folder).iterdir())
+
+
+@pytest.mark.early(job=_ctrl_c_during_stdin_stream)
+def test_ctrl_c_during_stdin_stream(early):
+    first, returncode, err, left = early
     assert json.loads(first)["text"] == "first line"
-    proc.stdout.readline()
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert returncode == 130
     assert b"Interrupted after 2 text(s)" in err and b"Traceback" not in err
-    assert list(tmp_path.iterdir()) == []
+    assert left == []
 
 
 def test_debug_shows_the_traceback():
-    quiet = run_posemb("inspect", "x", "-m", "./no/such/model")
-    assert quiet.returncode == 1 and b"Traceback" not in quiet.stderr
-    loud = run_posemb("--debug", "inspect", "x", "-m", "./no/such/model")
-    assert loud.returncode == 1 and b"Traceback" in loud.stderr and b"PosembError" in loud.stderr
+    """In-process: without --debug the error is one line; with it the PosembError leaves posemb's handler, and the
+    interpreter prints its traceback (exit status 1)."""
+    import traceback
+
+    from posemb_cli.errors import PosembError
+
+    assert "does not exist" in _one_line_error(run_cli("inspect", "x", "-m", "./no/such/model"))
+    loud = run_cli("--debug", "inspect", "x", "-m", "./no/such/model")
+    assert loud.exit_code == 1 and isinstance(loud.exception, PosembError)
+    printed = "".join(traceback.format_exception(*loud.exc_info))
+    assert "Traceback" in printed and "PosembError" in printed

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import FAMILIES
+from conftest import FAMILIES, TINY
 
 from posemb_cli.core import inspect_texts
 from posemb_cli.models import load
@@ -35,15 +35,15 @@ def _expected_parts(family, model, encoding):
     n = len(ids)
     token = model.get_input_embeddings().weight[ids]
     position = segment = None
-    if family == "roberta":
+    if family == "RoBERTa":
         position_ids = torch.arange(n) + model.config.pad_token_id + 1
     else:
         position_ids = torch.arange(n)
-    if family in ("bert", "roberta", "electra", "distilbert"):
+    if family in ("BERT", "RoBERTa", "ELECTRA", "DistilBERT"):
         position = model.embeddings.position_embeddings.weight[position_ids]
-    if family == "gpt2":
+    if family == "GPT-2":
         position = model.wpe.weight[position_ids]
-    if family in ("bert", "roberta", "electra"):
+    if family in ("BERT", "RoBERTa", "ELECTRA"):
         types = encoding.get("token_type_ids", torch.zeros_like(encoding["input_ids"]))[0]
         segment = model.embeddings.token_type_embeddings.weight[types]
     return token, position, segment, position_ids
@@ -51,20 +51,30 @@ def _expected_parts(family, model, encoding):
 
 def _first_layer_input(family, model, total):
     """What the first layer receives, from the parts, by each family's own recipe."""
-    if family in ("bert", "roberta", "electra", "distilbert"):
+    if family in ("BERT", "RoBERTa", "ELECTRA", "DistilBERT"):
         out = model.embeddings.LayerNorm(total)
-        if family == "electra" and hasattr(model, "embeddings_project"):
+        if family == "ELECTRA" and hasattr(model, "embeddings_project"):
             out = model.embeddings_project(out)
         return out
-    if family == "bloom":
+    if family == "BLOOM":
         return model.word_embeddings_layernorm(total)
     return total  # gpt2: wte + wpe; llama: the token embedding alone
+
+
+def test_every_family_has_a_tiny_model():
+    """A family added to the registry needs one row in conftest.TINY, of one of the family's model types."""
+    from posemb_cli.registry import FAMILIES as REGISTRY
+
+    assert set(FAMILIES) == {family.name for family in REGISTRY}
+    assert [name for name in FAMILIES if name not in TINY] == []
+    for family in REGISTRY:
+        assert TINY[family.name].model_type in family.model_types, family.name
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_numbers_match_transformers(family, tiny_models):
     path = tiny_models[family]
-    pair = PAIR if family in ("bert", "electra", "roberta") else None
+    pair = PAIR if family in ("BERT", "ELECTRA", "RoBERTa") else None
     tokenizer, model, encoding, out = _direct(path, TEXT, pair)
     result = next(inspect_texts(load(str(path)), [TEXT], pair=pair))
 
@@ -90,7 +100,7 @@ def test_numbers_match_transformers(family, tiny_models):
 
 
 def test_segments_and_offsets_with_pair(tiny_models):
-    path = tiny_models["bert"]
+    path = tiny_models["BERT"]
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
     encoding = tokenizer(TEXT, PAIR)
     result = next(inspect_texts(load(str(path)), [TEXT], pair=PAIR))
@@ -103,7 +113,7 @@ def test_segments_and_offsets_with_pair(tiny_models):
             assert source[token.start : token.end].lower() == token.token.removeprefix("##")
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "llama"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_batched_equals_one_at_a_time(family, tiny_models):
     texts = ["a", "The cat sat on the mat.", "Position matters, and so does order! " * 3, "dog"]
     loaded = load(str(tiny_models[family]))
@@ -121,7 +131,7 @@ def test_bundled_model_matches_transformers(bundled_path):
     tokenizer, model, encoding, out = _direct(bundled_path, text)
     result = next(inspect_texts(load(None), [text]))
     assert [t.id for t in result.tokens] == encoding["input_ids"][0].tolist()
-    token, position, segment, _ = _expected_parts("bert", model, encoding)
+    token, position, segment, _ = _expected_parts("BERT", model, encoding)
     np.testing.assert_allclose(result.position, position.detach().numpy(), atol=ATOL)
     np.testing.assert_allclose(result.embedding_output, out.hidden_states[0][0].numpy(), atol=ATOL)
     np.testing.assert_allclose(result.attention, np.stack([a[0].numpy() for a in out.attentions]), atol=ATOL)
@@ -140,7 +150,7 @@ def test_bundled_weights_are_the_recorded_ones(bundled_path):
 
 
 def test_truncation_warns_with_count(tiny_models):
-    loaded = load(str(tiny_models["bert"]))
+    loaded = load(str(tiny_models["BERT"]))
     text = " ".join(["word"] * 100)  # 100 word pieces + [CLS] + [SEP] against 64 positions
     result = next(inspect_texts(loaded, [text]))
     assert len(result.tokens) == 64

@@ -139,7 +139,7 @@ def test_attention_one_head_svg_equals_json(bundled, tmp_path):
 def test_attention_selected_layers_and_heads(tiny, tmp_path):
     from posemb_cli.render.figures.inspect import render_plot
 
-    _, result = tiny("gpt2")
+    _, result = tiny("GPT-2")
     [(_, data)] = render_plot("attention", result, tmp_path / "a.pdf", layers=[1], heads=[0, 2])
     assert (tmp_path / "a.pdf").read_bytes().startswith(b"%PDF")
     expected = np.array(json_of(result, layers=[1], heads=[0, 2])["attention"], dtype=np.float32)
@@ -149,7 +149,7 @@ def test_attention_selected_layers_and_heads(tiny, tmp_path):
     assert len(data.drawn["images"]) == 3
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", ["GPT-2", "LLaMA"])
 def test_attention_tiny_models(tiny, tmp_path, family):
     from posemb_cli.render.figures.inspect import render_plot
 
@@ -166,7 +166,7 @@ def test_bad_layer_or_head_is_a_usage_error(tiny, tmp_path):
     from posemb_cli.errors import PosembUsageError
     from posemb_cli.render.figures.inspect import render_plot
 
-    _, result = tiny("gpt2")
+    _, result = tiny("GPT-2")
     with pytest.raises(PosembUsageError, match="heads 0..3"):
         render_plot("attention", result, tmp_path / "a.png", layers=[0], heads=[9])
     assert not list(tmp_path.iterdir())
@@ -218,7 +218,7 @@ def test_positions_roberta_rows_start_after_padding(tiny, tmp_path):
     from posemb_cli.positions import position_picture
     from posemb_cli.render.figures.inspect import render_plot
 
-    loaded, result = tiny("roberta")
+    loaded, result = tiny("RoBERTa")
     info = position_picture(loaded, 20)
     assert "position ids start at 2" in info.note  # padding_idx 1 + 1
     weight = loaded.model.embeddings.position_embeddings.weight.detach().numpy()
@@ -235,7 +235,7 @@ def test_positions_gpt2(tiny, tmp_path):
     from posemb_cli.positions import position_picture
     from posemb_cli.render.figures.inspect import render_plot
 
-    loaded, result = tiny("gpt2")
+    loaded, result = tiny("GPT-2")
     info = position_picture(loaded)
     assert info.panels["similarity"].shape == (64, 64)  # the tiny model has 64 positions: fewer than the default 128
     [(path, data)] = render_plot("positions", result, tmp_path / "p.png", position_picture=info)
@@ -249,7 +249,7 @@ def test_positions_rotary_score(tiny, tmp_path):
     from posemb_cli.render.figures.inspect import render_plot
     from posemb_cli.schemes.rotary import rotary_frequencies, rotary_proximity
 
-    loaded, result = tiny("llama")
+    loaded, result = tiny("LLaMA")
     info = position_picture(loaded, 48)
     dim, base = 8, 10000.0
     assert "no position vectors" in info.note and f"base {base:g}, dim {dim}" in info.note
@@ -266,7 +266,7 @@ def test_positions_alibi_bias(tiny, tmp_path):
     from posemb_cli.render.figures.inspect import render_plot
     from posemb_cli.schemes.alibi import alibi_bias
 
-    loaded, result = tiny("bloom")
+    loaded, result = tiny("BLOOM")
     info = position_picture(loaded, 40)
     assert list(info.panels) == ["mean", "head 0", "head 2", "head 3"]
     [(path, data)] = render_plot("positions", result, tmp_path / "alibi.png", position_picture=info)
@@ -314,7 +314,7 @@ def test_embeddings_bundled_equals_json(bundled, tmp_path):
     assert data.labels == ["[CLS]", "position", "matters", "[SEP]"]
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", ["GPT-2", "LLaMA"])
 def test_embeddings_tiny_models(tiny, tmp_path, family):
     from posemb_cli.render.figures.inspect import render_plot
 
@@ -322,11 +322,11 @@ def test_embeddings_tiny_models(tiny, tmp_path, family):
     [(path, data)] = render_plot("embeddings", result, tmp_path / "parts.png")
     assert_pixels(path, data)
     obj = json_of(result)
-    parts = {"gpt2": ("token", "position", "sum"), "llama": ("token", "sum")}[family]
+    parts = {"GPT-2": ("token", "position", "sum"), "LLaMA": ("token", "sum")}[family]
     assert sorted(k for k in data.arrays if k.endswith("_norm")) == sorted(f"{p}_norm" for p in parts)
     for part in parts:
         assert np.array_equal(data.arrays[f"{part}_norm"], np.array(obj["norms"][part], dtype=np.float32))
-    if family == "llama":  # rotary: nothing is added, the sum is the token vector
+    if family == "LLaMA":  # rotary: nothing is added, the sum is the token vector
         assert np.allclose(data.arrays["cosine"], 1.0, atol=1e-6)
 
 
@@ -350,7 +350,7 @@ def test_all_svg_for_a_rotary_model(tiny, tmp_path):
     from posemb_cli.positions import position_picture
     from posemb_cli.render.figures.inspect import render_plot
 
-    loaded, result = tiny("llama")
+    loaded, result = tiny("LLaMA")
     written = render_plot("all", result, tmp_path, position_picture=position_picture(loaded), image_format="svg")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["attention.svg", "embeddings.svg", "positions.svg"]
     assert [d.kind for _, d in written] == ["attention", "positions", "embeddings"]
@@ -360,7 +360,7 @@ def test_all_svg_for_a_rotary_model(tiny, tmp_path):
 def test_unknown_suffix_is_refused(tiny, tmp_path, name):
     from posemb_cli.render.figures.inspect import render_plot
 
-    _, result = tiny("gpt2")
+    _, result = tiny("GPT-2")
     with pytest.raises(PosembError, match=r"\.png, \.svg or \.pdf"):
         render_plot("attention", result, tmp_path / name)
     assert not list(tmp_path.iterdir())
@@ -369,7 +369,7 @@ def test_unknown_suffix_is_refused(tiny, tmp_path, name):
 def test_upper_case_suffix_works(tiny, tmp_path):
     from posemb_cli.render.figures.inspect import render_plot
 
-    _, result = tiny("gpt2")
+    _, result = tiny("GPT-2")
     [(path, _)] = render_plot("embeddings", result, tmp_path / "E.PNG")
     assert path.read_bytes().startswith(b"\x89PNG")
 
@@ -377,7 +377,7 @@ def test_upper_case_suffix_works(tiny, tmp_path):
 def test_unwritable_places_are_refused(tiny, tmp_path):
     from posemb_cli.render.figures.inspect import render_plot
 
-    _, result = tiny("gpt2")
+    _, result = tiny("GPT-2")
     with pytest.raises(PosembError, match="does not exist"):
         render_plot("attention", result, tmp_path / "missing" / "a.png")
     with pytest.raises(PosembError, match="does not exist"):  # --plot all creates one folder, not its parents
@@ -397,7 +397,7 @@ def test_unwritable_places_are_refused(tiny, tmp_path):
 def test_read_only_folder_is_refused(tiny, tmp_path):
     from posemb_cli.render.figures.inspect import render_plot
 
-    _, result = tiny("gpt2")
+    _, result = tiny("GPT-2")
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o500)
@@ -413,7 +413,7 @@ def test_interrupted_write_leaves_nothing(tiny, tmp_path, monkeypatch):
 
     from posemb_cli.render.figures.inspect import render_plot
 
-    _, result = tiny("gpt2")
+    _, result = tiny("GPT-2")
     (tmp_path / "old.png").write_bytes(b"old picture")
 
     def half_then_interrupt(self, fname, **kwargs):
@@ -431,7 +431,7 @@ def test_unknown_kind_and_bad_dpi(tiny, tmp_path):
     from posemb_cli.errors import PosembUsageError
     from posemb_cli.render.figures.inspect import render_plot
 
-    _, result = tiny("gpt2")
+    _, result = tiny("GPT-2")
     with pytest.raises(PosembUsageError, match="attention, positions, embeddings, all"):
         render_plot("heatmap", result, tmp_path / "a.png")
     with pytest.raises(PosembUsageError, match="dpi"):
@@ -491,7 +491,7 @@ def test_no_cjk_font_gives_one_warning_with_install_advice(tiny, tmp_path, monke
     from posemb_cli.render import fonts
     from posemb_cli.render.figures.inspect import render_plot
 
-    loaded, result = tiny("gpt2")
+    loaded, result = tiny("GPT-2")
     monkeypatch.setattr(fonts, "find_cjk_font", lambda text=None: None)
     told: list[str] = []
     with GlyphCapture() as capture:

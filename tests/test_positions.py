@@ -42,7 +42,7 @@ def bundled():
 
 @pytest.fixture(scope="module")
 def tiny_bert(tiny_models):
-    return load(str(tiny_models["bert"]))
+    return load(str(tiny_models["BERT"]))
 
 
 def _rendered(analysis) -> str:
@@ -70,7 +70,7 @@ def test_bundled_table_is_the_safetensors_weights(bundled, bundled_path, metric)
 
 
 def test_roberta_rows_start_after_padding_idx(tiny_models):
-    path = tiny_models["roberta"]
+    path = tiny_models["RoBERTa"]
     loaded = load(str(path))
     pad = loaded.model.config.pad_token_id
     weight = load_file(str(path / "model.safetensors"))["embeddings.position_embeddings.weight"]
@@ -157,7 +157,7 @@ def test_t5_bias_of_a_model_matches_compute_bias():
 
 
 def test_llama_is_rotary_with_config_base_and_head_dim(tiny_models):
-    loaded = load(str(tiny_models["llama"]))
+    loaded = load(str(tiny_models["LLaMA"]))
     config = loaded.model.config
     analysis = analyse_model(loaded, length=40)
     head_dim = config.hidden_size // config.num_attention_heads
@@ -169,7 +169,7 @@ def test_llama_is_rotary_with_config_base_and_head_dim(tiny_models):
 
 
 def test_bloom_is_alibi_with_transformers_slopes(tiny_models):
-    loaded = load(str(tiny_models["bloom"]))
+    loaded = load(str(tiny_models["BLOOM"]))
     from transformers.models.bloom.modeling_bloom import build_alibi_tensor
 
     heads = loaded.model.config.n_head
@@ -196,7 +196,7 @@ def test_identical_word_probe_is_first_layer_attention(tiny_models, tiny_bert):
     ids = probe["word_ids"]
     special = set(tiny_bert.tokenizer.all_special_ids)
     assert len(ids) == len(set(ids)) == 5 and not special & set(ids)
-    model = transformers.AutoModel.from_pretrained(str(tiny_models["bert"]), attn_implementation="eager").eval()
+    model = transformers.AutoModel.from_pretrained(str(tiny_models["BERT"]), attn_implementation="eager").eval()
     with torch.no_grad():
         out = model(input_ids=torch.tensor(ids)[:, None].repeat(1, 24), output_attentions=True)
     expected = out.attentions[0].double().mean(dim=0).numpy()  # (heads, 24, 24)

@@ -1,14 +1,20 @@
-"""Every `$ ` command in the README's console blocks runs, and its shown output is what it prints."""
+"""Every `$ ` command in the README's console blocks runs, and its shown output is what it prints.
+
+A plain `posemb ...` example runs in-process (conftest.run_cli, stdout and stderr together as with `2>&1`, COLUMNS=120
+as in a pipe); one with a shell pipe, a redirection or another program (`| head`, `python -c`) runs in a real shell."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NUMBER = re.compile(r"-?\d+\.\d+")
@@ -38,28 +44,74 @@ def test_readme_has_examples():
     assert any(cmd.startswith("posemb models") for cmd in commands)
 
 
-@pytest.mark.parametrize("command, expected", _examples(), ids=[cmd[:60] for cmd, _ in _examples()])
-def test_readme_example(command, expected, tmp_path):
+def _in_process(command: str) -> list[str] | None:
+    """The arguments of a plain `posemb ...` command; None when it needs a shell (pipe, redirection, other program)."""
+    if not command.startswith("posemb ") or any(c in command for c in "|<>;&$`"):
+        return None
+    return shlex.split(command)[1:]
+
+
+def _shell(command: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The command in a real shell, as a reader types it (posemb on PATH, COLUMNS=120), stderr into stdout."""
+    import tempfile
+
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", COLUMNS="120")
-    if command.startswith("python -c") and "arrays.npz" in command:
-        subprocess.run("posemb inspect 'position matters' --save arrays.npz", shell=True, cwd=tmp_path, env=env)
-    proc = subprocess.run(
-        f"{command} 2>&1", shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stdout
-    assert "Traceback" not in proc.stdout
-    actual = [line.rstrip() for line in proc.stdout.splitlines() if line.strip()]
+    with tempfile.TemporaryDirectory() as folder:
+        return subprocess.run(
+            f"{command} 2>&1", shell=True, cwd=cwd or folder, env=env, capture_output=True, text=True, timeout=300
+        )
+
+
+def _params() -> list:
+    """Pipes into posemb and out of it run in the background from the session start (conftest: `early`)."""
+    params = []
+    for command, expected in _examples():
+        piped = _in_process(command) is None and command.startswith(("posemb ", "printf "))
+        marks = [pytest.mark.early(job=functools.partial(_shell, command))] if piped else []
+        params.append(pytest.param(command, expected, marks=marks, id=command[:60]))
+    return params
+
+
+def test_shell_examples_are_only_the_piped_ones():
+    shell = [cmd for cmd, _ in _examples() if _in_process(cmd) is None]
+    assert shell and all("|" in cmd or cmd.startswith("python -c") for cmd in shell), shell
+    assert any(_in_process(cmd) for cmd, _ in _examples())
+
+
+@pytest.mark.parametrize("command, expected", _params())
+def test_readme_example(command, expected, tmp_path, monkeypatch, request):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "120")  # what the shell is given; posemb's width when stdout is not a terminal
+    args = _in_process(command)
+    if args is not None:
+        result = run_cli(*args)
+        assert result.exit_code == 0, result.output
+        printed = result.output  # stdout and stderr, in order, as `2>&1` shows them
+    else:
+        if request.node.get_closest_marker("early"):
+            proc = request.getfixturevalue("early")
+        else:
+            if command.startswith("python -c") and "arrays.npz" in command:
+                assert run_cli("inspect", "position matters", "--save", "arrays.npz").exit_code == 0
+            proc = _shell(command, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout
+        printed = proc.stdout
+    assert "Traceback" not in printed
+    actual = [line.rstrip() for line in printed.splitlines() if line.strip()]
     for want, got in zip(expected, actual[: len(expected)], strict=False):
         assert _same(want, got), f"README shows:\n{want}\nposemb printed:\n{got}"
     assert len(actual) >= len(expected)
 
 
 def test_every_command_has_help_and_a_readme_section():
+    """The commands are read from the app: a new command needs help text and a README section, and the README
+    documents no command the app lacks."""
     from posemb_cli.cli import app
 
     text = README.read_text(encoding="utf-8")
     names = [command.name or command.callback.__name__ for command in app.registered_commands]
-    assert sorted(names) == ["compare", "inspect", "models", "positions", "stats"]
+    assert "inspect" in names and len(names) == len(set(names))
+    assert sorted(re.findall(r"^### `posemb (\w+)`", text, flags=re.M)) == sorted(names)
     for command in app.registered_commands:
         name = command.name or command.callback.__name__
         assert (command.callback.__doc__ or "").strip(), f"{name} has no help text"

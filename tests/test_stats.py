@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, run_posemb
+from conftest import FAMILIES, run_cli, tiny_model_folder
 
 from posemb_cli import attention
 from posemb_cli.models import load
@@ -151,14 +151,14 @@ def test_matches_direct_computation_bundled(bundled, bundled_path):
     assert any(row["punct"] > 0.05 for row in result.heads) and any(row["cls"] > 0.3 for row in result.heads)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family", ["LLaMA", "GPT-2"])
 def test_matches_direct_computation_decoders(tiny_models, family):
     """LLaMA: cls is the BOS at position 0, sep stays 0; GPT-2's tokenizer adds no special token: both 0."""
     loaded = load(str(tiny_models[family]))
     result = corpus_stats(loaded, LINES, batch_size=3)
     assert_matches(result, direct(str(tiny_models[family]), LINES))
     assert all(row["sep"] == 0 for row in result.heads)
-    assert all((row["cls"] > 0) == (family == "llama") for row in result.heads)
+    assert all((row["cls"] > 0) == (family == "LLaMA") for row in result.heads)
 
 
 def test_pairs_match_direct_computation(bundled, bundled_path):
@@ -177,7 +177,7 @@ def test_truncation_matches_direct_computation_and_is_counted(bundled, bundled_p
     assert any(f"{long} of {len(LINES)} text(s) had more than 8 tokens" in w for w in result.warnings)
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "electra", "gpt2", "llama", "bloom"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_batched_equals_one_at_a_time_every_family(tiny_models, family):
     """Length-bucketed batches of 4 with padding masks = batch size 1; the order of the lines does not matter.
     Also proves that every family's attention module hands its weights to the hook."""
@@ -244,7 +244,7 @@ def test_lines_are_read_lazily(tiny_models):
     """Only a chunk of lines is read ahead of the first batch; a huge file is never held in memory."""
     from posemb_cli.stats import CHUNK_BATCHES
 
-    loaded = load(str(tiny_models["bert"]))
+    loaded = load(str(tiny_models["BERT"]))
     pulled, at_first_batch = [0], []
 
     def lines():
@@ -269,7 +269,7 @@ def test_lines_are_read_lazily(tiny_models):
 
 def test_one_token_texts_have_no_neighbours(tiny_models):
     """GPT-2 adds no special tokens, so "x" is one token: no row has a previous or next token."""
-    result = corpus_stats(load(str(tiny_models["gpt2"])), ["x", "a"])
+    result = corpus_stats(load(str(tiny_models["GPT-2"])), ["x", "a"])
     assert result.tokens == 2
     for row in result.heads:
         assert row["prev"] is None and row["next"] is None and row["self"] == pytest.approx(1.0)
@@ -297,11 +297,11 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def test_json_keys_exactly_as_documented(corpus, tiny_models):
-    result = run_cli("stats", str(corpus), "-m", str(tiny_models["bert"]), "--json", "--device", "cpu")
+    result = run_cli("stats", str(corpus), "-m", str(tiny_models["BERT"]), "--json", "--device", "cpu")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert list(data) == ["model", "texts", "tokens", "heads"]
-    assert data["texts"] == 6 and data["model"]["name"] == str(tiny_models["bert"])
+    assert data["texts"] == 6 and data["model"]["name"] == str(tiny_models["BERT"])
     assert [(h["layer"], h["head"]) for h in data["heads"]] == [(lay, head) for lay in range(2) for head in range(4)]
     assert all(list(h) == KEYS for h in data["heads"])
     assert all(h["pattern"] in ("vertical", "diagonal", "heterogeneous") for h in data["heads"])
@@ -314,7 +314,7 @@ def test_csv_sort_and_plot(corpus, tmp_path, tiny_models):
         "stats",
         str(corpus),
         "-m",
-        str(tiny_models["bert"]),
+        str(tiny_models["BERT"]),
         "--format",
         "csv",
         "--sort",
@@ -343,7 +343,7 @@ def test_plot_shows_the_json_numbers(bundled, tmp_path):
 
 
 def test_table_and_usage_errors(corpus, tiny_models):
-    table = run_cli("stats", str(corpus), "-m", str(tiny_models["gpt2"]), "--sort", "sink")
+    table = run_cli("stats", str(corpus), "-m", str(tiny_models["GPT-2"]), "--sort", "sink")
     assert table.exit_code == 0, table.stderr
     assert "6 texts" in table.stdout and "pattern" in table.stdout
     bad = run_cli("stats", str(corpus), "--sort", "within")
@@ -355,19 +355,19 @@ def test_table_and_usage_errors(corpus, tiny_models):
 def test_pairs_without_tab_is_an_error(tmp_path, tiny_models):
     path = tmp_path / "pairs.txt"
     path.write_text("a\tb\nno tab here\n", encoding="utf-8")
-    result = run_cli("stats", str(path), "--pairs", "-m", str(tiny_models["bert"]))
+    result = run_cli("stats", str(path), "--pairs", "-m", str(tiny_models["BERT"]))
     assert result.exit_code == 1 and "line 2 has no tab" in result.stderr
 
 
 def test_empty_input_and_quiet(tiny_models):
-    result = run_cli("stats", "-", "-m", str(tiny_models["bert"]), "--json", input="")
+    result = run_cli("stats", "-", "-m", str(tiny_models["BERT"]), "--json", input="")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["heads"] == [] and "no texts were given" in result.stderr
     quiet = run_cli(
         "stats",
         "-",
         "-m",
-        str(tiny_models["bert"]),
+        str(tiny_models["BERT"]),
         "--json",
         "--quiet",
         "--max-length",
@@ -391,17 +391,17 @@ def test_ctrl_c_reports_texts_done_and_writes_no_plot(corpus, tmp_path, tiny_mod
 
     monkeypatch.setattr(stats._Reducer, "run", interrupt_on_third)
     result = run_cli(
-        "stats", str(corpus), "-m", str(tiny_models["bert"]), "--batch-size", "2", "--plot", str(tmp_path / "p.png")
+        "stats", str(corpus), "-m", str(tiny_models["BERT"]), "--batch-size", "2", "--plot", str(tmp_path / "p.png")
     )
     assert result.exit_code == 130
     assert "Interrupted after 4 text(s)" in result.stderr and result.stdout == ""
     assert list(tmp_path.iterdir()) == []
 
 
-def test_progress_bar_on_a_terminal(tiny_models):
-    """A real process whose stderr is a terminal (pty) shows the progress bar with texts/s (--quiet shows nothing:
-    test_empty_input_and_quiet)."""
-    args = [sys.executable, "-m", "posemb_cli", "stats", "-", "-m", str(tiny_models["llama"]), "--format", "csv"]
+def _progress_bar_on_a_terminal():
+    """A real process whose stderr is a terminal (pty): its stdout, exit status and what the terminal showed."""
+    folder = tiny_model_folder("LLaMA")
+    args = [sys.executable, "-m", "posemb_cli", "stats", "-", "-m", str(folder), "--format", "csv"]
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
         args,
@@ -423,32 +423,41 @@ def test_progress_bar_on_a_terminal(tiny_models):
             break
         err += chunk
     out = proc.stdout.read().decode()
-    assert proc.wait(timeout=120) == 0, err
+    returncode = proc.wait(timeout=120)
     os.close(leader)
+    return out, returncode, err
+
+
+@pytest.mark.early(job=_progress_bar_on_a_terminal, tiny_models=True)
+def test_progress_bar_on_a_terminal(early):
+    """The progress bar with texts/s on a terminal (--quiet shows nothing: test_empty_input_and_quiet)."""
+    out, returncode, err = early
+    assert returncode == 0, err
     assert out.splitlines()[0] == ",".join(KEYS)
     text = err.decode(errors="replace")
     assert "texts/s" in text and f"{len(LINES)} texts" in text
 
 
-def test_run_posemb_reads_stdin_csv(tiny_models):
-    proc = run_posemb(
+def test_reads_stdin_csv(tiny_models):
+    """stdin as bytes, in-process (a real process reading stdin: test_progress_bar_on_a_terminal)."""
+    result = run_cli(
         "stats",
         "-",
         "-m",
-        str(tiny_models["bloom"]),
+        str(tiny_models["BLOOM"]),
         "--format",
         "csv",
         "--batch-size",
         "3",
         input="\n".join(LINES).encode(),
     )
-    assert proc.returncode == 0, proc.stderr
-    rows = list(csv.DictReader(io.StringIO(proc.stdout.decode())))
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert len(rows) == 2 * 4 and float(rows[0]["uniform_entropy"]) > 0
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
-@pytest.mark.parametrize("family", ["bert", "llama"])
+@pytest.mark.parametrize("family", ["BERT", "LLaMA"])
 def test_cuda_numbers_agree_with_cpu(family, tiny_models):
     """Devices: the per-head numbers on CUDA equal the CPU ones within 1e-4 (and so does inspect's attention)."""
     from posemb_cli.core import inspect_texts
