@@ -49,7 +49,8 @@ examples: $(VENV)/.installed fonts
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check posemb_cli tests examples
-	$(BIN)/ruff format --check posemb_cli
+	$(BIN)/ruff format --check posemb_cli tests examples
+	$(BIN)/mypy
 
 bench: $(VENV)/.installed-test
 	HF_HUB_OFFLINE=1 $(BIN)/python examples/bench.py

@@ -91,6 +91,8 @@ def inspect_texts(
 
     hidden_states=True also keeps every layer's output in `TextResult.hidden_states` (for `compare`); words=True adds
     the word view (`inspect --words`)."""
+    if not loaded.family.padding_free(loaded.model.config):
+        batch_size = 1
     iterator = iter(texts)
     while chunk := list(itertools.islice(iterator, batch_size)):
         for result in _inspect_batch(loaded, chunk, pair, truncate, hidden_states):

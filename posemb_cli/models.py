@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from .errors import PosembError
-from .registry import GENERIC, Family, describe, family_for
+from .registry import FAMILIES, GENERIC, Family, describe, family_for
 
 BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BUNDLED_ALIASES = (BUNDLED_NAME, "all-MiniLM-L6-v2", "bundled")
@@ -120,6 +120,15 @@ def check_family(config: dict[str, Any], name: str, trust_remote_code: bool) -> 
         raise PosembError(
             f"model {name!r} needs its own Python code (config.json has auto_map) and posemb never runs remote code "
             "unless you pass --trust-remote-code"
+        )
+    from transformers import __version__ as version
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    model_type = config.get("model_type")
+    if not config.get("auto_map") and model_type not in CONFIG_MAPPING_NAMES:
+        raise PosembError(
+            f"model type {model_type!r} of {name!r} is neither in posemb's registry nor known to transformers "
+            f"{version}; posemb knows {', '.join(sorted(family.name for family in FAMILIES))}"
         )
     return GENERIC
 

@@ -114,6 +114,13 @@ class Family:
         dim = int(self.head_dim(config) * factor)
         return {"base": float(base), "dim": dim - dim % 2, "rope_type": rope_type}
 
+    def padding_free(self, config: Any) -> bool:
+        """Whether a text's numbers are the same in a padded batch. Not so for RoPE that picks its frequencies from
+        the padded length (dynamic NTK, LongRoPE's short/long factors): such models run one text at a time."""
+        parameters = getattr(config, "rope_parameters", None) or {}
+        kinds = parameters.values() if all(isinstance(v, dict) for v in parameters.values()) else [parameters]
+        return not any(kind.get("rope_type") in ("dynamic", "longrope") for kind in kinds if kind)
+
     def facts(self, config: Any) -> dict[str, Any]:
         """Family, type, scheme and sizes of a config: what `ModelInfo` and `posemb models` show."""
         return {

@@ -174,6 +174,8 @@ def corpus_stats(
     info = loaded.info
     limit = _max_length(info, max_length)
     counts: dict[str, Any] = {"texts": 0, "tokens": 0, "edge_rows": 0, "uniform": 0.0, "truncated": 0, "skipped": 0}
+    if not loaded.family.padding_free(loaded.model.config):
+        batch_size = 1  # its RoPE depends on the padded length
     chunk_size = CHUNK_BATCHES * batch_size
     iterator = iter(items)
     with torch.inference_mode():

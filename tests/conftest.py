@@ -71,9 +71,27 @@ TINY: dict[str, Tiny] = {
     "LLaMA": Tiny("llama", "bos", _DECODER),
     "BLOOM": Tiny("bloom", "bos", dict(hidden_size=32, n_layer=2, n_head=4, **_IDS)),
     "Qwen 3": Tiny("qwen3", "bos", dict(_DECODER, head_dim=8)),
-    "Phi-3": Tiny("phi3", "bos", _DECODER),
-    "Gemma 3": Tiny("gemma3_text", "bos", dict(_DECODER, head_dim=8, sliding_window=16)),
-    "GPT-NeoX": Tiny("gpt_neox", "bos", dict(_SIZE, max_position_embeddings=64, **_IDS)),
+    "Phi-3": Tiny(  # LongRoPE: its own short and long factor per rotary pair (head dim 8: 4 pairs)
+        "phi3",
+        "bos",
+        dict(
+            _DECODER,
+            original_max_position_embeddings=32,
+            rope_parameters=dict(
+                rope_type="longrope",
+                rope_theta=10000.0,
+                short_factor=[1.0, 1.1, 1.3, 1.6],
+                long_factor=[2.0, 3.0, 5.0, 8.0],
+                original_max_position_embeddings=32,
+            ),
+        ),
+    ),
+    "Gemma 3": Tiny(  # one local (sliding) and one global layer, with their own bases
+        "gemma3_text",
+        "bos",
+        dict(_DECODER, head_dim=8, sliding_window=16, layer_types=["sliding_attention", "full_attention"]),
+    ),
+    "GPT-NeoX": Tiny("gpt_neox", "bos", dict(_SIZE, max_position_embeddings=64, rotary_pct=0.5, **_IDS)),
     "Falcon": Tiny(
         "falcon",
         "bos",
@@ -115,6 +133,8 @@ TINY: dict[str, Tiny] = {
             position_buckets=16,
             pos_att_type=["p2c", "c2p"],
             position_biased_input=False,
+            share_att_key=True,  # as DeBERTa-v3
+            norm_rel_ebd="layer_norm",
         ),
     ),
     "T5": Tiny(

@@ -13,8 +13,8 @@ import transformers
 from conftest import run_cli
 from rich.console import Console
 
-from posemb_cli.metrics import cka_matrix, linear_cka
 from posemb_cli.core import Token
+from posemb_cli.metrics import cka_matrix, linear_cka
 from posemb_cli.words import merge_attention, split_words, units, word_pieces
 
 HEADLINE = "我爱自然语言处理"
@@ -131,11 +131,11 @@ def test_byte_pieces_and_whitespace_tokens():
 def test_inspect_words_helpers(tiny_models):
     from posemb_cli.core import inspect_texts
     from posemb_cli.models import load
+    from posemb_cli.render.data import words_json
     from posemb_cli.render.table import print_words
-    from posemb_cli.words import words_json
 
-    result = next(inspect_texts(load(str(tiny_models["RoBERTa"])), ["Position matters, 我爱 you"]))
-    data = words_json(result, attention=True, layers=[1], heads=[0, 2])
+    result = next(inspect_texts(load(str(tiny_models["RoBERTa"])), ["Position matters, 我爱 you"], words=True))
+    data = words_json(result.words, attention=True, layers=[1], heads=[0, 2])
     assert [w["text"] for w in data["words"]] == ["Position", "matters,", "我", "爱", "you"]
     assert all(w["tokens"] for w in data["words"])
     attention = np.array(data["word_attention"])
@@ -182,6 +182,7 @@ def test_bundled_headline_tokenization_and_json_keys(tiny_models):
         "layers": 6,
         "heads": 12,
         "hidden_size": 384,
+        "head_dim": 32,
         "parameters": 22713216,
         "vocab_size": 30522,
         "max_positions": 512,
@@ -282,9 +283,14 @@ def test_corpus_averages_the_lines(tiny_models, tmp_path):
     data = json.loads(result.stdout)
     assert data["lines"] == 3 and data["text"] is None and data["alignment"]
     assert "first 3 lines" in result.stderr
-    singles = [compare_json(line, *models)["models"][0]["attention"] for line in lines[:1] + lines[2:4]]
+    singles = [compare_json(line, *models)["models"][0] for line in lines[:1] + lines[2:4]]
+    rows = np.array([len(s["tokens"]) for s in singles], dtype=float)  # query rows of each text
     for layer, row in enumerate(data["models"][0]["attention"]):
-        assert row["entropy"] == pytest.approx(np.mean([s[layer]["entropy"] for s in singles]), rel=1e-6)
+        # pooled over all query rows of all lines (the rule of `stats`): each text weighs by its rows
+        entropy = [s["attention"][layer]["entropy"] for s in singles]
+        assert row["entropy"] == pytest.approx(np.average(entropy, weights=rows), rel=1e-6)
+        prev = [s["attention"][layer]["prev"] for s in singles]  # rows i >= 1 only
+        assert row["prev"] == pytest.approx(np.average(prev, weights=rows - 1), rel=1e-6)
     words = sum(len(line.split()) for line in lines[:4])
     assert data["similarity"][0]["words"] == words
 

@@ -44,13 +44,14 @@ def test_truncated_weights(tiny_models, tmp_path):
     assert "cannot load the weights" in _one_line_error(run_cli("inspect", "x", "-m", str(folder)))
 
 
-def test_unsupported_family(tiny_models, tmp_path):
+def test_model_type_unknown_to_registry_and_transformers(tiny_models, tmp_path):
     folder = _copy(tiny_models, "BERT", tmp_path)
     config = json.loads((folder / "config.json").read_text())
-    config["model_type"] = "t5"
+    config["model_type"] = "no-such-type"
     (folder / "config.json").write_text(json.dumps(config))
     line = _one_line_error(run_cli("inspect", "x", "-m", str(folder)))
-    assert "model type 't5'" in line and "not supported" in line and "bert" in line
+    assert "model type 'no-such-type'" in line and "neither in posemb's registry nor known to transformers" in line
+    assert "BERT" in line
 
 
 def test_remote_code_is_refused(tiny_models, tmp_path):

@@ -20,6 +20,8 @@ def _direct(path, text, pair=None):
     """The plain transformers computation, written out by hand."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
     model = transformers.AutoModel.from_pretrained(str(path), attn_implementation="eager").eval()
+    if model.config.is_encoder_decoder:  # T5: the encoder alone reads the text
+        model = model.get_encoder()
     encoding = tokenizer(text, pair, return_tensors="pt")
     inputs = {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
     if "token_type_ids" in encoding and hasattr(getattr(model, "embeddings", None), "token_type_embeddings"):
@@ -34,16 +36,24 @@ def _expected_parts(family, model, encoding):
     ids = encoding["input_ids"][0]
     n = len(ids)
     token = model.get_input_embeddings().weight[ids]
+    if family == "Gemma 3":  # Gemma scales its token embeddings by sqrt(hidden size)
+        token = token * model.config.hidden_size**0.5
     position = segment = None
     if family == "RoBERTa":
         position_ids = torch.arange(n) + model.config.pad_token_id + 1
-    else:
+    elif family == "MPNet":  # MPNet counts from its padding_idx (1) + 1, whatever the config says
+        position_ids = torch.arange(n) + 2
+    elif family == "OPT":  # OPTLearnedPositionalEmbedding: ids from the mask, table rows from 2
+        position_ids = torch.cumsum(encoding["attention_mask"][0], 0) - 1 + 2
+    else:  # absolute tables from 0; relative, rotary and ALiBi schemes: the token index
         position_ids = torch.arange(n)
-    if family in ("BERT", "RoBERTa", "ELECTRA", "DistilBERT"):
+    if family in ("BERT", "RoBERTa", "ELECTRA", "DistilBERT", "ALBERT", "MPNet"):
         position = model.embeddings.position_embeddings.weight[position_ids]
     if family == "GPT-2":
         position = model.wpe.weight[position_ids]
-    if family in ("BERT", "RoBERTa", "ELECTRA"):
+    if family == "OPT":
+        position = model.decoder.embed_positions.weight[position_ids]
+    if family in ("BERT", "RoBERTa", "ELECTRA", "ALBERT"):
         types = encoding.get("token_type_ids", torch.zeros_like(encoding["input_ids"]))[0]
         segment = model.embeddings.token_type_embeddings.weight[types]
     return token, position, segment, position_ids
@@ -51,14 +61,18 @@ def _expected_parts(family, model, encoding):
 
 def _first_layer_input(family, model, total):
     """What the first layer receives, from the parts, by each family's own recipe."""
-    if family in ("BERT", "RoBERTa", "ELECTRA", "DistilBERT"):
+    if family in ("BERT", "RoBERTa", "ELECTRA", "DistilBERT", "MPNet", "DeBERTa"):
         out = model.embeddings.LayerNorm(total)
         if family == "ELECTRA" and hasattr(model, "embeddings_project"):
             out = model.embeddings_project(out)
         return out
+    if family == "ALBERT":  # factorized: LayerNorm in the embedding space, then the projection to the hidden size
+        return model.encoder.embedding_hidden_mapping_in(model.embeddings.LayerNorm(total))
+    if family == "ModernBERT":
+        return model.embeddings.norm(total)
     if family == "BLOOM":
         return model.word_embeddings_layernorm(total)
-    return total  # gpt2: wte + wpe; llama: the token embedding alone
+    return total  # gpt2, opt: token + position; rotary, T5: the token embedding alone
 
 
 def test_every_family_has_a_tiny_model():
@@ -74,7 +88,7 @@ def test_every_family_has_a_tiny_model():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_numbers_match_transformers(family, tiny_models):
     path = tiny_models[family]
-    pair = PAIR if family in ("BERT", "ELECTRA", "RoBERTa") else None
+    pair = PAIR if family in ("BERT", "ELECTRA", "RoBERTa", "ALBERT") else None
     tokenizer, model, encoding, out = _direct(path, TEXT, pair)
     result = next(inspect_texts(load(str(path)), [TEXT], pair=pair))
 

@@ -31,7 +31,11 @@ JSON_KEYS = {
     "probe",
     "regression_mae",
     "pca_explained_variance",
+    "rope",
+    "audit",
+    "bias",
     "notes",
+    "warnings",
 }
 
 
@@ -142,7 +146,13 @@ def test_t5_bias_of_a_model_matches_compute_bias():
     )
     torch.manual_seed(0)
     model = transformers.T5Model(config).eval()
-    family = Family("T5", ("t5",), "relative_bucket", token_embedding="shared")
+    family = Family(
+        "T5",
+        ("t5",),
+        "relative_bucket",
+        token_embedding="shared",
+        relative_bias="encoder.block.0.layer.0.SelfAttention.relative_attention_bias",
+    )
     info = ModelInfo("tiny-t5", "t5", "T5", "relative_bucket", 1, 4, 16, None, "")
     analysis = analyse_model(LoadedModel(info, family, None, model, "cpu"), length=30)
     attention = model.encoder.block[0].layer[0].SelfAttention
@@ -151,6 +161,11 @@ def test_t5_bias_of_a_model_matches_compute_bias():
     np.testing.assert_allclose(analysis.head_matrices, expected, atol=1e-7)
     np.testing.assert_allclose(analysis.matrix, expected.mean(axis=0), atol=1e-7)
     assert analysis.metric == "bias" and analysis.buckets[-29] == 3 and analysis.buckets[29] == 7  # 8 buckets
+    # bias per head against offset j - i: what compute_bias puts on each diagonal
+    offsets = np.array(analysis.bias["offsets"])
+    assert offsets.tolist() == list(range(-29, 30))
+    for h in range(4):
+        np.testing.assert_allclose(analysis.bias["per_head"][h], [expected[h, max(0, -o), max(0, o)] for o in offsets])
 
 
 # ------------------------------------------------------------------------------------------ scheme detection
@@ -232,6 +247,9 @@ def test_json_keys_and_plain_values():
     assert set(data) == JSON_KEYS
     assert data["properties"]["monotonicity"]["window"] == 16
     assert data["slopes"] == [0.25, 0.0625, 0.015625, 0.00390625]
+    assert data["bias"]["offsets"] == list(range(-7, 8))  # key - query
+    assert data["bias"]["per_head"][1] == [-0.0625 * abs(o) for o in range(-7, 8)]  # slope x -|offset|
+    assert data["rope"] is None and data["audit"] is None
     full = alibi.to_json(matrix=True)
     assert set(full) == JSON_KEYS | {"matrix"} and full["matrix"][0][3] == pytest.approx(-3 * np.mean(data["slopes"]))
     t5 = analyse_scheme("t5", length=4, bidirectional=False).to_json()

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from scipy import linalg, stats
 
-from posemb_cli import metrics, schemes
+from posemb_cli import metrics
+from posemb_cli.schemes import alibi, base, learned, relative_bucket, rotary
 
 
 def _transformers_functions(module: str, names: set[str], cls: str | None = None) -> dict[str, Callable]:
@@ -79,14 +80,14 @@ def _cos_sum(length: int, omega: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize(("dim", "base"), [(16, 10000.0), (64, 10000.0), (10, 100.0)])
 def test_sinusoidal_dot_products_are_cosine_sums(dim: int, base: float) -> None:
-    table = schemes.sinusoidal_table(40, dim, base)
+    table = learned.sinusoidal_table(40, dim, base)
     expected = _cos_sum(40, _omega(dim, base))
     np.testing.assert_allclose(table @ table.T, expected, rtol=0, atol=1e-9)
     assert metrics.translation_invariance(table @ table.T) == pytest.approx(1.0, abs=1e-9)
 
 
 def test_sinusoidal_hand_values() -> None:
-    table = schemes.sinusoidal_table(5, 8)
+    table = learned.sinusoidal_table(5, 8)
     assert table.shape == (5, 8)
     assert table[1, 0] == pytest.approx(math.sin(1.0), abs=1e-15)
     assert table[1, 1] == pytest.approx(math.cos(1.0), abs=1e-15)
@@ -96,7 +97,7 @@ def test_sinusoidal_hand_values() -> None:
 
 
 def test_sinusoidal_odd_dim_last_column_is_sine() -> None:
-    table = schemes.sinusoidal_table(6, 7)
+    table = learned.sinusoidal_table(6, 7)
     assert table.shape == (6, 7)
     p = np.arange(6)
     np.testing.assert_allclose(table[:, 6], np.sin(p / 10000 ** (6 / 7)), atol=1e-15)
@@ -107,16 +108,16 @@ def test_sinusoidal_odd_dim_last_column_is_sine() -> None:
 
 
 def test_rotary_frequencies() -> None:
-    np.testing.assert_allclose(schemes.rotary_frequencies(8), _omega(8), rtol=1e-15)
-    assert schemes.rotary_frequencies(8)[0] == 1.0
+    np.testing.assert_allclose(rotary.rotary_frequencies(8), _omega(8), rtol=1e-15)
+    assert rotary.rotary_frequencies(8)[0] == 1.0
     with pytest.raises(ValueError):
-        schemes.rotary_frequencies(7)
+        rotary.rotary_frequencies(7)
 
 
 @pytest.mark.parametrize("dim", [2, 16, 64])
 def test_rotary_proximity_is_toeplitz_with_half_dim_diagonal(dim: int) -> None:
     length = 30
-    phi = schemes.rotary_proximity(length, dim)
+    phi = rotary.rotary_proximity(length, dim)
     assert phi.shape == (length, length)
     np.testing.assert_allclose(np.diag(phi), dim / 2, atol=1e-12)
     for offset in range(-length + 1, length):
@@ -130,10 +131,10 @@ def test_rotary_proximity_is_toeplitz_with_half_dim_diagonal(dim: int) -> None:
 
 def test_alibi_slopes_closed_forms() -> None:
     eight = [2.0**-k for k in range(1, 9)]
-    np.testing.assert_allclose(schemes.alibi_slopes(8), eight, rtol=1e-15)
+    np.testing.assert_allclose(alibi.alibi_slopes(8), eight, rtol=1e-15)
     twelve = eight + [2**-0.5, 2**-1.5, 2**-2.5, 2**-3.5]
-    np.testing.assert_allclose(schemes.alibi_slopes(12), twelve, rtol=1e-15)
-    np.testing.assert_allclose(schemes.alibi_slopes(1), [2.0**-8], rtol=1e-15)
+    np.testing.assert_allclose(alibi.alibi_slopes(12), twelve, rtol=1e-15)
+    np.testing.assert_allclose(alibi.alibi_slopes(1), [2.0**-8], rtol=1e-15)
 
 
 @pytest.mark.parametrize("heads", [1, 2, 3, 5, 6, 7, 12, 16, 20, 24, 40, 64])
@@ -141,14 +142,14 @@ def test_alibi_slopes_match_transformers(heads: int, build_alibi_tensor: Callabl
     import torch
 
     mask = torch.ones(1, 4, dtype=torch.long)
-    alibi = build_alibi_tensor(mask, heads, torch.float32)  # (heads, 1, 4)
-    assert tuple(alibi.shape) == (heads, 1, 4)
-    reference = alibi[:, 0, 1].double().numpy()  # slope * position 1
-    np.testing.assert_allclose(schemes.alibi_slopes(heads), reference, rtol=1e-6)
+    expected = build_alibi_tensor(mask, heads, torch.float32)  # (heads, 1, 4)
+    assert tuple(expected.shape) == (heads, 1, 4)
+    reference = expected[:, 0, 1].double().numpy()  # slope * position 1
+    np.testing.assert_allclose(alibi.alibi_slopes(heads), reference, rtol=1e-6)
 
 
 def test_alibi_bias() -> None:
-    bias = schemes.alibi_bias(5, 8)
+    bias = alibi.alibi_bias(5, 8)
     assert bias.shape == (8, 5, 5)
     assert bias[0, 0, 3] == pytest.approx(-3 * 0.5)
     assert bias[2, 4, 1] == pytest.approx(-3 * 2.0**-3)
@@ -172,7 +173,7 @@ def test_t5_buckets_match_transformers(
     expected = t5_relative_position_bucket(
         torch.from_numpy(offsets), bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance
     ).numpy()
-    got = schemes.t5_relative_bucket(offsets, bidirectional, num_buckets, max_distance)
+    got = relative_bucket.t5_relative_bucket(offsets, bidirectional, num_buckets, max_distance)
     np.testing.assert_array_equal(got, expected)
     assert got.min() >= 0 and got.max() < num_buckets
 
@@ -193,32 +194,32 @@ def test_t5_buckets_match_transformers_grid(t5_relative_position_bucket: Callabl
                     num_buckets=num_buckets,
                     max_distance=max_distance,
                 ).numpy()
-                got = schemes.t5_relative_bucket(offsets, bidirectional, num_buckets, max_distance)
+                got = relative_bucket.t5_relative_bucket(offsets, bidirectional, num_buckets, max_distance)
                 np.testing.assert_array_equal(got, expected, err_msg=f"{bidirectional=} {num_buckets=} {max_distance=}")
 
 
 def test_t5_bucket_rejects_degenerate_settings() -> None:
     with pytest.raises(ValueError):
-        schemes.t5_relative_bucket(np.arange(3), bidirectional=True, num_buckets=2)
+        relative_bucket.t5_relative_bucket(np.arange(3), bidirectional=True, num_buckets=2)
     with pytest.raises(ValueError):
-        schemes.t5_relative_bucket(np.arange(3), bidirectional=False, num_buckets=32, max_distance=16)
+        relative_bucket.t5_relative_bucket(np.arange(3), bidirectional=False, num_buckets=32, max_distance=16)
 
 
 def test_t5_bucket_hand_values() -> None:
-    b = schemes.t5_relative_bucket(np.array([0, -1, 1, -7, 7, -8, 8, -200, 200]))
+    b = relative_bucket.t5_relative_bucket(np.array([0, -1, 1, -7, 7, -8, 8, -200, 200]))
     # bidirectional, 16 buckets per sign, max_exact 8: |n| < 8 exact, n > 0 offset by 16
     assert b.tolist() == [0, 1, 17, 7, 23, 8, 24, 15, 31]
-    causal = schemes.t5_relative_bucket(np.array([5, 0, -1, -15, -16, -500]), bidirectional=False)
+    causal = relative_bucket.t5_relative_bucket(np.array([5, 0, -1, -15, -16, -500]), bidirectional=False)
     # causal: positive offsets -> 0; max_exact 16
     assert causal.tolist() == [0, 0, 1, 15, 16, 31]
 
 
 def test_t5_bucket_matrix_uses_key_minus_query() -> None:
-    m = schemes.t5_bucket_matrix(6, bidirectional=True, num_buckets=32, max_distance=128)
+    m = relative_bucket.t5_bucket_matrix(6, bidirectional=True, num_buckets=32, max_distance=128)
     assert m.shape == (6, 6)
     assert m[0, 3] == 16 + 3  # key after query: positive offset
     assert m[3, 0] == 3
-    causal = schemes.t5_bucket_matrix(6, bidirectional=False, num_buckets=32, max_distance=128)
+    causal = relative_bucket.t5_bucket_matrix(6, bidirectional=False, num_buckets=32, max_distance=128)
     assert causal[0, 3] == 0 and causal[3, 0] == 3
 
 
@@ -229,8 +230,8 @@ def test_proximity_dot_and_cosine() -> None:
     rng = np.random.default_rng(1)
     v = rng.normal(size=(7, 5))
     v[3] = 0.0
-    dot = schemes.proximity(v)
-    cos = schemes.proximity(v, "cosine")
+    dot = base.proximity(v)
+    cos = base.proximity(v, "cosine")
     for i in range(7):
         for j in range(7):
             d = sum(v[i, k] * v[j, k] for k in range(5))
@@ -241,7 +242,7 @@ def test_proximity_dot_and_cosine() -> None:
     np.testing.assert_allclose(np.delete(np.diag(cos), 3), 1.0, atol=1e-12)
     assert cos[3, 3] == 0.0
     with pytest.raises(ValueError):
-        schemes.proximity(v, "euclid")
+        base.proximity(v, "euclid")
 
 
 # --- translation invariance ------------------------------------------------
