@@ -19,6 +19,6 @@ class PosembError(Exception):
 
 
 class PosembUsageError(PosembError):
-    """A bad option value only detectable after loading (e.g. --layer past the model's depth): exit 2."""
+    """A bad option value or combination that Typer cannot see (e.g. --layer past the model's depth): exit 2."""
 
     exit_code = ExitCode.USAGE

@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..attention import layer_summary
 from ..core import TextResult, Token
 from ..words import WordView
 from .figures.labels import token_labels
@@ -126,7 +125,7 @@ def attention_table(result: TextResult) -> Table:
     )
     for name in ("layer", "entropy", "distance", "special", "self", "prev", "next"):
         table.add_column(name, justify="right")
-    for row in layer_summary(result.attention, result.special_mask):
+    for row in result.layers:
         table.add_row(
             str(row["layer"]), *(fmt(row[key]) for key in ("entropy", "distance", "special", "self", "prev", "next"))
         )
