@@ -191,6 +191,15 @@ class PositionScheme:
             "closed form for it"
         )
 
+    def bias_picture(self, analysis: PositionAnalysis, title: str, note: str, colorbar: str) -> PositionPicture:
+        """A bias picture: the head mean, then heads 0, the middle one and the last (`head_matrices`), one scale."""
+        panels = {"mean": analysis.matrix}
+        heads = analysis.head_matrices
+        if heads is not None:
+            for h in sorted({0, len(heads) // 2, len(heads) - 1}):
+                panels[f"head {h}"] = heads[h]
+        return PositionPicture(panels, title, note, colorbar, diverging=False)
+
     def analysis(self, model: str | None, source: str, length: int, metric: str, phi: np.ndarray, window: int):
         """A `PositionAnalysis` of this scheme with Phi's properties and meaning filled in."""
         return PositionAnalysis(

@@ -96,17 +96,11 @@ class Disentangled(PositionScheme):
         return out
 
     def picture(self, analysis: PositionAnalysis) -> PositionPicture:
-        n, heads = analysis.length, analysis.head_matrices
-        panels = {"mean": analysis.matrix}
-        if heads is not None:
-            for h in sorted({0, len(heads) // 2, len(heads) - 1}):
-                panels[f"head {h}"] = heads[h]
-        return PositionPicture(
-            panels,
-            f"DeBERTa position terms c2p + p2c of positions 0–{n - 1}",
+        return self.bias_picture(
+            analysis,
+            f"DeBERTa position terms c2p + p2c of positions 0–{analysis.length - 1}",
             f"no position vectors (relative embeddings enter the attention logits): {analysis.source}",
             "position term of the attention logit",
-            diverging=False,
         )
 
 

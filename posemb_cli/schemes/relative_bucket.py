@@ -123,17 +123,11 @@ class RelativeBucket(PositionScheme):
         return analysis
 
     def picture(self, analysis: PositionAnalysis) -> PositionPicture:
-        n, heads = analysis.length, analysis.head_matrices
-        panels = {"mean": analysis.matrix}
-        if heads is not None:
-            for h in sorted({0, len(heads) // 2, len(heads) - 1}):
-                panels[f"head {h}"] = heads[h]
-        return PositionPicture(
-            panels,
-            f"Learned relative bias b(bucket(j−i)) of positions 0–{n - 1}",
+        return self.bias_picture(
+            analysis,
+            f"Learned relative bias b(bucket(j−i)) of positions 0–{analysis.length - 1}",
             f"no position vectors (a learned bias per head and bucket is added to attention scores): {analysis.source}",
             "bias added to the attention logit",
-            diverging=False,
         )
 
     @staticmethod

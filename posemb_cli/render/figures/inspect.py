@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -182,20 +182,8 @@ def _attention_head(result: TextResult, path: Path, dpi: float, layer: int, head
     fig.colorbar(image, cax=cax).set_label("attention weight")
     title = f"Attention of layer {layer}, head {head}"
     model = f"{result.model.name} · {result.model.layers} layers × {result.model.heads} heads"
-    add_title(fig, [(title, 11, "bold"), (model, 9, "normal"), (text_line(result.text, result.pair), 9, "normal")])
-    add_footnote(fig, note)
-    data = save_figure(
-        fig,
-        path,
-        dpi,
-        kind="attention_head",
-        title=title,
-        arrays={"attention": matrix, "layer": np.array(layer), "head": np.array(head)},
-        labels=[label.text for label in labels],
-        notes=[note] if note else [],
-    )
-    data.drawn["images"] = drawn_images(fig)
-    return data
+    arrays = {"attention": matrix, "layer": np.array(layer), "head": np.array(head)}
+    return _finish_attention(fig, path, dpi, "attention_head", (title, model), result, labels, note, arrays)
 
 
 def _attention_grid(
@@ -243,17 +231,28 @@ def _attention_grid(
     heads_total = result.attention.shape[1]
     title = f"Attention, {rows} layers × {len(head_ids)} heads, and the mean of all {heads_total} heads per layer"
     how = f"{result.model.name} · in each panel, rows are query tokens and columns key tokens"
-    add_title(fig, [(title, 11, "bold"), (how, 9, "normal"), (text_line(result.text, result.pair), 9, "normal")])
+    arrays = {"attention": attention, "mean": mean, "layers": np.array(layer_ids), "heads": np.array(head_ids)}
+    return _finish_attention(fig, path, dpi, "attention", (title, how), result, labels, note, arrays)
+
+
+def _finish_attention(
+    fig: Any,
+    path: Path,
+    dpi: float,
+    kind: str,
+    lines: tuple[str, str],
+    result: TextResult,
+    labels: list[Label],
+    note: str | None,
+    arrays: dict[str, np.ndarray],
+) -> PlotData:
+    """Title (bold line, model line, the text), footnote, atomic save and the images read back."""
+    title, subtitle = lines
+    add_title(fig, [(title, 11, "bold"), (subtitle, 9, "normal"), (text_line(result.text, result.pair), 9, "normal")])
     add_footnote(fig, note)
+    notes = [note] if note else []
     data = save_figure(
-        fig,
-        path,
-        dpi,
-        kind="attention",
-        title=title,
-        arrays={"attention": attention, "mean": mean, "layers": np.array(layer_ids), "heads": np.array(head_ids)},
-        labels=[label.text for label in labels],
-        notes=[note] if note else [],
+        fig, path, dpi, kind=kind, title=title, arrays=arrays, labels=[x.text for x in labels], notes=notes
     )
     data.drawn["images"] = drawn_images(fig)
     return data
