@@ -184,6 +184,9 @@ def test_t5_bias_through_the_registry(tiny_models):
         expected = attention.compute_bias(30, 30)[0].double().numpy()  # (heads, query, key)
     np.testing.assert_allclose(np.array(analysis.bias["per_head"]), _by_offset(expected), atol=1e-7)
     assert analysis.bias["offsets"] == list(range(-29, 30))
+    np.testing.assert_allclose(analysis.head_matrices, expected, atol=1e-7)
+    np.testing.assert_allclose(analysis.matrix, expected.mean(axis=0), atol=1e-7)
+    assert analysis.metric == "bias" and analysis.buckets[-29] == 3 and analysis.buckets[29] == 7  # 8 buckets
 
 
 def test_mpnet_bias_is_compute_position_bias(tiny_models):

@@ -133,41 +133,6 @@ def test_t5_buckets_match_transformers(bidirectional):
     assert analysis.properties["translation_invariance"] == pytest.approx(1.0)
 
 
-def test_t5_bias_of_a_model_matches_compute_bias():
-    config = transformers.T5Config(
-        vocab_size=50,
-        d_model=16,
-        d_kv=4,
-        d_ff=32,
-        num_layers=1,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=20,
-    )
-    torch.manual_seed(0)
-    model = transformers.T5Model(config).eval()
-    family = Family(
-        "T5",
-        ("t5",),
-        "relative_bucket",
-        token_embedding="shared",
-        relative_bias="encoder.block.0.layer.0.SelfAttention.relative_attention_bias",
-    )
-    info = ModelInfo("tiny-t5", "t5", "T5", "relative_bucket", 1, 4, 16, None, "")
-    analysis = analyse_model(LoadedModel(info, family, None, model, "cpu"), length=30)
-    attention = model.encoder.block[0].layer[0].SelfAttention
-    with torch.no_grad():
-        expected = attention.compute_bias(30, 30)[0].double().numpy()  # (heads, query, key)
-    np.testing.assert_allclose(analysis.head_matrices, expected, atol=1e-7)
-    np.testing.assert_allclose(analysis.matrix, expected.mean(axis=0), atol=1e-7)
-    assert analysis.metric == "bias" and analysis.buckets[-29] == 3 and analysis.buckets[29] == 7  # 8 buckets
-    # bias per head against offset j - i: what compute_bias puts on each diagonal
-    offsets = np.array(analysis.bias["offsets"])
-    assert offsets.tolist() == list(range(-29, 30))
-    for h in range(4):
-        np.testing.assert_allclose(analysis.bias["per_head"][h], [expected[h, max(0, -o), max(0, o)] for o in offsets])
-
-
 # ------------------------------------------------------------------------------------------ scheme detection
 
 
