@@ -44,6 +44,9 @@ class Family:
     position_id_offset: int = 0  # added to those ids to find the table row the model reads (OPT: 2)
     relative_buckets: tuple[int, int] | None = None  # (buckets, max distance) the code uses whatever the config says
     causal: bool = False
+    # the model's forward argument that takes position ids (`posemb ablate`), in the convention of `position_ids_kwarg`
+    # ids (the table row less `position_id_offset`); None where the scheme has none (ALiBi, T5's encoder)
+    position_ids_argument: str | None = "position_ids"
     # Each layer's self-attention module, `{layer}` = layer index from 0. Its forward returns a tuple whose item
     # `attention_weights` holds the weights with eager attention; `stats` hooks it to reduce one layer's maps at a
     # time. None: `stats` asks the model for all layers' maps at once (output_attentions=True).
@@ -84,6 +87,18 @@ class Family:
         """The position id of a text's first token (RoBERTa-style: padding_idx + 1; OPT: 2; otherwise 0)."""
         after_padding = (getattr(config, "pad_token_id", 0) or 0) + 1 if self.positions_after_padding else 0
         return after_padding + self.position_id_offset
+
+    def forward_position_ids(self, model: Any) -> str | None:
+        """The forward argument through which position ids can be given to this model, or None: ALiBi computes its
+        distances from the mask and T5 from token order; on the generic path, `position_ids` if forward takes it."""
+        import inspect
+
+        if "alibi" in self.position_scheme(model.config).split("+"):
+            return None
+        argument = self.position_ids_argument if self.model_types else "position_ids"
+        if argument is None or argument not in inspect.signature(model.forward).parameters:
+            return None
+        return argument
 
     def max_positions(self, config: Any) -> int | None:
         """Tokens a text may have: the size of the position table less the ids before the first position."""
@@ -190,6 +205,7 @@ FAMILIES: tuple[Family, ...] = (
         "alibi",
         token_embedding="word_embeddings",
         causal=True,
+        position_ids_argument=None,
         attention_module="h.{layer}.self_attention",
     ),
 )
@@ -288,6 +304,7 @@ FAMILIES += (
         "relative_bucket",
         token_embedding="embed_tokens",  # paths inside the encoder, which posemb runs alone
         relative_bias="block.0.layer.0.SelfAttention.relative_attention_bias",
+        position_ids_argument=None,
         attention_module="block.{layer}.layer.0.SelfAttention",
         attention_weights=2,  # T5Attention returns (output, position_bias, weights)
     ),
