@@ -7,12 +7,14 @@ Commands and where their work lives:
   models    -> models.list_models; render/listing.py
   compare   -> compare.compare; render/compare_table.py, render/figures/compare.py
   stats     -> stats.corpus_stats; render/stats_output.py, render/figures/stats.py
+  ablate    -> ablate.ablate_texts; render/ablate_table.py, render/figures/ablate.py
 Output (stdout/stderr, console width, formats, output paths) goes through one `output.Output`, the context object.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -680,6 +682,135 @@ def stats(
         out.info(f"Wrote {plot}")
     elif plot is not None:
         out.warn(f"{plot} was not written: there were no texts to draw")
+
+
+class AblatePlot(str, Enum):
+    similarity = "similarity"
+    attention = "attention"
+
+
+@app.command()
+@handle_errors
+def ablate(
+    ctx: typer.Context,
+    texts: Annotated[
+        Optional[list[str]],
+        typer.Argument(metavar="TEXT...", help="Texts to ablate; `-` reads one text per line from stdin."),
+    ] = None,
+    mode: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--mode",
+            metavar="MODE",
+            help="Repeatable: zero (every id the first position), shuffle, reverse, shift:K, ids:I,J,... (one id per "
+            "token), isolate (each token alone: the seed article's input_ids.view(-1, 1)), permute-tokens "
+            "[default: zero, shuffle, reverse, isolate, permute-tokens].",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of shuffle and permute-tokens.")] = 0,
+    corpus: Annotated[
+        Optional[Path],
+        typer.Option("--corpus", metavar="FILE", help="Also read texts from this file, one per line (`-`: stdin)."),
+    ] = None,
+    max_lines: Annotated[
+        int, typer.Option("--max-lines", min=1, metavar="N", help="Non-empty --corpus lines to read.")
+    ] = 1000,
+    corpus_mean: Annotated[
+        bool, typer.Option("--corpus-mean", help="One result for all texts, every token weighing the same.")
+    ] = False,
+    model: ModelOpt = None,
+    output_format: Annotated[
+        Optional[Format], typer.Option("--format", "-f", metavar="table|json", help="Output format [default: table].")
+    ] = None,
+    json_flag: JsonOpt = False,
+    plot: Annotated[
+        Optional[AblatePlot],
+        typer.Option("--plot", metavar="similarity|attention", help="Draw one line per mode against layer (needs -o)."),
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Picture file (.png/.svg/.pdf).")
+    ] = None,
+    dpi: Annotated[float, typer.Option("--dpi", min=1, metavar="DPI", help="Picture resolution.")] = 150,
+    font: Annotated[Optional[Path], typer.Option("--font", metavar="PATH", help="Font file for the labels.")] = None,
+    no_truncate: Annotated[
+        bool, typer.Option("--no-truncate", help="Error instead of cutting texts longer than the model's positions.")
+    ] = False,
+    encoding_errors: Annotated[
+        EncodingErrors,
+        typer.Option("--encoding-errors", metavar="strict|replace", help="What to do with invalid UTF-8 input."),
+    ] = EncodingErrors.strict,
+    device: DeviceOpt = Device.cpu,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """What position information does inside a model: alter the positions, measure the change layer by layer.
+
+    Example: posemb ablate "the cat sat on the mat" --mode zero --mode shift:7 --json
+    """
+    from .ablate import ablate_texts, applicable_modes, parse_modes
+
+    out: Output = ctx.obj
+    default = None if plot else "table"  # --plot alone prints nothing on stdout
+    fmt = out.format("ablate", output_format and output_format.value, json_flag, ("table", "json"), default)
+    modes = parse_modes(mode)
+    texts = texts or []
+    if not texts and corpus is None:
+        raise PosembUsageError("give one or more TEXT arguments, `-` for stdin, or --corpus FILE")
+    if plot is not None:
+        if output is None:
+            raise PosembUsageError(f"--plot {plot.value} needs -o FILE")
+        if not corpus_mean and (len(texts) != 1 or texts[0] == "-" or corpus is not None):
+            raise PosembUsageError("--plot draws one result: give exactly one TEXT, or add --corpus-mean")
+        Output.picture_path(output)
+        _check_font(font)
+
+    from .lines import read_corpus, read_texts
+    from .models import load
+
+    lines: list[str] = []
+    if corpus is not None:
+        lines, more, name = read_corpus(str(corpus), max_lines, encoding_errors.value)
+        if more:
+            out.warn(f"read the first {max_lines} lines of {name} (--max-lines {max_lines})")
+    loaded = load(model, device=device.value, trust_remote_code=trust_remote_code)
+    modes, notes = applicable_modes(loaded, modes)
+    for note in notes:
+        out.info(note)
+    source = itertools.chain(read_texts(texts, encoding_errors.value), lines)
+    results = ablate_texts(loaded, source, modes, seed=seed, corpus_mean=corpus_mean, truncate=not no_truncate)
+    single = corpus_mean or (len(texts) == 1 and texts[0] != "-" and corpus is None)
+    drawn = _render_ablations(out, results, fmt, single)
+    if plot is not None and output is not None and drawn is not None:
+        from .render.figures.ablate import plot_ablation
+
+        for warning in plot_ablation(drawn, plot.value, output, dpi=dpi, font=font).warnings:
+            out.warn(warning)
+        out.info(f"Wrote {output}")
+
+
+def _render_ablations(out: Output, results: Iterator[Any], fmt: str, single: bool) -> Any:
+    """Each result as it is computed (a table, or a JSON object; several texts: a JSON array); returns the last."""
+    import json
+
+    from .render.ablate_table import print_ablation
+
+    last, out.done = None, 0
+    for result in results:
+        for warning in result.warnings:
+            out.warn(warning)
+        if fmt == "table":
+            print_ablation(out.console(), result)
+        elif fmt == "json" and single:
+            out.json(result.to_json())
+        elif fmt == "json":
+            out.data(("[\n" if out.done == 0 else ",\n") + json.dumps(result.to_json(), ensure_ascii=False, indent=2))
+        last = result
+        out.done += 1
+    if fmt == "json" and not single:
+        out.data("\n]\n" if out.done else "[]\n")
+    if last is None or not last.texts:
+        out.warn("no texts were given (every text was empty)")
+        return None
+    return last
 
 
 def run() -> None:
