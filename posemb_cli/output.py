@@ -6,10 +6,8 @@ checks output paths before any work, and carries the run's state (debug, texts d
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -56,6 +54,8 @@ class Output:
         self.stdout.flush()
 
     def json(self, obj: Any) -> None:
+        import json
+
         self.data(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
     def warn(self, message: str) -> None:
@@ -109,6 +109,8 @@ def check_writable(path: Path) -> None:
 
 def write_atomic(path: Path, write: Callable[[str], None], suffix: str = "") -> None:
     """Call write(temp_name) in the target folder, then rename over `path`; remove the temp file on any failure."""
+    import tempfile  # here, not at the top: `posemb --help` stays light
+
     check_writable(path)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent or ".")
     os.close(fd)
