@@ -137,6 +137,7 @@ class ModeResult:
     layers: list[LayerChange]
     equivariance_max_deviation: float | None
     notes: list[str] = field(default_factory=list)
+    token_order: list[list[int]] | None = None  # permute-tokens: per text, slot k of the ablated run held token [k]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -144,6 +145,7 @@ class ModeResult:
             "position_ids": self.position_ids,
             "layers": [layer.to_json() for layer in self.layers],
             "equivariance_max_deviation": _plain(self.equivariance_max_deviation),
+            "token_order": self.token_order,
             "notes": self.notes,
         }
 
@@ -297,9 +299,9 @@ def _ablate_one(loaded: LoadedModel, normal: TextResult, accumulators: list[_Acc
             if zeroed is None and argument is not None and not family.causal:
                 zeroed = _run(loaded, given.at(np.full(n, first)), argument)
             equivariance = _equivariance(loaded, given, order, first, argument, zeroed, accumulator)
-        back = np.argsort(order)  # token t sits in slot back[t] of the ablated run
+        slots = order if mode.kind == "permute-tokens" else np.arange(n)  # shuffle, reverse: tokens stay in place
         shown_ids = None if mode.kind == "isolate" else (ids if ids is not None else normal_ids)
-        accumulator.add(normal, ablated, back, shown_ids, equivariance, special[order])
+        accumulator.add(normal, ablated, slots, shown_ids, equivariance)
 
 
 def _order(mode: Mode, special: np.ndarray, seed: int) -> np.ndarray:
@@ -409,6 +411,7 @@ class _Accumulator:
         self.normal_attention = LayerSums()
         self.ablated_attention = LayerSums()
         self.position_ids: list[list[int]] = []
+        self.orders: list[list[int]] = []
         self.deviation: float | None = None
         self.notes: list[str] = []
 
@@ -420,19 +423,20 @@ class _Accumulator:
         self,
         normal: TextResult,
         ablated: _Run,
-        back: np.ndarray,
+        slots: np.ndarray,
         ids: np.ndarray | None,
         deviation: float | None,
-        ablated_special: np.ndarray,
     ) -> None:
+        """One text: slot k of the ablated run held token slots[k] of the normal run."""
         assert normal.hidden_states is not None
-        matched = ablated.hidden[:, back]  # token t of the text, wherever the mode put it
+        self.orders.append([int(t) for t in slots])
+        matched = ablated.hidden[:, np.argsort(slots)]  # token t of the text, wherever the mode put it
         self.cosines.append(_cosines(normal.hidden_states, matched))
         self.normal.append(normal.hidden_states)
         self.ablated.append(matched)
         if ablated.attention is not None:
             self.normal_attention.add(normal.attention, normal.special_mask)
-            self.ablated_attention.add(ablated.attention, ablated_special)
+            self.ablated_attention.add(ablated.attention, normal.special_mask[slots])
         if ids is not None:
             self.position_ids.append([int(i) for i in ids])
         if deviation is not None:
@@ -455,7 +459,8 @@ class _Accumulator:
                 )
             )
         ids = None if self.mode.kind == "isolate" else self.position_ids
-        return ModeResult(self.mode.name, ids, layers, self.deviation, list(self.notes))
+        order = self.orders if self.mode.kind == "permute-tokens" else None
+        return ModeResult(self.mode.name, ids, layers, self.deviation, list(self.notes), order)
 
 
 def _cosines(x: np.ndarray, y: np.ndarray) -> np.ndarray:
