@@ -19,7 +19,7 @@ for that text alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,6 +187,7 @@ def ablate_texts(
     seed: int = 0,
     corpus_mean: bool = False,
     truncate: bool = True,
+    on_text: Callable[[int], None] | None = None,
 ) -> Iterator[Ablation]:
     """One `Ablation` per text as it is computed, or with corpus_mean=True one for all texts (tokens pooled: every
     token weighs the same, every attention row too — the rule of `stats`). Empty texts are skipped."""
@@ -201,6 +202,8 @@ def ablate_texts(
         accumulators = pooled if pooled is not None else [_Accumulator(mode) for mode in modes]
         _ablate_one(loaded, normal, accumulators, seed)
         count, tokens = count + 1, tokens + len(normal.tokens)
+        if on_text is not None:  # progress: texts done
+            on_text(count)
         if corpus_mean:
             pooled = accumulators
             warnings += [w for w in normal.warnings if w not in warnings]

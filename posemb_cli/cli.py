@@ -651,13 +651,13 @@ def stats(
         Output.picture_path(plot)
     stream, name = open_lines(corpus)
     from .models import load
-    from .render.stats_output import print_stats, progress_bar
+    from .render.stats_output import print_stats
 
     with stream:
         loaded = load(model, device=device.value, trust_remote_code=trust_remote_code)
         total = count_lines(corpus) if out.progress and corpus != "-" else None
         out.done = 0
-        with progress_bar(total, enabled=out.progress) as advance:
+        with out.progress_bar("stats", total) as advance:
 
             def on_batch(done: int) -> None:
                 out.done = done
@@ -776,9 +776,12 @@ def ablate(
     for note in notes:
         out.info(note)
     source = itertools.chain(read_texts(texts, encoding_errors.value), lines)
-    results = ablate_texts(loaded, source, modes, seed=seed, corpus_mean=corpus_mean, truncate=not no_truncate)
     single = corpus_mean or (len(texts) == 1 and texts[0] != "-" and corpus is None)
-    drawn = _render_ablations(out, results, fmt, single)
+    with out.progress_bar("ablate", len(lines) + len(texts) if "-" not in texts else None) as advance:
+        results = ablate_texts(
+            loaded, source, modes, seed=seed, corpus_mean=corpus_mean, truncate=not no_truncate, on_text=advance
+        )
+        drawn = _render_ablations(out, results, fmt, single)
     if plot is not None and output is not None and drawn is not None:
         from .render.figures.ablate import plot_ablation
 

@@ -6,9 +6,11 @@ checks output paths before any work, and carries the run's state (debug, texts d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -74,6 +76,30 @@ class Output:
     def progress(self) -> bool:
         """Progress is shown only to a person: on a terminal, and not with --quiet."""
         return not self.quiet and self.stderr.isatty()
+
+    @contextlib.contextmanager
+    def progress_bar(self, label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        """A rich progress bar on stderr (texts, texts/s, ETA when the total is known), only when `progress`;
+        yields update(texts_done), a no-op otherwise, so callers need no branches."""
+        if not self.progress:
+            yield lambda done: None
+            return
+        from rich import progress as rp
+        from rich.console import Console
+
+        count = rp.MofNCompleteColumn() if total else rp.TextColumn("{task.completed} texts")
+        columns = [rp.TextColumn(label), rp.BarColumn(), count]
+        columns += [rp.TextColumn("{task.fields[rate]} texts/s"), rp.TimeElapsedColumn()]
+        columns += [rp.TextColumn("ETA"), rp.TimeRemainingColumn()] if total else []
+        start = time.perf_counter()
+        with rp.Progress(*columns, console=Console(file=self.stderr), transient=False) as progress:
+            task = progress.add_task(label, total=total, rate="-")
+
+            def update(done: int) -> None:
+                elapsed = time.perf_counter() - start
+                progress.update(task, completed=done, rate=f"{done / elapsed:.0f}" if elapsed > 0 else "-")
+
+            yield update
 
     @staticmethod
     def format(command: str, chosen: str | None, json_flag: bool, allowed: Sequence[str], default: str | None) -> str:

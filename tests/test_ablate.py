@@ -279,3 +279,17 @@ def test_table_and_plots(tmp_path):
     assert np.allclose(data.arrays["entropy/zero"], [row.attention["entropy"] for row in report.modes[0].layers[1:]])
     cli = run_cli("ablate", TEXT, "--plot", "similarity", "-o", str(tmp_path / "cli.png"))
     assert cli.exit_code == 0 and cli.stdout == "" and (tmp_path / "cli.png").is_file()
+
+
+def test_progress_counts_texts_as_they_finish():
+    """The progress bar's callback (shown on a terminal) is told the texts done, also under --corpus-mean."""
+    from posemb_cli.ablate import ablate_texts, parse_modes
+    from posemb_cli.models import load
+
+    modes = parse_modes(["zero"])
+    assert modes is not None
+    done: list[int] = []
+    reports = list(
+        ablate_texts(load(None), ["the cat", "", "sat on the mat"], modes, corpus_mean=True, on_text=done.append)
+    )
+    assert done == [1, 2] and len(reports) == 1 and reports[0].texts == 2
