@@ -403,6 +403,9 @@ def _equivariance(
     return float(np.abs(permuted.hidden - zeroed.hidden[:, order]).max())
 
 
+MAX_CKA_TOKENS = 4096  # hidden states kept for the pooled CKA: the first tokens of the texts (memory stays bounded)
+
+
 class _Accumulator:
     """One mode's measures over the texts seen so far, pooled by token (cosines, CKA) and by attention row."""
 
@@ -435,8 +438,12 @@ class _Accumulator:
         self.orders.append([int(t) for t in slots])
         matched = ablated.hidden[:, np.argsort(slots)]  # token t of the text, wherever the mode put it
         self.cosines.append(_cosines(normal.hidden_states, matched))
-        self.normal.append(normal.hidden_states)
-        self.ablated.append(matched)
+        room = MAX_CKA_TOKENS - sum(h.shape[1] for h in self.normal)
+        if room < matched.shape[1]:
+            self.note(f"CKA uses the first {MAX_CKA_TOKENS} tokens of the texts; the cosines use every token")
+        if room > 0:
+            self.normal.append(normal.hidden_states[:, :room])
+            self.ablated.append(matched[:, :room])
         if ablated.attention is not None:
             self.normal_attention.add(normal.attention, normal.special_mask)
             self.ablated_attention.add(ablated.attention, normal.special_mask[slots])

@@ -293,3 +293,16 @@ def test_progress_counts_texts_as_they_finish():
         ablate_texts(load(None), ["the cat", "", "sat on the mat"], modes, corpus_mean=True, on_text=done.append)
     )
     assert done == [1, 2] and len(reports) == 1 and reports[0].texts == 2
+
+
+def test_pooled_cka_keeps_a_bounded_number_of_tokens(monkeypatch):
+    from posemb_cli import ablate
+    from posemb_cli.models import load
+
+    monkeypatch.setattr(ablate, "MAX_CKA_TOKENS", 6)
+    modes = ablate.parse_modes(["zero"])
+    assert modes is not None
+    [report] = ablate.ablate_texts(load(None), ["the cat sat on the mat", "position matters"], modes, corpus_mean=True)
+    mode = report.modes[0]
+    assert any("first 6 tokens" in note for note in mode.notes)
+    assert all(np.isfinite(layer.cka) for layer in mode.layers)
