@@ -23,6 +23,7 @@ from .toolkit import (
     add_footnote,
     add_title,
     figure_settings,
+    marked_line,
     new_figure,
     picture_format,
     save_figure,
@@ -72,16 +73,7 @@ def _similarity(result: Ablation, path: Path, dpi: float) -> PlotData:
         for m, mode in enumerate(result.modes):
             values = np.array([np.nan if (v := getattr(layer, key)) is None else v for layer in mode.layers])
             arrays[f"{key}/{mode.mode}"] = values
-            ax.plot(
-                x,
-                values,
-                marker="o",
-                markersize=3,
-                linewidth=1.3,
-                color=_colour(m),
-                linestyle=_style(m),
-                label=plain(mode.mode),
-            )
+            marked_line(ax, x, values, _colour(m), plain(mode.mode), _style(m))
         ax.set_title(label)
         ax.set_ylim(lowest - 0.05, 1.05)
         ax.axhline(1.0, color="#888888", linewidth=0.6, linestyle="--")
@@ -111,16 +103,7 @@ def _attention(result: Ablation, path: Path, dpi: float) -> PlotData:
             layers = [layer for layer in mode.layers if layer.attention is not None]
             values = np.array([layer.attention[key] for layer in layers if layer.attention is not None])
             arrays[f"{key}/{mode.mode}"] = values
-            ax.plot(
-                np.arange(len(values)),
-                values,
-                marker="o",
-                markersize=3,
-                linewidth=1.3,
-                color=_colour(m),
-                linestyle=_style(m),
-                label=plain(mode.mode),
-            )
+            marked_line(ax, np.arange(len(values)), values, _colour(m), plain(mode.mode), _style(m))
         ax.axhline(0.0, color="#888888", linewidth=0.6, linestyle="--")
         ax.set_title(f"Δ {key} ({UNITS[key]})")
         ax.set_xlabel("layer")

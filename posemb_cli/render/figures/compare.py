@@ -33,6 +33,7 @@ from .toolkit import (
     drawn_images,
     figure_settings,
     image_interpolation,
+    marked_line,
     new_figure,
     picture_format,
     save_figure,
@@ -170,14 +171,13 @@ def _attention_row(
             rows = comparison.models[k].attention or []
             values = np.array([row[key] for row in rows], dtype=float)
             arrays[f"attention/{key}/{comparison.models[k].name}"] = values
-            ax.plot(
+            marked_line(
+                ax,
                 np.arange(len(values)),
                 values,
-                marker="o",
-                markersize=3,
-                linewidth=1.2,
-                color=LINE_COLOURS[m % len(LINE_COLOURS)],
-                label=plain(headers[k]),
+                LINE_COLOURS[m % len(LINE_COLOURS)],
+                plain(headers[k]),
+                width=1.2,
             )
         ax.set_title(label + (f" ({unit}s)" if key == "distance" else ""), fontsize=8)
         ax.set_xlabel("layer", fontsize=8)

@@ -214,6 +214,13 @@ def save_figure(fig: Any, path: Path, dpi: float, **fields: Any) -> PlotData:
     return data
 
 
+def marked_line(
+    ax: Any, x: Any, values: Any, colour: Any, label: str, linestyle: str = "-", width: float = 1.3
+) -> None:
+    """One series against the layer (or another small integer axis): a line with a dot at each value."""
+    ax.plot(x, values, marker="o", markersize=3, linewidth=width, color=colour, linestyle=linestyle, label=label)
+
+
 def drawn_images(fig: Any) -> list[np.ndarray]:
     """The arrays of the figure's images as matplotlib holds them, in axes order."""
     return [np.asarray(image.get_array()) for ax in fig.axes for image in ax.images]
