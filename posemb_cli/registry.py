@@ -115,20 +115,6 @@ class Family:
         heads = config_value(config, "heads") or 0
         return int(config_value(config, "hidden_size") or 0) // heads if heads else 0
 
-    def rope(self, config: Any) -> dict[str, Any]:
-        """Rotary base, rotated dimensions and rope type (transformers 5 ``rope_parameters``, or 4.x keys).
-
-        dim = head_dim times ``partial_rotary_factor`` (1 if absent), rounded down to even."""
-        params = getattr(config, "rope_parameters", None) or {}
-        if params and "rope_theta" not in params and all(isinstance(v, dict) for v in params.values()):
-            params = next(iter(params.values()))  # per-layer-type parameters: take the first (full attention)
-        legacy = getattr(config, "rope_scaling", None) or {}
-        base = params.get("rope_theta") or getattr(config, "rope_theta", None) or 10000.0
-        factor = params.get("partial_rotary_factor") or getattr(config, "partial_rotary_factor", None) or 1.0
-        rope_type = params.get("rope_type") or legacy.get("rope_type") or legacy.get("type") or "default"
-        dim = int(self.head_dim(config) * factor)
-        return {"base": float(base), "dim": dim - dim % 2, "rope_type": rope_type}
-
     def padding_free(self, config: Any) -> bool:
         """Whether a text's numbers are the same in a padded batch. Not so for RoPE that picks its frequencies from
         the padded length (dynamic NTK, LongRoPE's short/long factors): such models run one text at a time."""

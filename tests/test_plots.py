@@ -278,18 +278,6 @@ def test_positions_alibi_bias(tiny, tmp_path):
     assert len(data.drawn["images"]) == 4 and "ALiBi" in data.title
 
 
-def test_positions_rotary_config_variants():
-    from types import SimpleNamespace
-
-    from posemb_cli.registry import family_for
-
-    rope = family_for("llama").rope
-    modern = SimpleNamespace(rope_parameters={"rope_theta": 500000.0, "rope_type": "llama3"}, head_dim=128)
-    assert rope(modern) == {"dim": 128, "base": 500000.0, "rope_type": "llama3"}
-    older = SimpleNamespace(rope_theta=1e6, hidden_size=64, num_attention_heads=4, partial_rotary_factor=0.5)
-    assert rope(older) == {"dim": 8, "base": 1e6, "rope_type": "default"}
-
-
 # ---------------------------------------------------------------- embeddings
 
 
