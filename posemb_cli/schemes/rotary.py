@@ -1,8 +1,9 @@
 """Rotary position embedding (RoPE, Su et al. 2021): positions rotate queries and keys; nothing is added.
 
 Phi(i, j) = sum_k cos((i - j) * theta_k), the score of two copies of one vector rotated to i and j (RoFormer, §3.4.3);
-with ``metric="cosine"`` divided by the number of frequencies, its value at i = j. A model's frequencies come from
-its config through the registry (`Family.rope`); scaled RoPE uses the frequencies the loaded model really rotates with.
+with ``metric="cosine"`` divided by the number of frequencies, its value at i = j. The frequencies of every layer type
+come from the config through transformers' own `modeling_rope_utils` (`rope_layer_types`), and `audit` compares them
+with the `inv_freq` buffers the loaded model rotates with.
 """
 
 from __future__ import annotations
