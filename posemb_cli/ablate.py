@@ -28,7 +28,7 @@ import numpy as np
 from .attention import LayerSums
 from .core import TextResult, inspect_texts
 from .errors import PosembError, PosembUsageError
-from .metrics import linear_cka
+from .metrics import linear_cka, row_cosines
 from .models import LoadedModel, ModelInfo
 
 DEFAULT_MODES = ("zero", "shuffle", "reverse", "isolate", "permute-tokens")
@@ -437,7 +437,7 @@ class _Accumulator:
         assert normal.hidden_states is not None
         self.orders.append([int(t) for t in slots])
         matched = ablated.hidden[:, np.argsort(slots)]  # token t of the text, wherever the mode put it
-        self.cosines.append(_cosines(normal.hidden_states, matched))
+        self.cosines.append(row_cosines(normal.hidden_states, matched))
         room = MAX_CKA_TOKENS - sum(h.shape[1] for h in self.normal)
         if room < matched.shape[1]:
             self.note(f"CKA uses the first {MAX_CKA_TOKENS} tokens of the texts; the cosines use every token")
@@ -471,14 +471,6 @@ class _Accumulator:
         ids = None if self.mode.kind == "isolate" else self.position_ids
         order = self.orders if self.mode.kind == "permute-tokens" else None
         return ModeResult(self.mode.name, ids, layers, self.deviation, list(self.notes), order)
-
-
-def _cosines(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Cosine of each pair of vectors along the last axis (0 where either vector is zero)."""
-    x, y = x.astype(np.float64), y.astype(np.float64)
-    num = (x * y).sum(-1)
-    den = np.linalg.norm(x, axis=-1) * np.linalg.norm(y, axis=-1)
-    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
 
 def _attention_changes(normal: LayerSums, ablated: LayerSums) -> list[dict[str, float]] | None:

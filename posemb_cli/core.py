@@ -16,6 +16,7 @@ import numpy as np
 
 from .attention import layer_summary
 from .errors import PosembError
+from .metrics import row_cosines
 from .models import LoadedModel, ModelInfo, load
 from .words import WordView, word_view
 
@@ -67,9 +68,7 @@ class TextResult:
         """Cosine between each token vector and its sum: 1 means position and segment changed nothing."""
         if self.token is None or self.sum is None:
             return None
-        num = (self.token * self.sum).sum(-1)
-        den = np.linalg.norm(self.token, axis=-1) * np.linalg.norm(self.sum, axis=-1)
-        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+        return row_cosines(self.token, self.sum).astype(self.token.dtype)
 
 
 def inspect_text(text: str, pair: str | None = None, model: str | None = None, **options: Any) -> TextResult:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "row_cosines",
     "spearman",
     "cka_matrix",
     "linear_cka",
@@ -24,6 +25,14 @@ __all__ = [
     "symmetry",
     "translation_invariance",
 ]
+
+
+def row_cosines(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Cosine of each pair of vectors along the last axis, in float64; 0 where either vector is zero (no NaN)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    num = (x * y).sum(-1)
+    den = np.linalg.norm(x, axis=-1) * np.linalg.norm(y, axis=-1)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
 
 def _square(phi: np.ndarray) -> np.ndarray:
