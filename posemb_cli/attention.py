@@ -23,10 +23,20 @@ ENTROPY_SMOOTHING = 1e-4
 
 
 def entropy(a: np.ndarray) -> np.ndarray:
-    """−Σ_j a'[i,j]·ln a'[i,j] in nats, with a' = (1 − ε)·a + ε/n, ε = 1e-4, so that zeros are defined."""
+    """−Σ_j a'[i,j]·ln a'[i,j] in nats, with a' = (1 − ε)·a + ε/n, ε = 1e-4, so that zeros are defined: the smoothing
+    of Clark et al.'s notebook (`0.9999 * attns + 0.0001 / n`)."""
     n = a.shape[-1]
     smoothed = (1.0 - ENTROPY_SMOOTHING) * a + ENTROPY_SMOOTHING / n
     return -(smoothed * np.log(smoothed)).sum(-1)
+
+
+def uniform_entropy(n: int, causal: bool = False) -> np.ndarray:
+    """Per query row, the entropy of a row that spreads evenly over the keys it can see: ln n for each row of a
+    bidirectional model (Clark et al.'s `uniform_attn_entropy`), ln(i + 1) for query i of a causal model, which sees
+    keys 0..i. The baseline `entropy` is read against; callers average it over the same rows."""
+    if causal:
+        return np.log(np.arange(1, n + 1, dtype=np.float64))
+    return np.full(n, np.log(n), dtype=np.float64)
 
 
 def distance(a: np.ndarray) -> np.ndarray:
@@ -47,13 +57,16 @@ def self_attention(a: np.ndarray) -> np.ndarray:
 
 
 def previous_token(a: np.ndarray) -> np.ndarray:
-    """a[i,i−1] for rows i ≥ 1."""
+    """a[i,i−1] for rows i ≥ 1: averaged over the n − 1 rows that have a previous token. Clark et al.'s notebook sums
+    the same entries (its selector `np.eye(n, n, -1)`, "left") but divides by all n rows, so its value is posemb's
+    × (n − 1)/n per text; posemb leaves out row 0, where the quantity does not exist."""
     n = a.shape[-1]
     return a[..., np.arange(1, n), np.arange(0, n - 1)]
 
 
 def next_token(a: np.ndarray) -> np.ndarray:
-    """a[i,i+1] for rows i ≤ n − 2."""
+    """a[i,i+1] for rows i ≤ n − 2, averaged over those n − 1 rows (the notebook's `np.eye(n, n, 1)`, "right",
+    divided by n: see `previous_token`)."""
     n = a.shape[-1]
     return a[..., np.arange(0, n - 1), np.arange(1, n)]
 
@@ -123,10 +136,12 @@ SUMMARY_KEYS = ("entropy", "uniform_entropy", "distance", "special", "self", "pr
 
 class LayerSums:
     """Per layer, each statistic's sum over heads and query rows and the number of rows it covers, pooled over texts:
-    the mean is sum / count, so every query row of every text weighs the same (the rule `stats` uses too). prev counts
-    rows i ≥ 1 and next rows i ≤ n − 2; uniform_entropy is ln n for each row of a text of n tokens."""
+    the mean is sum / count, so every query row of every text weighs the same (the rule `stats` uses too; Clark et
+    al.'s notebook instead averages each text's mean over texts). prev counts rows i ≥ 1 and next rows i ≤ n − 2;
+    uniform_entropy is `uniform_entropy(n, causal)` for the rows of a text of n tokens."""
 
-    def __init__(self) -> None:
+    def __init__(self, causal: bool = False) -> None:
+        self.causal = causal
         self.sums: np.ndarray | None = None  # (layers, keys)
         self.counts: np.ndarray | None = None
 
@@ -137,7 +152,7 @@ class LayerSums:
         for layer, maps in enumerate(attention):
             values = (
                 entropy(maps),
-                np.full(maps.shape[:-1], np.log(n)),
+                np.broadcast_to(uniform_entropy(n, self.causal), maps.shape[:-1]),
                 distance(maps),
                 mass_on(maps, special_mask),
                 self_attention(maps),
@@ -160,8 +175,8 @@ class LayerSums:
         ]
 
 
-def layer_summary(attention: np.ndarray, special_mask: np.ndarray) -> list[dict[str, float]]:
+def layer_summary(attention: np.ndarray, special_mask: np.ndarray, causal: bool = False) -> list[dict[str, float]]:
     """Per layer, each statistic averaged over heads and query rows of one text (attention: layers, heads, n, n)."""
-    sums = LayerSums()
+    sums = LayerSums(causal)
     sums.add(attention, special_mask)
     return sums.means()

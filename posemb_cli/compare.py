@@ -38,7 +38,6 @@ POSITION_LENGTH = 128  # positions compared, or fewer when a model has fewer
 POSITION_METRIC = "cosine"  # comparable across models whose position vectors differ in scale
 MAX_CKA_WORDS = 2048  # word vectors kept per model for CKA: the first words of the texts, in order
 MAX_UNKNOWN_CHARS = 200
-FEW_CKA_WORDS = 50  # below this, linear CKA leans towards 1 (few samples in many dimensions): say so
 ATTENTION_KEYS = ("entropy", "uniform_entropy", "distance", "special", "self", "prev", "next")
 FACT_KEYS = (
     "type",
@@ -208,14 +207,17 @@ class Similarity:
     b: int
     words: int  # words used (present in both models, at most MAX_CKA_WORDS)
     cka: np.ndarray  # (layers_a + 1, layers_b + 1); row/column 0 is the embedding output
+    dimensions: int = 0  # the smaller of the two models' vector sizes
 
     @property
     def note(self) -> str | None:
-        if self.words >= FEW_CKA_WORDS:
+        """Said when there are fewer words than dimensions: then even two unrelated random representations score high
+        (independent Gaussian vectors, 384 dimensions: about 0.5 at 384 words, 0.9 at 50, 0.97 at 10)."""
+        if self.words >= self.dimensions:
             return None
         return (
-            f"only {self.words} words: with fewer words than dimensions linear CKA leans towards 1, so compare the "
-            "pattern, not the level; --corpus gives a steadier estimate"
+            f"only {self.words} words for {self.dimensions} dimensions: with fewer words than dimensions linear CKA "
+            "leans towards 1, so compare the pattern, not the level; --corpus gives a steadier estimate"
         )
 
     def to_json(self, reports: Sequence[ModelReport]) -> dict[str, Any]:
@@ -374,7 +376,7 @@ def run_model(
 ) -> None:
     """Tokenization counts, attention per layer and word vectors of one real model over all texts."""
     counts = TokenCounts()
-    pooled = LayerSums()
+    pooled = LayerSums(loaded.family.causal)
     truncated = 0
     results = inspect_texts(loaded, texts, batch_size=batch_size, hidden_states=True)
     for t, (text, result) in enumerate(zip(texts, results, strict=True)):
@@ -420,7 +422,8 @@ def _pair_similarity(reports: Sequence[ModelReport], a: int, b: int, keys: Seque
         return Similarity(a, b, len(shared), np.full((layers_a, layers_b), np.nan))
     x = np.stack([reports[a].vectors[key] for key in shared], axis=1)  # (layers + 1, words, d)
     y = np.stack([reports[b].vectors[key] for key in shared], axis=1)
-    return Similarity(a, b, len(shared), cka_matrix(list(x), list(y)))
+    dimensions = min(x.shape[-1], y.shape[-1])
+    return Similarity(a, b, len(shared), cka_matrix(list(x), list(y)), dimensions)
 
 
 def scheme_options(scheme: str, first: ModelReport | None) -> dict[str, Any]:

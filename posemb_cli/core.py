@@ -95,9 +95,10 @@ def inspect_texts(
     iterator = iter(texts)
     while chunk := list(itertools.islice(iterator, batch_size)):
         for result in _inspect_batch(loaded, chunk, pair, truncate, hidden_states):
-            result.layers = layer_summary(result.attention, result.special_mask)
+            causal = loaded.family.causal
+            result.layers = layer_summary(result.attention, result.special_mask, causal)
             if words:
-                result.words = word_view(result.tokens, result.attention, result.text, result.pair)
+                result.words = word_view(result.tokens, result.attention, result.text, result.pair, causal)
             yield result
 
 

@@ -1,8 +1,12 @@
 """Numbers computed from vectors and matrices, each with its reference: Phi's properties, position probes, CKA.
 
-The proximity properties follow Wang et al. (ICLR 2021, "On Position
+The proximity properties are those of Wang et al. (ICLR 2021, "On Position
 Embeddings in BERT", §3): translation invariance, monotonicity and symmetry
-of ``Phi(i, j)``. The probes follow Wang & Chen (EMNLP 2020, "What Do Position
+of ``Phi(i, j)``. The paper states each as a yes/no property of Phi (an
+equation that holds for all positions or not); the scores below are posemb's
+own way of turning each into a number (1 = the property holds exactly), not
+formulas from the paper, so compare them between posemb runs rather than with
+the paper's tables. The probes follow Wang & Chen (EMNLP 2020, "What Do Position
 Embeddings Learn?", §3): whether the absolute position can be read back from a
 position vector, and what a 2-D projection of the vectors looks like. Linear CKA (Kornblith et al. 2019) compares
 two models' representations of the same words (`compare`).
@@ -75,8 +79,10 @@ def translation_invariance(phi: np.ndarray) -> float:
 
     ``TI = 1 - sum (Phi(i,j) - mean_{j-i=d} Phi)^2 / sum (Phi(i,j) - mean Phi)^2``,
     where the inner mean runs over the diagonal holding ``(i, j)``. A matrix
-    that depends only on ``j - i`` (Toeplitz) scores 1 (Wang et al., ICLR 2021,
-    §3, "translation invariance"). A constant matrix returns 1.0.
+    that depends only on ``j - i`` (Toeplitz) scores 1. Wang et al. (ICLR 2021,
+    §3) define translation invariance as the property Phi(i, j) = Phi(i + k,
+    j + k); this score (the R² of the offset alone) is posemb's measure of how
+    nearly it holds. A constant matrix returns 1.0.
     """
     phi = _square(phi)
     n = phi.shape[0]
@@ -94,7 +100,9 @@ def symmetry(phi: np.ndarray) -> float:
     """Pearson correlation of ``Phi(i, j)`` with ``Phi(j, i)`` over pairs ``i < j``.
 
     1 for a symmetric matrix, -1 for an antisymmetric one such as
-    ``Phi(i, j) = i - j`` (Wang et al., ICLR 2021, §3, "symmetry"). When either
+    ``Phi(i, j) = i - j``. Wang et al. (ICLR 2021, §3) define symmetry as the
+    property Phi(i, j) = Phi(j, i); the correlation is posemb's measure of how
+    nearly it holds. When either
     side is constant the correlation is undefined: return 1.0 if the two
     sides are equal and nan otherwise. Fewer than 2 positions (no pairs): nan.
     """
@@ -115,7 +123,9 @@ def local_monotonicity(phi: np.ndarray, window: int = 16) -> tuple[float, float]
     or ``j = i-window .. i-1`` (backward), clipped to the matrix. Anchors with
     fewer than 2 neighbours or constant ``Phi`` values are skipped; the result
     is nan when no anchor qualifies. 1 means proximity falls steadily with
-    distance (Wang et al., ICLR 2021, §3, "monotonicity"). Ties get average ranks.
+    distance. Wang et al. (ICLR 2021, §3) define monotonicity as the property
+    that Phi falls as |j - i| grows; the windowed rank correlation is posemb's
+    measure of how nearly it holds. Ties get average ranks.
     """
     phi = _square(phi)
     if window < 1:

@@ -9,6 +9,7 @@ layer's attention differs between positions only through position. Returns a `Po
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from .schemes.base import PositionAnalysis, PositionPicture, properties
 DEFAULT_LENGTH = 128
 MAX_PICTURE_POSITIONS = 4096  # computed pictures (rotary, ALiBi): keep the n x n matrices reasonable
 PROBE_BATCH = 8  # words per forward pass of the identical-word probe
+CAUSAL_UNUSED_SCHEMES = ("alibi", "rotary")  # relative scores: on a causal model, Phi at j > i never reaches a query
 
 
 def analyse_scheme(
@@ -106,6 +108,8 @@ def analyse_model(
     if loaded.family.causal:
         analysis.notes.append(
             "causal model: a query attends only to positions j <= i (for ALiBi and rotary, Phi at j > i is unused)"
+            if info.position_scheme.split("+")[0] in CAUSAL_UNUSED_SCHEMES
+            else "causal model: a query attends only to positions j <= i"
         )
     if probe is not None:
         identical_word_probe(loaded, analysis, words, seed, window)
@@ -131,7 +135,11 @@ def position_picture(loaded: LoadedModel, n: int | None = None) -> PositionPictu
         raise PosembUsageError(f"--positions {n} is more than the {info.max_positions} positions of {info.name}")
     if n > MAX_PICTURE_POSITIONS:
         raise PosembUsageError(f"--positions {n} is too many to draw; at most {MAX_PICTURE_POSITIONS}")
-    return scheme.picture(scheme.from_model(loaded, max(n, 2), "cosine", 16))
+    picture = scheme.picture(scheme.from_model(loaded, max(n, 2), "cosine", 16))
+    if loaded.family.causal and scheme.name in CAUSAL_UNUSED_SCHEMES:
+        note = f"{picture.note}; causal model: Φ at j > i (above the diagonal) is unused"
+        picture = dataclasses.replace(picture, note=note)
+    return picture
 
 
 # ------------------------------------------------------------------------------------------ identical-word probe
@@ -187,7 +195,12 @@ def first_layer_attention(loaded: LoadedModel, word_ids: list[int], length: int)
 
 def identical_word_probe(loaded: LoadedModel, analysis: PositionAnalysis, words: int, seed: int, window: int) -> None:
     """Wang et al. (ICLR 2021, §4): the first layer's attention on N copies of one word, averaged over ``words``
-    random words; Phi is that attention (head mean) and per head. Fills ``analysis.probe`` and ``probe_matrices``."""
+    random words; Phi is that attention (head mean) and per head. Fills ``analysis.probe`` and ``probe_matrices``.
+
+    posemb's choices: the sequence is the raw ids with no special tokens ([CLS] ... [SEP] would make the ends differ
+    from the rest, and position would no longer be the only difference between rows), and its properties are
+    posemb's scores (`schemes.base.properties`), not the paper's own indicators. On a causal model attention to
+    j > i is 0, so symmetry and forward monotonicity are undefined: NaN here, null in JSON, "–" in the table."""
     if words < 1:
         raise PosembUsageError(f"--words must be at least 1, got {words}")
     vocab_size = getattr(loaded.model.config, "vocab_size", None) or len(loaded.tokenizer)
@@ -209,7 +222,8 @@ def identical_word_probe(loaded: LoadedModel, analysis: PositionAnalysis, words:
     }
     if loaded.family.causal:
         analysis.notes.append(
-            "probe on a causal model: attention to j > i is 0, so its symmetry and forward monotonicity say little"
+            "probe on a causal model: attention to j > i is 0, so its symmetry and forward monotonicity are undefined "
+            "(–; null in JSON)"
         )
     if analysis.scheme == "none":
         analysis.matrix, analysis.properties = mean, analysis.probe["properties"]

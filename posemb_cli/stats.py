@@ -5,8 +5,9 @@ never counted. The per-row definitions live in `attention.py` (one function each
 
 - cls, sep, punct: attention mass on the [CLS] / [SEP] / punctuation key positions (Clark et al. 2019);
 - self a[i,i]; prev a[i,i−1] over rows i ≥ 1; next a[i,i+1] over rows i ≤ n−2;
-- entropy of the row in nats (smoothed, see `attention.entropy`) and uniform_entropy ln n, the entropy of a head
-  that spreads evenly over the n tokens of its text (a mean over rows too, so longer texts weigh more);
+- entropy of the row in nats (smoothed, see `attention.entropy`) and uniform_entropy, the entropy of a head that
+  spreads evenly over the keys each row can see (`attention.uniform_entropy`: ln n, or ln(i + 1) for query i of a
+  causal model; a mean over rows too, so longer texts weigh more);
 - distance Σ_j a[i,j]·|i−j| (Vig & Belinkov 2019);
 - sink: mass on the first k tokens (Xiao et al. 2023), k = `sink_k`;
 - with sentence pairs: within / across, the mass on the row's own segment and on the other one.
@@ -15,6 +16,19 @@ Special tokens. "cls" is the special token at position 0, if there is one ([CLS]
 "sep" is every other special token the tokenizer added ([SEP], </s>, EOS). A model whose tokenizer adds none
 (GPT-2) has cls = sep = 0 everywhere. Punctuation: a non-special token whose text (from its character offsets,
 whitespace stripped) is non-empty and consists only of Unicode punctuation (categories P*).
+
+Where this differs from the code it cites (Clark et al.'s notebook, clarkkev/attention-analysis General_Analysis):
+- averaging: the notebook divides each text's sums by its n and then by the number of texts (a mean of per-text
+  means); posemb pools the rows, so a corpus streams and its shards merge exactly: posemb's value is the mean of the
+  per-text means weighted by length, the same when all texts have one length;
+- prev / next: the notebook divides by all n rows; posemb by the n − 1 rows that have that neighbour (per text,
+  posemb's = the notebook's × n/(n − 1));
+- punct: the notebook counts the tokens "." and ","; posemb every all-punctuation token (also "!", "?", ";", "。",
+  "，"), so that texts in other scripts and styles are measured alike;
+- special tokens: the notebook matches token strings ("[CLS]", "[SEP]"); posemb counts what the tokenizer added
+  (its special_tokens_mask, the rule of `inspect`'s `special` column), so a special-token string typed in the text
+  ("[SEP]", which the tokenizer turns into the special id itself) is an ordinary token here, neither sep nor punct,
+  and `corpus_stats` warns with their count. For a real separator, give pairs (`--pairs`).
 
 Segments (pairs): a token belongs to segment B from the first token of the second sentence on, and to segment A
 before it. So [CLS] A [SEP] is A and B [SEP] is B, as BERT's token types say; RoBERTa's `</s></s>` between the
@@ -35,7 +49,6 @@ maps, not with the number of layers.
 from __future__ import annotations
 
 import itertools
-import math
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -174,8 +187,10 @@ def corpus_stats(
     info = loaded.info
     limit = _max_length(info, max_length)
     counts: dict[str, Any] = {"texts": 0, "tokens": 0, "edge_rows": 0, "uniform": 0.0, "truncated": 0, "skipped": 0}
+    counts["typed_special"] = 0
     if not loaded.family.padding_free(loaded.model.config):
         batch_size = 1  # its RoPE depends on the padded length
+    causal = loaded.family.causal
     chunk_size = CHUNK_BATCHES * batch_size
     iterator = iter(items)
     with torch.inference_mode():
@@ -191,7 +206,7 @@ def corpus_stats(
                     counts["texts"] += len(batch)
                     counts["tokens"] += sum(lengths)
                     counts["edge_rows"] += sum(n - 1 for n in lengths)
-                    counts["uniform"] += sum(n * math.log(n) for n in lengths)
+                    counts["uniform"] += sum(float(attention.uniform_entropy(n, causal).sum()) for n in lengths)
                     if on_batch is not None:
                         on_batch(counts["texts"])
                 reducer.check_rows()
@@ -229,6 +244,11 @@ def _warnings(counts: dict[str, Any], limit: int | None, info: ModelInfo) -> lis
         )
     if counts["skipped"]:
         warnings.append(f"{counts['skipped']} empty line(s) were skipped")
+    if counts["typed_special"]:
+        warnings.append(
+            f"{counts['typed_special']} special-token string(s) typed in the text (such as [SEP]) became special ids; "
+            "they count as ordinary tokens, neither cls/sep nor punct (use --pairs for a real separator)"
+        )
     if not counts["texts"]:
         warnings.append("no texts were given (the input was empty)")
     return warnings
@@ -264,8 +284,10 @@ def _encode(loaded: LoadedModel, chunk: list[Item], pairs: bool, limit: int | No
         counts["truncated"] += len(long)
         where.update({k: (recut, row) for row, k in enumerate(long)})
     encoded = []
+    typed = set(loaded.tokenizer.all_special_ids) - {loaded.tokenizer.unk_token_id}  # ids a typed string can become
     for k, item in enumerate(items):
         result = _encoded(*where[k], item, pairs)
+        counts["typed_special"] += sum(t in typed and not s for t, s in zip(result.ids, result.special, strict=True))
         if result.ids:
             encoded.append(result)
         else:  # e.g. only characters the tokenizer drops, and no special tokens

@@ -212,10 +212,13 @@ class WordView:
         return np.array([unit.special for unit in self.units], dtype=bool)
 
 
-def word_view(tokens: Sequence[Token], attention: np.ndarray, text: str, pair: str | None = None) -> WordView:
-    """One text word by word: its words, the tokens overlapping each, the units and the merged attention."""
+def word_view(
+    tokens: Sequence[Token], attention: np.ndarray, text: str, pair: str | None = None, causal: bool = False
+) -> WordView:
+    """One text word by word: its words, the tokens overlapping each, the units and the merged attention (`causal`:
+    unit u sees units 0..u, for the uniform-entropy baseline)."""
     words = text_words(text, pair)
     parts = units(tokens, words, text, pair)
     merged = merge_attention(attention, parts)
-    summary = layer_summary(merged, np.array([unit.special for unit in parts], dtype=bool))
+    summary = layer_summary(merged, np.array([unit.special for unit in parts], dtype=bool), causal)
     return WordView(words, word_pieces(tokens, words), parts, merged, summary)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import pty
 import subprocess
@@ -95,7 +94,8 @@ def direct(folder: str, items: list, pairs: bool = False, sink_k: int = 4, max_l
             maps = model(**inputs, output_attentions=True).attentions
         counts["rows"] += n
         counts["edge"] += n - 1
-        counts["uniform"] += n * math.log(n)
+        visible = (maps[0][0, 0] > 0).sum(-1).double().numpy()  # keys each row can see: n, or i + 1 when causal
+        counts["uniform"] += float(np.log(visible).sum())
         positions = np.arange(n)
         is_sep = np.array([bool(special[j]) and j > 0 for j in range(n)])
         is_punct, segment = np.array(punct, dtype=bool), np.array(segment)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..compare import Comparison, Similarity
+from .figures.labels import PIECES_NOTE
 from .positions_table import PROPERTY_ROWS, property_value
 from .table import ATTENTION_COLUMNS, Section, fmt, token_cells
 
@@ -117,7 +118,7 @@ def alignment_section(comparison: Comparison, text: str) -> Section:
     caption = (
         "one row per word of the text; each model's tokens that overlap it"
         if comparison.words_view
-        else "one row per span of the text that no model's token crosses; x¹ x² …: byte-level pieces of one character"
+        else f"one row per span of the text that no model's token crosses; {PIECES_NOTE}"
     )
     section = Section("tokens aligned by character offsets", caption=caption)
     table = section.table
@@ -169,10 +170,10 @@ def positions_section(comparison: Comparison) -> Section:
 
 def attention_section(comparison: Comparison) -> Section:
     unit = "words" if comparison.words_view else "tokens"
-    averaged = f", mean over {comparison.lines} texts" if comparison.lines > 1 else ""
+    averaged = f", every row of {comparison.lines} texts pooled" if comparison.lines > 1 else ""
     section = Section(
         f"attention per layer (mean over heads and query {unit}{averaged})",
-        caption=f"entropy in nats (uniform = ln n); distance in {unit}; shares of attention on special tokens, self, "
+        caption=f"entropy in nats (uniform: ln n, or ln(i + 1) for query i of a causal model); distance in {unit}; shares of attention on special tokens, self, "
         f"previous and next {unit[:-1]}",
     )
     table = section.table

@@ -19,6 +19,7 @@ PROPERTY_ROWS = (
     ("monotonicity backward", ("monotonicity", "backward"), "Φ falls steadily as j moves before i (j < i)"),
 )
 BUCKET_PAIRS_PER_ROW = 4
+UNDEFINED = "–"  # a property with nothing to compare (a causal probe's symmetry and forward monotonicity)
 
 
 def property_value(properties: dict[str, Any], key: str | tuple[str, str]) -> Any:
@@ -49,7 +50,7 @@ def properties_table(analysis: PositionAnalysis) -> Table:
             meaning += f", within {window} positions"
         cells = [label, fmt(property_value(analysis.properties, key))]
         if probe is not None:
-            cells.append(fmt(property_value(probe, key)))
+            cells.append(probe_cell(property_value(probe, key)))
         table.add_row(*cells, meaning)
     return table
 
@@ -90,6 +91,13 @@ def buckets_table(buckets: dict[int, int]) -> Table:
     return table
 
 
+def probe_cell(value: Any) -> str:
+    """A probe property: `fmt`, or "–" where it is undefined (NaN, or null from JSON)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return UNDEFINED
+    return fmt(value)
+
+
 def probe_table(analysis: PositionAnalysis) -> Table:
     probe = analysis.probe or {}
     table = Table(
@@ -104,9 +112,9 @@ def probe_table(analysis: PositionAnalysis) -> Table:
     for label, _, _ in PROPERTY_ROWS:
         table.add_column(label, justify="right")
     for row in probe.get("per_head", []):
-        table.add_row(str(row["head"]), *(fmt(property_value(row, key)) for _, key, _ in PROPERTY_ROWS))
+        table.add_row(str(row["head"]), *(probe_cell(property_value(row, key)) for _, key, _ in PROPERTY_ROWS))
     mean = probe.get("properties", {})
-    cells = [f"[bold]{fmt(property_value(mean, key))}[/bold]" for _, key, _ in PROPERTY_ROWS]
+    cells = [f"[bold]{probe_cell(property_value(mean, key))}[/bold]" for _, key, _ in PROPERTY_ROWS]
     table.add_row("[bold]mean[/bold]", *cells)
     return table
 

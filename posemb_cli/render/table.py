@@ -17,7 +17,7 @@ from rich.table import Table
 
 from ..core import TextResult, Token
 from ..words import WordView
-from .figures.labels import token_labels
+from .figures.labels import PIECES_NOTE, has_pieces, token_labels
 
 ATTENTION_COLUMNS = ("entropy", "distance", "special", "self", "prev", "next")
 
@@ -70,8 +70,12 @@ def model_line(result: TextResult) -> str:
 
 
 def token_table(result: TextResult) -> Table:
+    """One row per token. The token column shows what `token_labels` makes of it (byte-level BPE pieces such as
+    'Ġposition' as their text, as `compare` and the pictures show them); JSON keeps the raw token string."""
     title = repr(result.text) + (f" + {result.pair!r}" if result.pair is not None else "")
-    table = Table(title=escape(title), title_justify="left", header_style="bold")
+    labels = token_labels(result.tokens, result.text, result.pair)
+    caption = PIECES_NOTE if has_pieces(labels) else None
+    table = Table(title=escape(title), title_justify="left", header_style="bold", caption=caption)
     for name, justify in [
         ("#", "right"),
         ("token", "left"),
@@ -88,11 +92,11 @@ def token_table(result: TextResult) -> Table:
     norms = result.norms()
     cosine = result.token_sum_cosine()
     for k, token in enumerate(result.tokens):
-        label = escape(token.token)
+        label = escape(labels[k].text)
         if token.unknown:
-            label = f"[red]{label}[/red] ({_source_text(result, token)})"
+            label = f"[red]{escape(token.token)}[/red] ({_source_text(result, token)})"
         elif token.special:
-            label = f"[dim]{label}[/dim]"
+            label = f"[dim]{escape(token.token)}[/dim]"
         table.add_row(
             str(k),
             label,
@@ -118,8 +122,7 @@ def attention_table(result: TextResult) -> Table:
         title="attention per layer (mean over heads and query tokens)",
         title_justify="left",
         header_style="bold",
-        caption=f"entropy in nats (uniform over {len(result.tokens)} tokens = "
-        f"{math.log(len(result.tokens)):.2f}); "
+        caption=f"entropy in nats ({uniform_words(result.layers, len(result.tokens), 'tokens')}); "
         "distance in tokens; shares of attention on special tokens, self, previous and next token",
         caption_justify="left",
     )
@@ -130,6 +133,15 @@ def attention_table(result: TextResult) -> Table:
             str(row["layer"]), *(fmt(row[key]) for key in ("entropy", "distance", "special", "self", "prev", "next"))
         )
     return table
+
+
+def uniform_words(layers: list[dict[str, float]], n: int, unit: str) -> str:
+    """The uniform-entropy baseline of a layer summary in words: ln n, or for a causal model (whose rows see fewer
+    keys) the mean of ln(i + 1) over its rows (`attention.uniform_entropy`)."""
+    uniform = layers[0]["uniform_entropy"] if layers else math.log(max(n, 1))
+    if not math.isclose(uniform, math.log(max(n, 1)), abs_tol=1e-9):
+        return f"uniform over the {unit} each query sees, mean of ln(i + 1) = {uniform:.2f}"
+    return f"uniform over {n} {unit} = {uniform:.2f}"
 
 
 def print_result(console: Console, result: TextResult) -> None:
@@ -164,7 +176,7 @@ def word_attention_section(view: WordView) -> Section:
     """`layer_summary` of the word-level maps (Clark et al. 2019 merging): distance in words."""
     section = Section(
         "attention per layer between words (pieces: attention summed over keys, averaged over queries)",
-        caption=f"entropy in nats (uniform over {len(view.units)} units = {math.log(max(len(view.units), 1)):.2f}); "
+        caption=f"entropy in nats ({uniform_words(view.layers, len(view.units), 'units')}); "
         "distance in words; shares on special tokens, self, previous and next word",
     )
     table = section.table

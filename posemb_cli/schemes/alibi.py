@@ -91,11 +91,17 @@ class Alibi(PositionScheme):
         return PositionPicture(
             panels,
             f"ALiBi attention bias −mₕ·|i−j| of positions 0–{n - 1}",
-            f"no position vectors (ALiBi adds a per-head bias to attention scores): mean of {heads} heads and heads "
-            f"{', '.join(map(str, chosen))}, one scale",
+            f"no position vectors (ALiBi adds a per-head bias to attention scores): panels are the mean of all "
+            f"{heads} heads, then head{'s' if len(chosen) > 1 else ''} {_listed(chosen)} (first, middle, last, "
+            "counted from 0), on one scale",
             "bias added to the attention logit",
             diverging=False,
         )
+
+
+def _listed(numbers: list[int]) -> str:
+    words = [str(n) for n in numbers]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 SCHEMES = (Alibi(),)

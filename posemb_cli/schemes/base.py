@@ -108,7 +108,8 @@ def plain(value: Any) -> Any:
 
 
 def properties(phi: np.ndarray, window: int = 16) -> dict[str, Any]:
-    """Translation invariance, symmetry and local monotonicity of Phi (Wang et al., ICLR 2021, §3).
+    """Translation invariance, symmetry and local monotonicity of Phi: the properties of Wang et al. (ICLR 2021, §3),
+    which the paper states as yes/no; each score here is posemb's measure of how nearly one holds (`metrics`).
 
     Each is 1 for an ideal relative-position Phi: 1 = Phi depends only on j - i; 1 = Phi(i, j) = Phi(j, i);
     1 = Phi falls steadily with |j - i| within ``window`` positions (forward: j > i, backward: j < i).

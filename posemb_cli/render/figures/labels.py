@@ -16,6 +16,7 @@ from typing import Any
 
 from ...core import Token
 
+PIECES_NOTE = "x¹ x² …: byte-level pieces of one character"
 SPECIAL_COLOUR = "#8a8a8a"
 UNKNOWN_COLOUR = "#c0392b"
 
@@ -104,9 +105,14 @@ def label_note(labels: Sequence[Label]) -> str | None:
         parts.append("red: not in the vocabulary, so the model sees [UNK] (the source text is shown)")
     if any(label.kind == "special" for label in labels):
         parts.append("grey: special tokens")
-    if any(label.text[-1:] in "¹²³⁴⁵⁶⁷⁸⁹" and label.kind != "special" for label in labels):
-        parts.append("x¹ x² …: byte-level pieces of one character")
+    if has_pieces(labels):
+        parts.append(PIECES_NOTE)
     return "; ".join(parts) or None
+
+
+def has_pieces(labels: Sequence[Label]) -> bool:
+    """True when some label is a numbered byte-level piece of one character (我¹ 我²)."""
+    return any(label.text[-1:] in "¹²³⁴⁵⁶⁷⁸⁹" and label.kind != "special" for label in labels)
 
 
 # ---------------------------------------------------------------- text on a figure
