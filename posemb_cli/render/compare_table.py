@@ -173,8 +173,8 @@ def attention_section(comparison: Comparison) -> Section:
     averaged = f", every row of {comparison.lines} texts pooled" if comparison.lines > 1 else ""
     section = Section(
         f"attention per layer (mean over heads and query {unit}{averaged})",
-        caption=f"entropy in nats (uniform: ln n, or ln(i + 1) for query i of a causal model); distance in {unit}; shares of attention on special tokens, self, "
-        f"previous and next {unit[:-1]}",
+        caption=f"entropy in nats (uniform: ln n, or ln(i + 1) for query i of a causal model); distance in {unit}; "
+        f"shares of attention on special tokens, self, previous and next {unit[:-1]}",
     )
     table = section.table
     table.add_column("model")
