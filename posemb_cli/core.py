@@ -144,6 +144,7 @@ def _inspect_batch(
             hidden_states=None if captured["hidden_states"] is None else captured["hidden_states"][i, :, :n],
         )
         _check_attention(result)
+        result.warnings += nonfinite_warning(_nonfinite_places(result))
         results.append(result)
     return results
 
@@ -298,8 +299,59 @@ def _family_warnings(loaded: LoadedModel) -> list[str]:
     ]
 
 
+_PARTS = (
+    ("token", "the token embedding"),
+    ("position", "the position embedding"),
+    ("segment", "the segment embedding"),
+    ("sum", "the sum"),
+    ("embedding_output", "the embedding output"),
+)
+
+
+def _nonfinite_places(result: TextResult) -> list[str]:
+    """Where NaN or Inf appear, in the order the model computes: embedding parts (which tokens), then each layer's
+    attention (which heads) and output."""
+    places = []
+    for name, label in _PARTS:
+        array = getattr(result, name)
+        if array is not None and not np.isfinite(array).all():
+            places.append(f"{label} (tokens {index_ranges(np.flatnonzero(~np.isfinite(array).all(axis=-1)))})")
+    heads = ~np.isfinite(result.attention).all(axis=(-2, -1))  # (layers, heads)
+    outputs = result.hidden_states
+    for layer in range(len(heads)):
+        if heads[layer].any():
+            places.append(f"the attention of layer {layer} (heads {index_ranges(np.flatnonzero(heads[layer]))})")
+        if outputs is not None and not np.isfinite(outputs[layer + 1]).all():
+            places.append(f"the output of layer {layer}")
+    return places
+
+
+def nonfinite_warning(places: list[str]) -> list[str]:
+    """The one warning for non-finite numbers (NaN or Inf), naming where they first appear; [] where there are none.
+    Every renderer shows such numbers as null (JSON, CSV: an empty cell) or "–" (tables), never as a bare NaN."""
+    if not places:
+        return []
+    also = f"; also in {', '.join(places[1:4])}{' and more' if len(places) > 4 else ''}" if len(places) > 1 else ""
+    return [
+        f"non-finite numbers (NaN or Inf) first appear in {places[0]}{also}: they are null in JSON and a dash in tables "
+        "(check the model's weights, and layer_norm_eps in its config.json)"
+    ]
+
+
+def index_ranges(indices: Iterable[int]) -> str:
+    """[0, 1, 2, 5] -> "0–2, 5"."""
+    spans: list[list[int]] = []
+    for i in sorted(int(i) for i in indices):
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}–{b}" for a, b in spans)
+
+
 def _check_attention(result: TextResult) -> None:
     deviation = np.abs(result.attention.sum(-1) - 1.0)
+    deviation = np.where(np.isfinite(deviation), deviation, 0.0)  # non-finite rows: nonfinite_warning says so
     if deviation.size and deviation.max() >= ROW_SUM_TOLERANCE:
         layer = int(np.unravel_index(deviation.argmax(), deviation.shape)[0])
         raise PosembError(
