@@ -140,7 +140,10 @@ def _inspect_batch(
             sum=_sum(captured, i, n),
             embedding_output=captured["embedding_output"][i, :n],
             attention=captured["attention"][i, :, :, :n, :n],
-            warnings=warnings[i] + _unknown_warnings(tokens, text, pair, info) + _family_warnings(loaded),
+            warnings=warnings[i]
+            + _unknown_warnings(tokens, text, pair, info)
+            + _family_warnings(loaded)
+            + _pair_warnings(loaded, tokens, pair),
             hidden_states=None if captured["hidden_states"] is None else captured["hidden_states"][i, :, :n],
         )
         _check_attention(result)
@@ -288,6 +291,19 @@ def _unknown_warnings(tokens: list[Token], text: str, pair: str | None, info: Mo
         f"{len(unknown)} of {len(tokens)} tokens are {unknown[0].token}: the vocabulary of {info.name} has no entry "
         f"for {shown!r}; try a model whose vocabulary covers them, e.g. {suggestion}"
     ]
+
+
+def _pair_warnings(loaded: LoadedModel, tokens: list[Token], pair: str | None) -> list[str]:
+    """A pair on a model without a segment (token-type) embedding: nothing but separator tokens tells the sentences
+    apart, and some tokenizers (GPT-2's) add none."""
+    if pair is None or loaded.family.takes_segments(loaded.model):
+        return []
+    sequences = [t.sequence for t in tokens]
+    last_a = max((k for k, s in enumerate(sequences) if s == 0), default=-1)
+    first_b = next((k for k, s in enumerate(sequences) if s == 1), len(tokens))
+    separated = any(t.special for t in tokens[last_a + 1 : first_b])
+    how = ": only the tokenizer's separator token marks" if separated else " and its tokenizer adds no separator: nothing marks"
+    return [f"{loaded.info.name} has no segment embedding{how} where the pair begins"]
 
 
 def _family_warnings(loaded: LoadedModel) -> list[str]:

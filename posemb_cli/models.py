@@ -17,8 +17,10 @@ from .registry import CONFIG_KEYS, FAMILIES, GENERIC, SIZE_BOUNDS, Family, descr
 BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BUNDLED_ALIASES = (BUNDLED_NAME, "all-MiniLM-L6-v2", "bundled")
 BUNDLED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-# Only these files are fetched from the hub: safetensors weights, configs, tokenizer files. Never pickles.
+# Only these files are fetched from the hub: safetensors weights, configs, tokenizer files; the pickled weights only
+# for a repository that has no safetensors (`hub_patterns`), read with torch.load(weights_only=True) like a folder's.
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"]
+HUB_PICKLES = ["pytorch_model*.bin"]
 # The files of a folder that transformers reads. Config and tokenizer files are read whole, so each must be a regular
 # file (a link to /dev/zero or a named pipe never ends) of at most MAX_METADATA_BYTES (the largest real tokenizer.json
 # is about 35 MB); weights are memory-mapped, so they must be regular files of any size.
@@ -84,12 +86,19 @@ def resolve(name: str | None) -> tuple[str, Path]:
     return name, _hub_snapshot(name)
 
 
+def hub_patterns(files: list[str]) -> list[str]:
+    """The files to fetch of a hub repository that holds `files`: configs, tokenizer files and the safetensors
+    weights, or the pickled weights where there are no safetensors (many older models ship only pytorch_model.bin)."""
+    has_safetensors = any(name.endswith(".safetensors") for name in files)
+    return HUB_FILES + ([] if has_safetensors else HUB_PICKLES)
+
+
 def _hub_snapshot(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import list_repo_files, snapshot_download
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=True))
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES + HUB_PICKLES, local_files_only=True))
     except Exception:
         if offline:
             raise PosembError(
@@ -97,7 +106,7 @@ def _hub_snapshot(repo_id: str) -> Path:
                 "forbids downloading it; pass a local folder or download it where the hub is reachable"
             ) from None
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
+        return Path(snapshot_download(repo_id, allow_patterns=hub_patterns(list_repo_files(repo_id))))
     except Exception as exc:
         raise PosembError(
             f"model {repo_id!r} is not in the local Hugging Face cache ({hub_cache_dir()}) and the hub could not be "
@@ -415,35 +424,40 @@ def _one_line(exc: BaseException) -> str:
     return text[:300] + ("..." if len(text) > 300 else "") if text else type(exc).__name__
 
 
-def list_models() -> list[dict[str, Any]]:
-    """The bundled model and every model in the local Hugging Face cache, with family and position scheme."""
-    rows = []
+def list_models() -> tuple[list[dict[str, Any]], list[str]]:
+    """The bundled model and every model in the local Hugging Face cache, with family and position scheme; and one
+    warning for each cached repository that is broken (unreadable, malformed): the others are still listed."""
+    rows, warnings = [], []
     try:
         rows.append(_describe(BUNDLED_NAME, bundled_model_path(), "bundled"))
     except PosembError:
         pass
     try:
         from huggingface_hub import scan_cache_dir
+        from huggingface_hub.errors import CacheNotFound
 
         cache = scan_cache_dir()
-    except Exception:
-        return rows
+    except CacheNotFound:
+        return rows, warnings
+    except Exception as exc:
+        return rows, [f"cannot read the Hugging Face cache {hub_cache_dir()}: {_one_line(exc)}"]
+    warnings += [f"skipped a broken entry of the Hugging Face cache: {_one_line(exc)}" for exc in cache.warnings]
     for repo in sorted(cache.repos, key=lambda r: r.repo_id):
         if repo.repo_type != "model" or not repo.revisions:
             continue
         revision = max(repo.revisions, key=lambda r: r.last_modified)
-        row = _describe(repo.repo_id, Path(revision.snapshot_path), "hub cache")
+        try:
+            row = _describe(repo.repo_id, Path(revision.snapshot_path), "hub cache")
+        except (PosembError, OSError) as exc:
+            warnings.append(f"skipped {repo.repo_id} in the Hugging Face cache: {_one_line(exc)}")
+            continue
         row["size_bytes"] = repo.size_on_disk
         rows.append(row)
-    return rows
+    return rows, warnings
 
 
 def _describe(name: str, path: Path, source: str) -> dict[str, Any]:
-    try:
-        config = SimpleNamespace(**json.loads((path / "config.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
-        config = SimpleNamespace(model_type=None)
-    facts = describe(config)
+    facts = describe(SimpleNamespace(**read_config(path)))
     row: dict[str, Any] = {"name": name, "source": source}
     row.update({key: facts[key] for key in ("type", "family", "position_scheme", "layers", "max_positions")})
     row["size_bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
