@@ -122,6 +122,16 @@ def handle_errors(command: F) -> F:
                 raise
             out.error(f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (rerun with --debug)")
             raise typer.Exit(int(ExitCode.ERROR)) from None
+        except BaseException as exc:
+            # A Rust library (the tokenizer) panicked, e.g. on a pathological pre-tokenizer regex: pyo3 raises
+            # PanicException, which derives from BaseException so that `except Exception` cannot swallow it.
+            if type(exc).__name__ != "PanicException" or out.debug:
+                raise
+            out.error(
+                f"the tokenizer library failed (Rust panic: {' '.join(str(exc).split())[:300]}); the model's tokenizer "
+                "files are broken or hostile (rerun with --debug)"
+            )
+            raise typer.Exit(int(ExitCode.ERROR)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -504,7 +514,9 @@ def models(
     out: Output = ctx.obj
     fmt = out.format("models", output_format.value, json_flag, FORMATS, "table")
     columns = ["name", "source", "family", "type", "position_scheme", "layers", "max_positions", "size_bytes"]
-    rows = list_models()
+    rows, warnings = list_models()
+    for warning in warnings:
+        out.warn(warning)
     render_rows(out, rows, fmt, title="models available offline", columns=None if fmt != "table" else columns)
 
 

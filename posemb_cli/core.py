@@ -141,10 +141,14 @@ def _inspect_batch(
             sum=_sum(captured, i, n),
             embedding_output=captured["embedding_output"][i, :n],
             attention=captured["attention"][i, :, :, :n, :n],
-            warnings=warnings[i] + _unknown_warnings(tokens, text, pair, info) + _family_warnings(loaded),
+            warnings=warnings[i]
+            + _unknown_warnings(tokens, text, pair, info)
+            + _family_warnings(loaded)
+            + _pair_warnings(loaded, tokens, pair),
             hidden_states=None if captured["hidden_states"] is None else captured["hidden_states"][i, :, :n],
         )
         _check_attention(result)
+        result.warnings += nonfinite_warning(_nonfinite_places(result))
         results.append(result)
     return results
 
@@ -290,6 +294,19 @@ def _unknown_warnings(tokens: list[Token], text: str, pair: str | None, info: Mo
     ]
 
 
+def _pair_warnings(loaded: LoadedModel, tokens: list[Token], pair: str | None) -> list[str]:
+    """A pair on a model without a segment (token-type) embedding: nothing but separator tokens tells the sentences
+    apart, and some tokenizers (GPT-2's) add none."""
+    if pair is None or loaded.family.takes_segments(loaded.model):
+        return []
+    sequences = [t.sequence for t in tokens]
+    last_a = max((k for k, s in enumerate(sequences) if s == 0), default=-1)
+    first_b = next((k for k, s in enumerate(sequences) if s == 1), len(tokens))
+    separated = any(t.special for t in tokens[last_a + 1 : first_b])
+    how = ": only the tokenizer's separator token marks" if separated else " and its tokenizer adds no separator: nothing marks"
+    return [f"{loaded.info.name} has no segment embedding{how} where the pair begins"]
+
+
 def _family_warnings(loaded: LoadedModel) -> list[str]:
     if loaded.family.model_types:
         return []
@@ -299,8 +316,59 @@ def _family_warnings(loaded: LoadedModel) -> list[str]:
     ]
 
 
+_PARTS = (
+    ("token", "the token embedding"),
+    ("position", "the position embedding"),
+    ("segment", "the segment embedding"),
+    ("sum", "the sum"),
+    ("embedding_output", "the embedding output"),
+)
+
+
+def _nonfinite_places(result: TextResult) -> list[str]:
+    """Where NaN or Inf appear, in the order the model computes: embedding parts (which tokens), then each layer's
+    attention (which heads) and output."""
+    places = []
+    for name, label in _PARTS:
+        array = getattr(result, name)
+        if array is not None and not np.isfinite(array).all():
+            places.append(f"{label} (tokens {index_ranges(np.flatnonzero(~np.isfinite(array).all(axis=-1)))})")
+    heads = ~np.isfinite(result.attention).all(axis=(-2, -1))  # (layers, heads)
+    outputs = result.hidden_states
+    for layer in range(len(heads)):
+        if heads[layer].any():
+            places.append(f"the attention of layer {layer} (heads {index_ranges(np.flatnonzero(heads[layer]))})")
+        if outputs is not None and not np.isfinite(outputs[layer + 1]).all():
+            places.append(f"the output of layer {layer}")
+    return places
+
+
+def nonfinite_warning(places: list[str]) -> list[str]:
+    """The one warning for non-finite numbers (NaN or Inf), naming where they first appear; [] where there are none.
+    Every renderer shows such numbers as null (JSON, CSV: an empty cell) or "–" (tables), never as a bare NaN."""
+    if not places:
+        return []
+    also = f"; also in {', '.join(places[1:4])}{' and more' if len(places) > 4 else ''}" if len(places) > 1 else ""
+    return [
+        f"non-finite numbers (NaN or Inf) first appear in {places[0]}{also}: they are null in JSON and a dash in tables "
+        "(check the model's weights, and layer_norm_eps in its config.json)"
+    ]
+
+
+def index_ranges(indices: Iterable[int]) -> str:
+    """[0, 1, 2, 5] -> "0–2, 5"."""
+    spans: list[list[int]] = []
+    for i in sorted(int(i) for i in indices):
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}–{b}" for a, b in spans)
+
+
 def _check_attention(result: TextResult) -> None:
     deviation = np.abs(result.attention.sum(-1) - 1.0)
+    deviation = np.where(np.isfinite(deviation), deviation, 0.0)  # non-finite rows: nonfinite_warning says so
     if deviation.size and deviation.max() >= ROW_SUM_TOLERANCE:
         layer = int(np.unravel_index(deviation.argmax(), deviation.shape)[0])
         raise PosembError(

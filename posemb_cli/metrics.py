@@ -36,7 +36,8 @@ def row_cosines(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     num = (x * y).sum(-1)
     den = np.linalg.norm(x, axis=-1) * np.linalg.norm(y, axis=-1)
-    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    cosines = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    return np.where(np.isfinite(num) & np.isfinite(den), cosines, np.nan)  # NaN in, NaN out (not 0)
 
 
 def _square(phi: np.ndarray) -> np.ndarray:
@@ -162,6 +163,8 @@ def position_regression_mae(vectors: np.ndarray, folds: int = 5, seed: int = 0) 
     n = x.shape[0]
     if not 2 <= folds <= n:
         raise ValueError(f"need 2 <= folds <= number of vectors ({n}), got {folds}")
+    if not np.isfinite(x).all():  # LAPACK would print to stderr and fail ("SVD did not converge")
+        return float("nan")
     design = np.column_stack([np.ones(n), x])
     target = np.arange(n, dtype=np.float64)
     order = np.random.default_rng(seed).permutation(n)
@@ -185,6 +188,8 @@ def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if x.ndim != 2:
         raise ValueError(f"vectors must be 2-D (n, d), got shape {x.shape}")
     centred = x - x.mean(axis=0) if x.shape[0] else x
+    if not np.isfinite(centred).all():  # LAPACK would print to stderr and fail ("SVD did not converge")
+        return np.full((x.shape[0], 2), np.nan), np.full(2, np.nan)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     k = min(2, s.size)
     components = vt[:k]
@@ -209,7 +214,7 @@ def _compact(x: np.ndarray) -> np.ndarray:
     """An (n, min(n, d)) matrix with the same Gram matrix x xᵀ: CKA only sees the Gram, and fewer columns make
     the cross products cheap when a model is wider than the number of words (x = Rᵀ Qᵀ, so x Q = Rᵀ)."""
     n, d = x.shape
-    if d <= n:
+    if d <= n or not np.isfinite(x).all():  # non-finite: no QR (LAPACK), the CKA is NaN anyway
         return x
     r: np.ndarray = np.linalg.qr(x.T, mode="r")  # type: ignore[assignment]  # mode 'r' returns R alone
     return r.T

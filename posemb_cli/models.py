@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from .errors import PosembError
-from .registry import FAMILIES, GENERIC, Family, describe, family_for
+from .registry import CONFIG_KEYS, FAMILIES, GENERIC, SIZE_BOUNDS, Family, describe, family_for
 
 BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BUNDLED_ALIASES = (BUNDLED_NAME, "all-MiniLM-L6-v2", "bundled")
 BUNDLED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-# Only these files are fetched from the hub: safetensors weights, configs, tokenizer files. Never pickles.
+# Only these files are fetched from the hub: safetensors weights, configs, tokenizer files; the pickled weights only
+# for a repository that has no safetensors (`hub_patterns`), read with torch.load(weights_only=True) like a folder's.
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"]
+HUB_PICKLES = ["pytorch_model*.bin"]
+# The files of a folder that transformers reads. Config and tokenizer files are read whole, so each must be a regular
+# file (a link to /dev/zero or a named pipe never ends) of at most MAX_METADATA_BYTES (the largest real tokenizer.json
+# is about 35 MB); weights are memory-mapped, so they must be regular files of any size.
+WEIGHT_FILES = ("model*.safetensors", "pytorch_model*.bin")
+TOKENIZER_FILES = ("tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json", "added_tokens.json", "*.model")
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "*.model")  # without one, no real tokenizer
+MAX_METADATA_BYTES = 128 * 2**20
 
 
 @dataclass(frozen=True)
@@ -75,12 +86,19 @@ def resolve(name: str | None) -> tuple[str, Path]:
     return name, _hub_snapshot(name)
 
 
+def hub_patterns(files: list[str]) -> list[str]:
+    """The files to fetch of a hub repository that holds `files`: configs, tokenizer files and the safetensors
+    weights, or the pickled weights where there are no safetensors (many older models ship only pytorch_model.bin)."""
+    has_safetensors = any(name.endswith(".safetensors") for name in files)
+    return HUB_FILES + ([] if has_safetensors else HUB_PICKLES)
+
+
 def _hub_snapshot(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import list_repo_files, snapshot_download
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=True))
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES + HUB_PICKLES, local_files_only=True))
     except Exception:
         if offline:
             raise PosembError(
@@ -88,7 +106,7 @@ def _hub_snapshot(repo_id: str) -> Path:
                 "forbids downloading it; pass a local folder or download it where the hub is reachable"
             ) from None
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
+        return Path(snapshot_download(repo_id, allow_patterns=hub_patterns(list_repo_files(repo_id))))
     except Exception as exc:
         raise PosembError(
             f"model {repo_id!r} is not in the local Hugging Face cache ({hub_cache_dir()}) and the hub could not be "
@@ -97,10 +115,63 @@ def _hub_snapshot(repo_id: str) -> Path:
 
 
 def read_config(path: Path) -> dict[str, Any]:
+    """config.json, checked by `check_config` (a JSON object, a string model_type, sizes within bounds)."""
+    where = path / "config.json"
+    check_file(where)
     try:
-        return json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config = json.loads(where.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise PosembError(f"cannot read {path / 'config.json'}: {exc}") from None
+        raise PosembError(f"cannot read {where}: {exc}") from None
+    check_config(config, where)
+    return config
+
+
+def check_file(path: Path, limit: int | None = MAX_METADATA_BYTES) -> None:
+    """Refuse, before reading, what is not a regular file (a device, a named pipe, a broken link) or is over `limit`
+    bytes: reading it would never end or take unbounded memory."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise PosembError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise PosembError(f"{path} is not a regular file (a device, pipe or socket): posemb reads only plain files")
+    if limit is not None and info.st_size > limit:
+        raise PosembError(f"{path} is {info.st_size / 2**20:.0f} MiB, over posemb's limit of {limit >> 20} MiB")
+
+
+def check_config(config: Any, where: Path) -> None:
+    """A JSON object with a string `model_type` and whole-number sizes within `registry.SIZE_BOUNDS`, so that nothing
+    absurd is built: every config key of each size that the file sets is checked."""
+    if not isinstance(config, dict):
+        raise PosembError(f"{where} is not a JSON object (it holds a JSON {_json_type(config)})")
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        problem = "has no model_type" if model_type is None else f"model_type is {_json_type(model_type)} {model_type!r}"
+        raise PosembError(f"{where}: {problem}; it must be a string naming the architecture (e.g. \"bert\")")
+    for fact, (low, high) in SIZE_BOUNDS.items():
+        for key in CONFIG_KEYS[fact]:
+            value = config.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+                raise PosembError(f"{where}: {key} is {value!r}; posemb accepts a whole number from {low} to {high:,}")
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return names.get(type(value), "null")
+
+
+def check_folder(name: str, path: Path) -> None:
+    """The files transformers will read are plain files of bounded size, and a real tokenizer is there (without its
+    files transformers invents an empty vocabulary that maps every word to [UNK])."""
+    for pattern in ("config.json", *TOKENIZER_FILES, *WEIGHT_FILES, "*.index.json"):
+        for file in sorted(path.glob(pattern)):
+            if not file.is_dir():
+                check_file(file, None if file.match("*.safetensors") or file.match("*.bin") else MAX_METADATA_BYTES)
+    if not any(any(path.glob(pattern)) for pattern in VOCABULARY_FILES):
+        raise PosembError(
+            f"model folder of {name!r} has no tokenizer files (one of {', '.join(VOCABULARY_FILES)}): posemb needs the "
+            "model's own tokenizer"
+        )
 
 
 def model_info(name: str, path: Path, config: Any, family: Family) -> ModelInfo:
@@ -160,8 +231,12 @@ def load(name: str | None = None, device: str = "cpu", trust_remote_code: bool =
     if _CACHE is not None and key in _CACHE:
         cached = _CACHE[key]
         return replace(cached, info=replace(cached.info, name=display, path=str(path)))
+    check_folder(display, path)
     tokenizer = _load_tokenizer(display, path, trust_remote_code)
-    model = _load_model(display, path, trust_remote_code).to(device).eval()
+    config = _load_config(path, trust_remote_code)
+    vocabulary = check_weights(display, path, config, raw_config, trust_remote_code)
+    _check_token_ids(path, tokenizer, vocabulary)
+    model = _load_model(display, path, config, trust_remote_code).to(device).eval()
     info = model_info(display, path, model.config, family)
     loaded = LoadedModel(info=info, family=family, tokenizer=tokenizer, model=model, device=device)
     if _CACHE is not None:
@@ -204,16 +279,139 @@ def _load_tokenizer(name: str, path: Path, trust_remote_code: bool) -> Any:
     return tokenizer
 
 
-def _load_model(name: str, path: Path, trust_remote_code: bool) -> Any:
+def _load_config(path: Path, trust_remote_code: bool) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise PosembError(f"cannot read {path / 'config.json'}: {_one_line(exc)}") from None
+
+
+def _weight_files(name: str, path: Path) -> list[Path]:
+    """The files transformers loads: safetensors if there are any, else the pickles."""
+    for pattern in WEIGHT_FILES:
+        if files := sorted(path.glob(pattern)):
+            return files
+    raise PosembError(f"model folder of {name!r} has no weights ({' or '.join(WEIGHT_FILES)})")
+
+
+def _weight_shapes(name: str, path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Tensor name -> (shape, file name) of the weights, from the file headers: no tensor is read."""
+    shapes: dict[str, tuple[tuple[int, ...], str]] = {}
+    for file in _weight_files(name, path):
+        try:
+            if file.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(file), framework="pt") as handle:
+                    for key in handle.keys():
+                        shapes[key] = (tuple(handle.get_slice(key).get_shape()), file.name)
+            else:
+                state = _torch_load_shapes(file)
+                shapes.update({key: (tuple(value.shape), file.name) for key, value in state.items()})
+        except Exception as exc:
+            raise PosembError(f"cannot load the weights of {name!r}: {file.name}: {_one_line(exc)}") from None
+    return shapes
+
+
+def _torch_load_shapes(file: Path) -> dict[str, Any]:
+    """A pickle's tensors on the meta device. weights_only=True cannot run code: a pickle that tries is refused."""
+    import torch
+
+    try:
+        state = torch.load(file, weights_only=True, mmap=True, map_location="meta")
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise
+        state = torch.load(file, weights_only=True, map_location="meta")  # the pre-2020 format cannot be mapped
+    return {key: value for key, value in state.items() if hasattr(value, "shape")}
+
+
+def _layer_pattern(name: str) -> str:
+    return re.sub(r"(?<=\.)\d+(?=\.)", "#", name)
+
+
+def check_weights(name: str, path: Path, config: Any, raw_config: dict[str, Any], trust_remote_code: bool) -> int | None:
+    """Compare the weights' shapes (from the file headers) with the model the config describes, built on the meta
+    device (no memory), before anything real is built: one line naming the tensor, both shapes and the config field.
+    Returns the number of rows of the token embedding (None where the model does not say)."""
+    import torch
     from transformers import AutoModel
 
-    has_safetensors = any(path.glob("*.safetensors"))
-    if not has_safetensors and not any(path.glob("*.bin")):
-        raise PosembError(f"model folder of {name!r} has no weights (*.safetensors or *.bin)")
+    shapes = _weight_shapes(name, path)
+    if raw_config.get("quantization_config"):  # packed tensors: their shapes are not the config's
+        return None
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModel.from_config(config, attn_implementation="eager", trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise PosembError(f"cannot build {name!r} from {path / 'config.json'}: {_one_line(exc)}") from None
+    by_suffix: dict[str, list[str]] = {}  # checkpoints may add a prefix ("bert.", "model.") to the base model's names
+    for key in shapes:
+        parts = key.split(".")
+        for i in range(len(parts)):
+            by_suffix.setdefault(".".join(parts[i:]), []).append(key)
+    matched, missing = set(), []
+    for parameter, tensor in skeleton.state_dict().items():
+        keys = [parameter] if parameter in shapes else by_suffix.get(parameter, [])
+        if len(keys) != 1:  # absent (renamed in old checkpoints, or tied) or ambiguous: transformers decides
+            missing += [] if keys else [parameter]
+            continue
+        shape, file = shapes[keys[0]]
+        matched.add(_layer_pattern(parameter))
+        if shape != tuple(tensor.shape):
+            raise PosembError(_mismatch(path, file, keys[0], shape, tuple(tensor.shape), raw_config))
+    for parameter in missing:  # layer 0 is there, layer 5 is not: the config asks for more layers than the weights hold
+        if _layer_pattern(parameter) in matched:
+            key = next((k for k in CONFIG_KEYS["layers"] if k in raw_config), None)
+            field = f" ({key}={raw_config[key]})" if key else ""
+            raise PosembError(
+                f"{path / 'config.json'}{field} makes a model with {parameter}, which the weights "
+                f"({', '.join(sorted({file for _, file in shapes.values()}))}) do not have: config and weights are not "
+                "of the same model"
+            )
+    try:
+        return int(skeleton.get_input_embeddings().num_embeddings)
+    except Exception:
+        return None
+
+
+def _mismatch(
+    path: Path, file: str, key: str, found: tuple[int, ...], expected: tuple[int, ...], config: dict[str, Any]
+) -> str:
+    differ = {e for f, e in zip(found, expected) if f != e} if len(found) == len(expected) else set(expected)
+    fields = [f"{k}={v}" for k, v in config.items() if type(v) is int and v in differ][:3]
+    because = f" ({', '.join(fields)})" if fields else ""
+    return (
+        f"{path / file}: {key} has shape {list(found)} but {path / 'config.json'}{because} makes it {list(expected)}: "
+        "config and weights are not of the same model"
+    )
+
+
+def _check_token_ids(path: Path, tokenizer: Any, rows: int | None) -> None:
+    """Every id the tokenizer can produce must have a row in the token embedding."""
+    top = max(tokenizer.get_vocab().values(), default=-1)
+    if rows is not None and top >= rows:
+        where = path / "tokenizer.json" if (path / "tokenizer.json").exists() else path
+        raise PosembError(
+            f"{where}: token ids reach {top} but the model's token embedding has {rows} rows (vocab_size in "
+            f"{path / 'config.json'}): those tokens could not be embedded"
+        )
+
+
+def _load_model(name: str, path: Path, config: Any, trust_remote_code: bool) -> Any:
+    from transformers import AutoModel
+
+    has_safetensors = _weight_files(name, path)[0].suffix == ".safetensors"
     try:
         # transformers 5 reads *.bin with torch.load(weights_only=True), which cannot run code.
         model = AutoModel.from_pretrained(
-            str(path), attn_implementation="eager", trust_remote_code=trust_remote_code, use_safetensors=has_safetensors
+            str(path),
+            config=config,
+            attn_implementation="eager",
+            trust_remote_code=trust_remote_code,
+            use_safetensors=has_safetensors,
         )
     except Exception as exc:
         raise PosembError(f"cannot load the weights of {name!r}: {_one_line(exc)}") from None
@@ -226,35 +424,40 @@ def _one_line(exc: BaseException) -> str:
     return text[:300] + ("..." if len(text) > 300 else "") if text else type(exc).__name__
 
 
-def list_models() -> list[dict[str, Any]]:
-    """The bundled model and every model in the local Hugging Face cache, with family and position scheme."""
-    rows = []
+def list_models() -> tuple[list[dict[str, Any]], list[str]]:
+    """The bundled model and every model in the local Hugging Face cache, with family and position scheme; and one
+    warning for each cached repository that is broken (unreadable, malformed): the others are still listed."""
+    rows, warnings = [], []
     try:
         rows.append(_describe(BUNDLED_NAME, bundled_model_path(), "bundled"))
     except PosembError:
         pass
     try:
         from huggingface_hub import scan_cache_dir
+        from huggingface_hub.errors import CacheNotFound
 
         cache = scan_cache_dir()
-    except Exception:
-        return rows
+    except CacheNotFound:
+        return rows, warnings
+    except Exception as exc:
+        return rows, [f"cannot read the Hugging Face cache {hub_cache_dir()}: {_one_line(exc)}"]
+    warnings += [f"skipped a broken entry of the Hugging Face cache: {_one_line(exc)}" for exc in cache.warnings]
     for repo in sorted(cache.repos, key=lambda r: r.repo_id):
         if repo.repo_type != "model" or not repo.revisions:
             continue
         revision = max(repo.revisions, key=lambda r: r.last_modified)
-        row = _describe(repo.repo_id, Path(revision.snapshot_path), "hub cache")
+        try:
+            row = _describe(repo.repo_id, Path(revision.snapshot_path), "hub cache")
+        except (PosembError, OSError) as exc:
+            warnings.append(f"skipped {repo.repo_id} in the Hugging Face cache: {_one_line(exc)}")
+            continue
         row["size_bytes"] = repo.size_on_disk
         rows.append(row)
-    return rows
+    return rows, warnings
 
 
 def _describe(name: str, path: Path, source: str) -> dict[str, Any]:
-    try:
-        config = SimpleNamespace(**json.loads((path / "config.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
-        config = SimpleNamespace(model_type=None)
-    facts = describe(config)
+    facts = describe(SimpleNamespace(**read_config(path)))
     row: dict[str, Any] = {"name": name, "source": source}
     row.update({key: facts[key] for key in ("type", "family", "position_scheme", "layers", "max_positions")})
     row["size_bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import schemes
+from .core import index_ranges, nonfinite_warning
 from .errors import PosembError, PosembUsageError
 from .models import LoadedModel
 from .schemes.base import PositionAnalysis, PositionPicture, properties
@@ -113,7 +114,28 @@ def analyse_model(
         )
     if probe is not None:
         identical_word_probe(loaded, analysis, words, seed, window)
+    analysis.warnings += nonfinite_warning(_nonfinite_places(analysis))
+    if analysis.regression_mae is not None and not np.isfinite(analysis.regression_mae):
+        analysis.regression_mae = None  # undefined: a row of the table is not finite
+    if analysis.pca_explained is not None and not np.isfinite(analysis.pca_explained).all():
+        analysis.pca, analysis.pca_explained = None, None
     return analysis
+
+
+def _nonfinite_places(analysis: PositionAnalysis) -> list[str]:
+    """Which position-table rows and which probe heads hold NaN or Inf: Phi and the properties that involve them
+    are then undefined (null in JSON, – in tables)."""
+    places = []
+    if analysis.vectors is not None and not np.isfinite(analysis.vectors).all():
+        rows = np.flatnonzero(~np.isfinite(analysis.vectors).all(axis=-1))
+        places.append(f"the position table (position ids {index_ranges(rows + analysis.first_id)})")
+    elif not np.isfinite(analysis.matrix).all():
+        rows = np.flatnonzero(~np.isfinite(analysis.matrix).all(axis=-1))
+        places.append(f"Phi (rows {index_ranges(rows)})")
+    if analysis.probe_matrices is not None and not np.isfinite(analysis.probe_matrices).all():
+        heads = np.flatnonzero(~np.isfinite(analysis.probe_matrices).all(axis=(-2, -1)))
+        places.append(f"the identical-word probe's first-layer attention (heads {index_ranges(heads)})")
+    return places
 
 
 def default_picture_positions(max_positions: int | None) -> int:

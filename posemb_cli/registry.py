@@ -16,6 +16,17 @@ CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "heads": ("num_attention_heads", "n_head", "n_heads", "num_heads"),
     "hidden_size": ("hidden_size", "n_embd", "dim", "d_model"),
     "max_positions": ("max_position_embeddings", "n_positions"),
+    "vocab_size": ("vocab_size",),
+}
+# The sizes posemb accepts (inclusive), checked before a model is built (models.check_config): a config past them is
+# damaged or hostile (num_hidden_layers=100000 takes minutes to build; a negative size breaks deep inside torch).
+# The largest released models stay well inside: 126 layers, 128 heads, hidden 16384, 10M positions, 262k tokens.
+SIZE_BOUNDS: dict[str, tuple[int, int]] = {
+    "layers": (1, 1024),
+    "heads": (1, 1024),
+    "hidden_size": (1, 65536),
+    "max_positions": (1, 2**24),
+    "vocab_size": (1, 2**22),
 }
 
 

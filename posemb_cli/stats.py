@@ -58,6 +58,7 @@ import numpy as np
 
 from . import attention
 from .errors import PosembError, PosembUsageError
+from .core import index_ranges, nonfinite_warning
 from .lines import decode_lines
 from .models import LoadedModel, ModelInfo
 
@@ -221,7 +222,7 @@ def corpus_stats(
         truncated=counts["truncated"],
         skipped=counts["skipped"],
         heads=heads,
-        warnings=_warnings(counts, limit, info),
+        warnings=_warnings(counts, limit, info) + _nonfinite_heads(heads),
     )
 
 
@@ -535,4 +536,14 @@ class _Reducer:
 
 
 def _number(value: Any) -> float | None:
-    return None if value is None else float(value)
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _nonfinite_heads(heads: list[dict[str, Any]]) -> list[str]:
+    """NaN or Inf in a head's attention make all its sums non-finite: its statistics are null; say which heads."""
+    affected: dict[int, list[int]] = {}
+    for row in heads:
+        if any(row[key] is None for key in _ROW_VALUES if key in row):
+            affected.setdefault(row["layer"], []).append(row["head"])
+    places = [f"the attention of layer {layer} (heads {index_ranges(h)})" for layer, h in affected.items()]
+    return nonfinite_warning(places)

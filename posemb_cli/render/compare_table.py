@@ -210,12 +210,12 @@ def cka_section(comparison: Comparison, pair: Similarity) -> Section:
     table.add_column("")
     for label in b.layer_labels or []:
         table.add_column(layer_short(label), justify="right")
-    best = np.nanargmax(pair.cka, axis=1) if np.isfinite(pair.cka).any() else None
+    best = [int(np.nanargmax(row)) if np.isfinite(row).any() else None for row in pair.cka]  # NaN rows: no best
     for i, label in enumerate(a.layer_labels or []):
         cells = []
         for j in range(pair.cka.shape[1]):
             value = fmt(float(pair.cka[i, j]), 2)
-            cells.append(f"[bold]{value}[/bold]" if best is not None and best[i] == j else value)
+            cells.append(f"[bold]{value}[/bold]" if best[i] == j else value)
         table.add_row(layer_short(label), *cells)
     return section
 
@@ -264,7 +264,9 @@ def summary_lines(comparison: Comparison) -> list[str]:
             entropy = _nanmean([r["entropy"] for r in rows])
             special = _nanmean([r["special"] for r in rows])
             distance = _nanmean([r["distance"] for r in rows])
-            parts.append(f"{escape(headers[k])} entropy {entropy:.2f}, distance {distance:.2f}, special {special:.2f}")
+            parts.append(
+                f"{escape(headers[k])} entropy {fmt(entropy, 2)}, distance {fmt(distance, 2)}, special {fmt(special, 2)}"
+            )
         lines.append("attention, mean over layers: " + "; ".join(parts))
     for pair in comparison.similarity:
         if not np.isfinite(pair.cka).any():
@@ -275,7 +277,7 @@ def summary_lines(comparison: Comparison) -> list[str]:
         last = float(pair.cka[-1, -1])
         lines.append(
             f"layer similarity {escape(headers[pair.a])} ↔ {escape(headers[pair.b])}: closest {label_a} ↔ {label_b} "
-            f"(CKA {pair.cka[i, j]:.2f}); last layers {last:.2f}"
+            f"(CKA {pair.cka[i, j]:.2f}); last layers {fmt(last, 2)}"
         )
     return lines
 

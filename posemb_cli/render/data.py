@@ -20,10 +20,12 @@ PARTS = ("token", "position", "segment", "sum", "embedding_output")
 
 
 def _floats(array: np.ndarray | None) -> Any:
+    """An array as nested lists, NaN and Inf as null: JSON stays strict (`core.nonfinite_warning` says where)."""
     if array is None:
         return None
-    values = array.tolist()
-    return values
+    if np.isfinite(array).all():
+        return array.tolist()
+    return np.where(np.isfinite(array), array, None).tolist()
 
 
 def select_attention(attention: np.ndarray, layers: Sequence[int] | None, heads: Sequence[int] | None) -> np.ndarray:
@@ -53,7 +55,7 @@ def to_json(
     if vectors:
         data["vectors"] = {name: _floats(getattr(result, name)) for name in PARTS}
     if attention:
-        data["attention"] = select_attention(result.attention, layers, heads).tolist()
+        data["attention"] = _floats(select_attention(result.attention, layers, heads))
     data["warnings"] = list(result.warnings)
     if result.words is not None:
         data.update(words_json(result.words, attention, layers, heads))
@@ -71,7 +73,7 @@ def words_json(
         "word_units": [unit.to_json() for unit in view.units],
     }
     if attention:
-        data["word_attention"] = select_attention(view.attention, layers, heads).tolist()
+        data["word_attention"] = _floats(select_attention(view.attention, layers, heads))
     return data
 
 
@@ -103,9 +105,9 @@ def csv_rows(result: TextResult, text_index: int) -> str:
     return "".join(buffer)
 
 
-def _num(value: float) -> float | str:
+def _num(value: float) -> float | None:
     value = float(value)
-    return "nan" if math.isnan(value) else value
+    return value if math.isfinite(value) else None  # an empty cell, as null
 
 
 def _csv_line(values: Sequence[Any]) -> str:

@@ -23,11 +23,12 @@ ATTENTION_COLUMNS = ("entropy", "distance", "special", "self", "prev", "next")
 
 
 def fmt(value: Any, digits: int = 3) -> str:
-    """A number for a table cell: 3 decimals by default, "-" for None (not applicable), "nan" for undefined."""
+    """A number for a table cell: 3 decimals by default, "-" for None (not applicable), "–" for undefined or
+    non-finite (NaN, Inf)."""
     if value is None:
         return "-"
     if isinstance(value, float):
-        return "nan" if value != value else f"{value:.{digits}f}"
+        return f"{value:.{digits}f}" if math.isfinite(value) else "–"
     return str(value)
 
 
