@@ -44,8 +44,8 @@ from typing import Any, BinaryIO, Union
 import numpy as np
 
 from . import attention
-from .errors import PosembError, PosembUsageError
 from .core import index_ranges, nonfinite_warning
+from .errors import PosembError, PosembUsageError
 from .lines import decode_lines
 from .models import LoadedModel, ModelInfo
 
