@@ -225,7 +225,9 @@ def choose_device(device: str) -> str:
 
 
 def load(name: str | None = None, device: str = "cpu", trust_remote_code: bool = False) -> LoadedModel:
-    """Load tokenizer and base model with eager attention (transformers 5 returns no weights otherwise)."""
+    """Load tokenizer and base model with eager attention (transformers 5 returns no weights otherwise), after the
+    folder has passed its checks (files, config, tokenizer, weight shapes): nothing is built from a folder that fails
+    them."""
     _quiet_transformers()
     display, path = resolve(name)
     raw_config = read_config(path)

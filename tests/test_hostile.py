@@ -92,6 +92,11 @@ def _tokenizer_is_fifo(folder):
     os.mkfifo(folder / "tokenizer.json")
 
 
+def _weights_are_fifo(folder):
+    (folder / "model.safetensors").unlink()
+    os.mkfifo(folder / "model.safetensors")
+
+
 def _tokenizer_too_big(folder):
     with open(folder / "tokenizer.json", "r+b") as handle:
         handle.truncate(129 * 2**20)  # sparse: takes no disk
@@ -122,6 +127,7 @@ FOLDER_CASES = {  # name: (how to break the tiny BERT folder, what the one line 
     "no tokenizer files": (_no_tokenizer, ["has no tokenizer files"]),
     "tokenizer.json -> /dev/zero": (_tokenizer_is_dev_zero, ["tokenizer.json is not a regular file"]),
     "tokenizer.json a FIFO": (_tokenizer_is_fifo, ["tokenizer.json is not a regular file"]),
+    "model.safetensors a FIFO": (_weights_are_fifo, ["model.safetensors is not a regular file"]),
     "tokenizer.json too big": (_tokenizer_too_big, ["tokenizer.json is 129 MiB, over posemb's limit of 128 MiB"]),
 }
 
@@ -241,7 +247,9 @@ def test_inf_weight_names_the_layer_and_heads(poisoned):
 
 
 def test_positions_with_a_nan_row_names_it_and_no_lapack_message(poisoned, capfd):
-    result = run_cli("positions", "-m", str(poisoned["position"]), "--json", "--probe", "identical-word")
+    result = run_cli(
+        "positions", "-m", str(poisoned["position"]), "--json", "--probe", "identical-word", "--words", "2"
+    )
     assert result.exit_code == 0, result.stderr
     data = _strict_json(result.stdout)
     assert data["regression_mae"] is None and data["pca_explained_variance"] is None
