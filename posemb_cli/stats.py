@@ -508,7 +508,7 @@ class _Reducer:
             row: dict[str, Any] = {"layer": layer, "head": head}
             for key in columns(self.pairs)[2:-1]:  # the documented order; pattern last, from the others
                 row[key] = uniform if key == "uniform_entropy" else _number(means[key][layer, head])
-            row["pattern"] = pattern(row, self.pairs)
+            row["pattern"] = pattern(row, self.pairs) if row["self"] is not None else None  # None: non-finite maps
             heads.append(row)
         return heads
 

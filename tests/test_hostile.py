@@ -241,7 +241,7 @@ def test_inf_weight_names_the_layer_and_heads(poisoned):
     stats = run_cli("stats", "-", "-m", str(folder), "--json", input="hello world\nthe cat sat\n")
     assert stats.exit_code == 0, stats.stderr
     rows = _strict_json(stats.stdout)["heads"]
-    assert all(row["self"] is None for row in rows if row["layer"] == 1)
+    assert all(row["self"] is None and row["pattern"] is None for row in rows if row["layer"] == 1)
     assert all(isinstance(row["self"], float) for row in rows if row["layer"] == 0)
     assert "first appear in the attention of layer 1 (heads 0–3)" in stats.stderr
 
