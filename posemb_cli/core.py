@@ -303,7 +303,11 @@ def _pair_warnings(loaded: LoadedModel, tokens: list[Token], pair: str | None) -
     last_a = max((k for k, s in enumerate(sequences) if s == 0), default=-1)
     first_b = next((k for k, s in enumerate(sequences) if s == 1), len(tokens))
     separated = any(t.special for t in tokens[last_a + 1 : first_b])
-    how = ": only the tokenizer's separator token marks" if separated else " and its tokenizer adds no separator: nothing marks"
+    how = (
+        ": only the tokenizer's separator token marks"
+        if separated
+        else " and its tokenizer adds no separator: nothing marks"
+    )
     return [f"{loaded.info.name} has no segment embedding{how} where the pair begins"]
 
 
@@ -350,8 +354,8 @@ def nonfinite_warning(places: list[str]) -> list[str]:
         return []
     also = f"; also in {', '.join(places[1:4])}{' and more' if len(places) > 4 else ''}" if len(places) > 1 else ""
     return [
-        f"non-finite numbers (NaN or Inf) first appear in {places[0]}{also}: they are null in JSON and a dash in tables "
-        "(check the model's weights, and layer_norm_eps in its config.json)"
+        f"non-finite numbers (NaN or Inf) first appear in {places[0]}{also}: they are null in JSON and a dash in "
+        "tables (check the model's weights, and layer_norm_eps in its config.json)"
     ]
 
 

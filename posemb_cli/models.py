@@ -146,12 +146,16 @@ def check_config(config: Any, where: Path) -> None:
         raise PosembError(f"{where} is not a JSON object (it holds a JSON {_json_type(config)})")
     model_type = config.get("model_type")
     if not isinstance(model_type, str):
-        problem = "has no model_type" if model_type is None else f"model_type is {_json_type(model_type)} {model_type!r}"
-        raise PosembError(f"{where}: {problem}; it must be a string naming the architecture (e.g. \"bert\")")
+        problem = (
+            "has no model_type" if model_type is None else f"model_type is {_json_type(model_type)} {model_type!r}"
+        )
+        raise PosembError(f'{where}: {problem}; it must be a string naming the architecture (e.g. "bert")')
     for fact, (low, high) in SIZE_BOUNDS.items():
         for key in CONFIG_KEYS[fact]:
             value = config.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high
+            ):
                 raise PosembError(f"{where}: {key} is {value!r}; posemb accepts a whole number from {low} to {high:,}")
 
 
@@ -221,7 +225,9 @@ def choose_device(device: str) -> str:
 
 
 def load(name: str | None = None, device: str = "cpu", trust_remote_code: bool = False) -> LoadedModel:
-    """Load tokenizer and base model with eager attention (transformers 5 returns no weights otherwise)."""
+    """Load tokenizer and base model with eager attention (transformers 5 returns no weights otherwise), after the
+    folder has passed its checks (files, config, tokenizer, weight shapes): nothing is built from a folder that fails
+    them."""
     _quiet_transformers()
     display, path = resolve(name)
     raw_config = read_config(path)
@@ -332,7 +338,9 @@ def _layer_pattern(name: str) -> str:
     return re.sub(r"(?<=\.)\d+(?=\.)", "#", name)
 
 
-def check_weights(name: str, path: Path, config: Any, raw_config: dict[str, Any], trust_remote_code: bool) -> int | None:
+def check_weights(
+    name: str, path: Path, config: Any, raw_config: dict[str, Any], trust_remote_code: bool
+) -> int | None:
     """Compare the weights' shapes (from the file headers) with the model the config describes, built on the meta
     device (no memory), before anything real is built: one line naming the tensor, both shapes and the config field.
     Returns the number of rows of the token embedding (None where the model does not say)."""
@@ -364,8 +372,8 @@ def check_weights(name: str, path: Path, config: Any, raw_config: dict[str, Any]
             raise PosembError(_mismatch(path, file, keys[0], shape, tuple(tensor.shape), raw_config))
     for parameter in missing:  # layer 0 is there, layer 5 is not: the config asks for more layers than the weights hold
         if _layer_pattern(parameter) in matched:
-            key = next((k for k in CONFIG_KEYS["layers"] if k in raw_config), None)
-            field = f" ({key}={raw_config[key]})" if key else ""
+            layers = next((k for k in CONFIG_KEYS["layers"] if k in raw_config), None)
+            field = f" ({layers}={raw_config[layers]})" if layers else ""
             raise PosembError(
                 f"{path / 'config.json'}{field} makes a model with {parameter}, which the weights "
                 f"({', '.join(sorted({file for _, file in shapes.values()}))}) do not have: config and weights are not "
@@ -380,7 +388,9 @@ def check_weights(name: str, path: Path, config: Any, raw_config: dict[str, Any]
 def _mismatch(
     path: Path, file: str, key: str, found: tuple[int, ...], expected: tuple[int, ...], config: dict[str, Any]
 ) -> str:
-    differ = {e for f, e in zip(found, expected) if f != e} if len(found) == len(expected) else set(expected)
+    differ = (
+        {e for f, e in zip(found, expected, strict=False) if f != e} if len(found) == len(expected) else set(expected)
+    )
     fields = [f"{k}={v}" for k, v in config.items() if type(v) is int and v in differ][:3]
     because = f" ({', '.join(fields)})" if fields else ""
     return (
@@ -427,7 +437,8 @@ def _one_line(exc: BaseException) -> str:
 def list_models() -> tuple[list[dict[str, Any]], list[str]]:
     """The bundled model and every model in the local Hugging Face cache, with family and position scheme; and one
     warning for each cached repository that is broken (unreadable, malformed): the others are still listed."""
-    rows, warnings = [], []
+    rows: list[dict[str, Any]] = []
+    warnings: list[str] = []
     try:
         rows.append(_describe(BUNDLED_NAME, bundled_model_path(), "bundled"))
     except PosembError:

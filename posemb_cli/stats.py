@@ -57,8 +57,8 @@ from typing import Any, BinaryIO, Union
 import numpy as np
 
 from . import attention
-from .errors import PosembError, PosembUsageError
 from .core import index_ranges, nonfinite_warning
+from .errors import PosembError, PosembUsageError
 from .lines import decode_lines
 from .models import LoadedModel, ModelInfo
 
@@ -530,7 +530,7 @@ class _Reducer:
             row: dict[str, Any] = {"layer": layer, "head": head}
             for key in columns(self.pairs)[2:-1]:  # the documented order; pattern last, from the others
                 row[key] = uniform if key == "uniform_entropy" else _number(means[key][layer, head])
-            row["pattern"] = pattern(row, self.pairs)
+            row["pattern"] = pattern(row, self.pairs) if row["self"] is not None else None  # None: non-finite maps
             heads.append(row)
         return heads
 

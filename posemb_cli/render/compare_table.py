@@ -264,9 +264,8 @@ def summary_lines(comparison: Comparison) -> list[str]:
             entropy = _nanmean([r["entropy"] for r in rows])
             special = _nanmean([r["special"] for r in rows])
             distance = _nanmean([r["distance"] for r in rows])
-            parts.append(
-                f"{escape(headers[k])} entropy {fmt(entropy, 2)}, distance {fmt(distance, 2)}, special {fmt(special, 2)}"
-            )
+            numbers = f"entropy {fmt(entropy, 2)}, distance {fmt(distance, 2)}, special {fmt(special, 2)}"
+            parts.append(f"{escape(headers[k])} {numbers}")
         lines.append("attention, mean over layers: " + "; ".join(parts))
     for pair in comparison.similarity:
         if not np.isfinite(pair.cka).any():

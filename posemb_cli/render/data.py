@@ -25,7 +25,7 @@ def _floats(array: np.ndarray | None) -> Any:
         return None
     if np.isfinite(array).all():
         return array.tolist()
-    return np.where(np.isfinite(array), array, None).tolist()
+    return np.where(np.isfinite(array), array.astype(object), np.array(None)).tolist()
 
 
 def select_attention(attention: np.ndarray, layers: Sequence[int] | None, heads: Sequence[int] | None) -> np.ndarray:

@@ -70,7 +70,7 @@ def plot_stats(result: CorpusStats, path: Path, dpi: float = DPI) -> dict[str, n
             grid = _pattern_grid(result, labels)
             cmap = ListedColormap([PATTERN_COLOURS[p] for p in labels])
             image = ax.imshow(
-                grid,
+                np.ma.masked_invalid(grid),
                 cmap=cmap,
                 norm=BoundaryNorm(np.arange(len(labels) + 1) - 0.5, cmap.N),
                 aspect="auto",
@@ -100,7 +100,8 @@ def plot_stats(result: CorpusStats, path: Path, dpi: float = DPI) -> dict[str, n
 def _pattern_grid(result: CorpusStats, labels: list[str]) -> np.ndarray:
     grid = np.full((result.model.layers, result.model.heads), np.nan)
     for row in result.heads:
-        grid[row["layer"], row["head"]] = labels.index(row["pattern"])
+        if row["pattern"] is not None:  # None: the head's maps were not finite (left blank)
+            grid[row["layer"], row["head"]] = labels.index(row["pattern"])
     return grid
 
 
