@@ -9,6 +9,7 @@ layer's attention differs between positions only through position. Returns a `Po
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -131,7 +132,8 @@ def position_picture(loaded: LoadedModel, n: int | None = None) -> PositionPictu
         raise PosembUsageError(f"--positions {n} is more than the {info.max_positions} positions of {info.name}")
     if n > MAX_PICTURE_POSITIONS:
         raise PosembUsageError(f"--positions {n} is too many to draw; at most {MAX_PICTURE_POSITIONS}")
-    return scheme.picture(scheme.from_model(loaded, max(n, 2), "cosine", 16))
+    analysis = scheme.from_model(loaded, max(n, 2), "cosine", 16)
+    return dataclasses.replace(scheme.picture(analysis), properties=analysis.properties)
 
 
 # ------------------------------------------------------------------------------------------ identical-word probe
