@@ -484,7 +484,7 @@ def positions(
         from .render.positions_table import print_positions
 
         print_positions(out.console(), analysis)
-    if is_report(output):
+    if output is not None and is_report(output):
         from .render.html import positions_report
 
         positions_report(output, analysis, bias=plot is not None)
@@ -621,7 +621,7 @@ def compare(
         from .render.compare_table import print_comparison
 
         print_comparison(out.console(), comparison)
-    if is_report(plot):
+    if plot is not None and is_report(plot):
         from .render.html import compare_report
 
         for warning in compare_report(plot, comparison, font=font):

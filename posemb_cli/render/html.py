@@ -113,7 +113,7 @@ def inspect_page(
         {"index": t.index, "label": label.text, "kind": label.kind, "token": t.token, "position_id": t.position_id}
         for t, label in zip(result.tokens, labels, strict=True)
     ]
-    notes, page_views = [], []
+    notes, page_views, attention = [], [], None
     note = label_note(labels)
     if note:
         notes.append(note)
@@ -123,7 +123,7 @@ def inspect_page(
             notes.append(shown)
             if on_warning is not None:
                 on_warning(shown)
-        page_views += [{"kind": "head", **attention}, {"kind": "model", **attention}]
+        page_views += [{"kind": "head"}, {"kind": "model"}]  # both draw from the page's one "attention"
     if "positions" in views and position_picture is not None:
         page_views.append(positions_view(position_picture, used=len(result.tokens)))
     if "embeddings" in views and result.token is not None:
@@ -136,6 +136,7 @@ def inspect_page(
         "tokens": tokens,
         "notes": notes,
         "warnings": list(result.warnings),
+        "attention": attention,
         "views": page_views,
     }
 
@@ -161,7 +162,7 @@ def attention_data(
         "heads": head_ids,
         "attention": quantized(matrix, 0.0, 1.0),
         "rounding": (
-            "weights are stored as integers q = round(65535 · weight) and shown as q / 65535 to 4 decimals: "
+            "Weights are stored as integers q = round(65535 · weight) and shown as q / 65535 to 4 decimals: "
             "a shown weight is within 0.0001 of the model's"
         ),
     }
@@ -206,7 +207,9 @@ def property_rows(properties: dict[str, Any] | None) -> list[list[Any]]:
 
 def embeddings_view(result: TextResult) -> dict[str, Any]:
     norms = result.norms()
-    parts = {name: finite(norms[name], 4) for name in ("token", "position", "segment", "sum") if norms[name] is not None}
+    parts = {
+        name: finite(norms[name], 4) for name in ("token", "position", "segment", "sum") if norms[name] is not None
+    }
     return {
         "kind": "embeddings",
         "scheme": result.model.position_scheme,
@@ -250,7 +253,7 @@ def plain_text(obj: Any) -> str:
 def table_block(table: Any) -> dict[str, Any]:
     columns = [plain_text(column.header) for column in table.columns]
     cells = [[plain_text(cell) for cell in column._cells] for column in table.columns]
-    rows = [list(row) for row in zip(*cells)] if cells else []
+    rows = [list(row) for row in zip(*cells, strict=True)] if cells else []
     return {"type": "table", "title": plain_text(table.title or ""), "columns": columns, "rows": rows}
 
 

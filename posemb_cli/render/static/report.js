@@ -59,18 +59,30 @@
     return [0, 1, 2].map((c) => Math.round(a[c] + (b[c] - a[c]) * f));
   }
 
-  // an n x m map drawn one pixel per value into a canvas (scaled up by CSS or drawImage)
+  const tables = new Map();  // colour map -> 256 RGB entries, computed once
+
+  function lookup(stops) {
+    if (!tables.has(stops)) {
+      const table = new Uint8Array(256 * 3);
+      for (let k = 0; k < 256; k++) table.set(colourAt(stops, k / 255), 3 * k);
+      tables.set(stops, table);
+    }
+    return tables.get(stops);
+  }
+
+  // an n x m map drawn one pixel per value into a canvas (scaled up by CSS)
   function paint(canvas, rows, cols, valueAt, low, high, stops) {
     canvas.width = cols;
     canvas.height = rows;
     const context = canvas.getContext("2d");
     const image = context.createImageData(cols, rows);
-    const span = high > low ? high - low : 1;
+    const span = high > low ? high - low : 1, table = lookup(stops);
     for (let i = 0; i < rows; i++) {
       for (let j = 0; j < cols; j++) {
-        const rgb = colourAt(stops, (valueAt(i, j) - low) / span);
+        const k = 3 * Math.round(255 * Math.min(Math.max((valueAt(i, j) - low) / span, 0), 1));
         const p = 4 * (i * cols + j);
-        image.data[p] = rgb[0]; image.data[p + 1] = rgb[1]; image.data[p + 2] = rgb[2]; image.data[p + 3] = 255;
+        image.data[p] = table[k]; image.data[p + 1] = table[k + 1]; image.data[p + 2] = table[k + 2];
+        image.data[p + 3] = 255;
       }
     }
     context.putImageData(image, 0, 0);
@@ -145,7 +157,10 @@
           b.tabIndex = m === k ? 0 : -1;
           document.getElementById("view-" + m).hidden = m !== k;
         });
-        if (!drawn) { DRAW[view.kind](panel, view); drawn = true; }
+        if (!drawn) {
+          DRAW[view.kind](panel, view.kind === "head" || view.kind === "model" ? data.attention : view);
+          drawn = true;
+        }
       };
       button.addEventListener("click", show);
       button.addEventListener("keydown", (event) => {
@@ -162,8 +177,10 @@
 
   // ------------------------------------------------------------ attention: shared
 
+  let maps = null;  // the page's attention, decoded once, shared by the head and model views
+
   function attentionOf(view) {
-    const maps = decode(view.attention);
+    maps = maps || decode(view.attention);
     const n = data.tokens.length, heads = view.heads.length;
     return (layerIndex, headIndex, i, j) => maps.value(((layerIndex * heads + headIndex) * n + i) * n + j);
   }
@@ -219,26 +236,25 @@
     scroller.append(svg);
     panel.append(scroller);
 
+    let geometry = null;  // x positions of the columns, set by draw()
+
+    // the whole drawing: on a change of layer or heads (the width depends on the number of heads)
     function draw() {
       svg.textContent = "";
       const ww = weightsWidth();
       const leftX = ww + 150, lineFrom = leftX + 8, lineTo = lineFrom + 180, rightX = lineTo + 8;
       const width = rightX + 150 + ww, height = top + n * row + 8;
+      geometry = { leftX, lineFrom, lineTo, rightX };
       svg.setAttribute("width", width);
       svg.setAttribute("height", height);
       svg.setAttribute("viewBox", "0 0 " + width + " " + height);
       svg.append(svgEl("text", { x: leftX, y: 14, "text-anchor": "end", class: "muted" }, "query (attending)"));
       svg.append(svgEl("text", { x: rightX, y: 14, class: "muted" }, "key (attended to)"));
-      const lines = svgEl("g", { class: "lines" });
-      svg.append(lines);
-      const heads = [...state.heads].sort((a, b) => a - b);
-      const active = state.active || state.locked;
       for (const side of ["query", "key"]) {
         tokens.forEach((token, i) => {
           const y = top + i * row + row / 2;
           const g = svgEl("g", { class: "tok " + tokenClass(token), tabindex: "0", role: "button",
             "data-side": side, "data-i": String(i), "aria-label": side + " " + i + ": " + tokenName(token) });
-          if (active && active.side === side && active.i === i) g.classList.add("active");
           const x = side === "query" ? leftX : rightX;
           g.append(svgEl("rect", { x: side === "query" ? x - 146 : x - 4, y: y - row / 2 + 1, width: 150,
             height: row - 2, rx: 3, fill: "transparent" }));
@@ -249,26 +265,42 @@
           svg.append(g);
         });
       }
+      svg.append(svgEl("g", { class: "overlay" }));
+      overlay();
+    }
+
+    // lines, weights and readout of the active token: on every hover, tap or key
+    function overlay() {
+      const { leftX, lineFrom, lineTo, rightX } = geometry;
+      const layer = svg.querySelector(".overlay");
+      layer.textContent = "";
+      const heads = [...state.heads].sort((a, b) => a - b);
+      const active = state.active || state.locked;
+      svg.querySelectorAll(".tok").forEach((g) => {
+        const on = active && g.dataset.side === active.side && Number(g.dataset.i) === active.i;
+        g.classList.toggle("active", Boolean(on));
+      });
       if (!active) {
         readout.textContent = "Hover or tap a token.";
         return;
       }
       const other = active.side === "query" ? "key" : "query";
+      const yActive = top + active.i * row + row / 2;
       const shown = [];
       tokens.forEach((token, m) => {
         const i = active.side === "query" ? active.i : m, j = active.side === "query" ? m : active.i;
-        const y = top + m * row + row / 2, yActive = top + active.i * row + row / 2;
+        const y = top + m * row + row / 2;
         const weights = svgEl("text", { class: "weights", "data-side": other, "data-i": String(m),
           x: other === "key" ? rightX + 150 : leftX - 150, y: y + 4, "text-anchor": other === "key" ? "start" : "end" });
         heads.forEach((k) => {
           const w = weight(state.layer, k, i, j), colour = HEAD_COLOURS[k % HEAD_COLOURS.length];
-          lines.append(svgEl("line", { x1: lineFrom, x2: lineTo, y1: active.side === "query" ? yActive : y,
+          layer.append(svgEl("line", { x1: lineFrom, x2: lineTo, y1: active.side === "query" ? yActive : y,
             y2: active.side === "query" ? y : yActive, stroke: colour, "stroke-width": 2, "stroke-opacity": w,
             "data-head": String(view.heads[k]) }));
           weights.append(svgEl("tspan", { fill: colour, "data-head": String(view.heads[k]) }, fmt(w) + " "));
           shown.push([w, k, m]);
         });
-        svg.append(weights);
+        layer.append(weights);
       });
       const top3 = shown.sort((a, b) => b[0] - a[0]).slice(0, 3)
         .map(([w, k, m]) => "head " + view.heads[k] + " → " + m + " " + tokenName(tokens[m]) + " " + fmt(w));
@@ -278,32 +310,32 @@
 
     function bindToken(g, side, i) {
       const same = (a) => a && a.side === side && a.i === i;
-      g.addEventListener("mouseenter", () => { if (!same(state.active)) { state.active = { side, i }; draw(); } });
-      g.addEventListener("mouseleave", () => { state.active = null; draw(); });
+      g.addEventListener("mouseenter", () => { state.active = { side, i }; overlay(); });
+      g.addEventListener("mouseleave", () => { state.active = null; overlay(); });
+      g.addEventListener("focus", () => { if (!state.active) { state.locked = { side, i }; overlay(); } });
       g.addEventListener("click", () => {
-        state.locked = same(state.locked) ? null : { side, i };
-        state.active = null;
-        draw();
-        focusToken(side, i);
+        state.locked = same(state.locked) && !state.active ? null : { side, i };
+        overlay();
       });
       g.addEventListener("keydown", (event) => {
         const step = { ArrowDown: 1, ArrowUp: -1 }[event.key];
         if (event.key === "Enter" || event.key === " ") {
           event.preventDefault();
-          g.dispatchEvent(new MouseEvent("click"));
+          state.locked = same(state.locked) ? null : { side, i };
+          overlay();
         } else if (step) {
           event.preventDefault();
-          const next = Math.min(Math.max(i + step, 0), n - 1);
-          state.locked = { side, i: next };
-          draw();
-          focusToken(side, next);
+          focusToken(side, Math.min(Math.max(i + step, 0), n - 1));
         }
       });
     }
 
     function focusToken(side, i) {
+      state.active = null;
+      state.locked = { side, i };
       const g = svg.querySelector('.tok[data-side="' + side + '"][data-i="' + i + '"]');
       if (g) g.focus();
+      overlay();
     }
 
     draw();
@@ -463,11 +495,11 @@
         bar.append(svgEl("title", {}, i + " " + tokenName(token) + " · cos(token, sum) " + fmt(c)));
         svg.append(bar);
       }
-      const y = cosTop + cosH + 6;
-      const label = svgEl("text", { x: x0 + group / 2, y: y, "font-size": 11, class: tokenClass(token),
-        transform: "rotate(90 " + (x0 + group / 2) + " " + y + ")", "dominant-baseline": "middle" },
-      short(token.label, 10));
-      svg.append(label);
+      const y = cosTop + cosH + 6, x = x0 + group / 2;
+      const upright = token.label.length <= 2;  // one CJK character reads better upright, as in the PNG
+      svg.append(svgEl("text", { x: x, y: upright ? y + 8 : y, "font-size": 11, class: tokenClass(token),
+        "text-anchor": upright ? "middle" : "start", "dominant-baseline": "middle",
+        transform: upright ? "" : "rotate(90 " + x + " " + y + ")" }, short(token.label, 10)));
     });
     const scroller = el("div", { style: "overflow-x:auto" });
     scroller.append(svg);
