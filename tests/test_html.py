@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -157,9 +156,7 @@ def test_html_suffix_errors_before_loading(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- in the browser
 
 
-def test_page_loads_fast_with_no_error_no_request_and_no_injected_script(page):
-    timing = page.page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
-    assert timing < 2000, f"the report took {timing:.0f} ms to load and draw"
+def test_page_loads_with_no_error_no_request_and_no_injected_script(page):
     page.check_clean()
     text = page.page.locator("p.text").text_content()
     assert INJECTION in text  # shown as text
@@ -314,8 +311,13 @@ def test_other_commands_write_sortable_tables_and_pictures(browser, tiny_models,
             p.click('[role=tab]:has-text("tables")')
         assert p.locator("table.sortable").count() >= 1
         assert p.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 100)")
-        assert p.locator("img.picture").count() >= 1
-        if name == "stats":
+        assert p.locator("img.picture").count() >= (name != "stats")
+        if name == "stats":  # the layers x heads maps, drawn by the page from the same numbers as the table
+            assert p.locator('figure[data-statistic="entropy"] rect').count() == 2 * 4
+            tooltip = p.locator('figure[data-statistic="self"] rect[data-layer="1"][data-head="2"] title')
+            json_run = run_cli("stats", str(corpus), "-m", bert, "--json")
+            row = next(r for r in json.loads(json_run.stdout)["heads"] if (r["layer"], r["head"]) == (1, 2))
+            assert float(tooltip.text_content().rsplit(": ", 1)[1]) == pytest.approx(row["self"], abs=1e-4)
             column = 3  # sort the heads by a statistic, then back
             p.locator("th button").nth(column).click()
             values = [float(x) for x in p.locator(f"tbody tr td:nth-child({column + 1})").all_text_contents()]
@@ -328,11 +330,17 @@ def test_other_commands_write_sortable_tables_and_pictures(browser, tiny_models,
 
 
 def test_render_time_of_the_64_token_report(browser, report, capsys):
-    """The issue's budget: renders within 1 s here (asserted with room for a busy machine; the number is printed)."""
-    start = time.perf_counter()
+    """The issue's budget: drawn within 1 s, as the browser measures it (navigation start to the end of the load
+    event, which includes the script drawing the head view; then the 72 heatmaps of the model view)."""
     opened = Page(browser, report[0])
-    elapsed = time.perf_counter() - start
+    load = opened.page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
+    model = opened.page.evaluate(
+        "() => { const t = performance.now(); document.querySelector('[data-view=model]').click();"
+        " return performance.now() - t; }"
+    )
     with capsys.disabled():
-        print(f"\n64-token report: {report[0].stat().st_size / 1e6:.2f} MB, opened and drawn in {elapsed:.2f} s")
-    assert elapsed < 2.0
+        size = report[0].stat().st_size / 1e6
+        print(f"\n64-token report: {size:.2f} MB; loaded and drawn in {load:.0f} ms, model view in {model:.0f} ms")
+    assert load < 1000 and model < 1000
+    opened.check_clean()
     opened.page.close()

@@ -370,13 +370,23 @@ def compare_report(path: Path, comparison: Any, font: Path | None = None) -> lis
 
 
 def stats_report(path: Path, result: Any, sort: str | None = None, reverse: bool = False) -> None:
-    """`stats -o FILE.html`: the heads table (numbers sort as numbers) and the heatmaps of each statistic."""
-    from .figures.stats import plot_stats
+    """`stats -o FILE.html`: a layers × heads heatmap per statistic (the PNG's panels, drawn by the page, with the
+    value under the pointer) and the heads table (numbers sort as numbers)."""
+    from .figures.stats import panels
 
     info = result.model
     title = f"{info.name} · {result.texts} texts · {result.tokens} tokens · per head, means over all query rows"
-    blocks = [rows_block(title, result.sorted_heads(sort, reverse), result.columns())]
-    blocks.append(picture_block(lambda svg: plot_stats(result, svg), "statistics per layer and head"))
+    grids = {name: finite(result.grid(name), 6) for name in panels(result) if name != "pattern"}
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "grids",
+            "title": "per layer × head (hover a cell)",
+            "layers": info.layers,
+            "heads": info.heads,
+            "values": grids,
+        },
+        rows_block(title, result.sorted_heads(sort, reverse), result.columns()),
+    ]
     write_report(path, report_page(f"posemb stats · {info.name}", blocks))
 
 

@@ -561,9 +561,41 @@
     return node;
   }
 
+  // one small layers x heads heatmap per statistic (stats), each on its own scale, the value in its tooltip
+  function grids(block) {
+    const box = el("div", { class: "side" });
+    const cell = Math.max(8, Math.min(22, Math.floor(260 / block.heads)));
+    for (const [name, values] of Object.entries(block.values)) {
+      const finite = values.filter((v) => v !== null);
+      const low = Math.min(...finite), high = Math.max(...finite);
+      const figure = el("figure", { style: "margin:0", "data-statistic": name });
+      const svg = svgEl("svg", { width: block.heads * cell + 30, height: block.layers * cell + 4, role: "img",
+        "aria-label": name + " per layer and head" });
+      values.forEach((v, k) => {
+        const layer = Math.floor(k / block.heads), head = k % block.heads;
+        const rgb = v === null ? [220, 220, 220] : colourAt(VIRIDIS, high > low ? (v - low) / (high - low) : 0.5);
+        const rect = svgEl("rect", { x: 28 + head * cell, y: 2 + layer * cell, width: cell - 1, height: cell - 1,
+          fill: "rgb(" + rgb.join(",") + ")", "data-layer": String(layer), "data-head": String(head) });
+        rect.append(svgEl("title", {}, name + " · layer " + layer + ", head " + head + ": " + fmt(v)));
+        svg.append(rect);
+      });
+      for (let layer = 0; layer < block.layers; layer++) {
+        svg.append(svgEl("text", { x: 24, y: 2 + (layer + 0.7) * cell, "text-anchor": "end", "font-size": 10 },
+          "L" + layer));
+      }
+      figure.append(el("figcaption", { class: "muted" }, name + " (" + fmt(low, 3) + " to " + fmt(high, 3) + ")"));
+      figure.append(svg);
+      box.append(figure);
+    }
+    const section = el("div", {});
+    section.append(el("h2", {}, block.title), box);
+    return section;
+  }
+
   function reportView(panel, view) {
     for (const block of view.blocks) {
       if (block.type === "table") panel.append(table(block));
+      else if (block.type === "grids") panel.append(grids(block));
       else if (block.type === "text" && block.text.trim()) panel.append(el("p", { class: "line" }, block.text));
       else if (block.type === "picture") {
         const img = el("img", { class: "picture", alt: block.alt });
