@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import PosembUsageError
 from ..output import write_atomic
 from .figures.labels import label_note, token_labels
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 LEVELS = 65535  # uint16 quantization steps between offset and offset + 65535·scale
 MAX_FULL_TOKENS = 512  # beyond this many tokens only the first layer (or the chosen --layer/--head) is stored
+MAX_ATTENTION_VALUES = 8_000_000  # at most this many weights (16 MB before base64): more must be chosen
 INSPECT_VIEWS = ("attention", "positions", "embeddings")
 
 
@@ -144,17 +146,26 @@ def inspect_page(
 def attention_data(
     result: TextResult, layers: Sequence[int] | None, heads: Sequence[int] | None
 ) -> tuple[dict[str, Any], str | None]:
-    """The chosen layers × heads as uint16 (scale 1/65535); beyond MAX_FULL_TOKENS tokens only one layer unless
-    --layer/--head chose; returns the data and, when not everything is stored, the sentence saying what is."""
+    """The chosen layers × heads as uint16 (scale 1/65535); beyond MAX_FULL_TOKENS tokens only layer 0 (and only
+    the heads that fit in MAX_ATTENTION_VALUES) unless --layer/--head chose; a choice beyond MAX_ATTENTION_VALUES is
+    a usage error. Returns the data and, when not everything is stored, the sentence saying what is."""
     n_layers, n_heads, n = result.attention.shape[:3]
     layer_ids = list(range(n_layers)) if layers is None else [int(x) for x in layers]
     head_ids = list(range(n_heads)) if heads is None else [int(x) for x in heads]
     shown = None
     if n > MAX_FULL_TOKENS and layers is None and heads is None:
-        layer_ids = [0]
+        fit = max(1, MAX_ATTENTION_VALUES // (n * n))
+        layer_ids, head_ids = [0], head_ids[:fit]
+        heads_shown = f"all {n_heads} heads" if fit >= n_heads else f"heads 0 to {len(head_ids) - 1}"
         shown = (
-            f"{n} tokens: to keep the file small the report holds only layer 0 ({n_heads} heads); "
+            f"{n} tokens: to keep the file small the report holds only layer 0, {heads_shown}; "
             "choose others with --layer N --head N"
+        )
+    values = len(layer_ids) * len(head_ids) * n * n
+    if values > MAX_ATTENTION_VALUES and len(layer_ids) * len(head_ids) > 1:
+        raise PosembUsageError(
+            f"{len(layer_ids)} layers × {len(head_ids)} heads of {n} tokens are too many attention values for one "
+            "HTML report: choose fewer with --layer N --head N"
         )
     matrix = result.attention[np.ix_(layer_ids, head_ids)]
     data = {
