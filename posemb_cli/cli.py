@@ -8,6 +8,7 @@ Commands and where their work lives:
   compare   -> compare.compare; render/compare_table.py, render/figures/compare.py
   stats     -> stats.corpus_stats; render/stats_output.py, render/figures/stats.py
   ablate    -> ablate.ablate_texts; render/ablate_table.py, render/figures/ablate.py
+  -o FILE.html (inspect, positions, compare, stats, ablate) -> render/html.py, the page in render/static/
 Output (stdout/stderr, console width, formats, output paths) goes through one `output.Output`, the context object.
 """
 
