@@ -9,7 +9,7 @@ TORCH_PIP_ARGS ?=
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 DEMO_TEXT ?= 我爱自然语言处理
 
-.PHONY: install demo test fuzz lint bench examples fonts clean
+.PHONY: install demo test fuzz lint bench examples fonts browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/posemb inspect "$(DEMO_TEXT)"
 
-test: $(VENV)/.installed-test fonts
+test: $(VENV)/.installed-test fonts browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15
 
 # The long property-based run: many more random texts per family than `make test` tries.
@@ -44,7 +44,15 @@ fonts: $(VENV)/.installed
 	       apt-get update -qq && apt-get install -y -qq fonts-wqy-microhei >/dev/null; \
 	     else echo "note: no CJK font: pictures will warn; install e.g. fonts-wqy-microhei or fonts-noto-cjk"; fi; }
 
-examples: $(VENV)/.installed fonts
+# The HTML report tests drive Debian's headless Chromium through Playwright (no browser download); as root on
+# Debian/Ubuntu, install it; elsewhere those tests skip and say how to install it.
+browser: $(VENV)/.installed-test
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
+	|| { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	       apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	     else echo "note: no chromium: the HTML report tests will skip; install e.g. Debian's chromium package"; fi; }
+
+examples: $(VENV)/.installed-test fonts browser
 	HF_HUB_OFFLINE=1 $(BIN)/python examples/make_figures.py
 
 lint: $(VENV)/.installed-test

@@ -8,6 +8,7 @@ Commands and where their work lives:
   compare   -> compare.compare; render/compare_table.py, render/figures/compare.py
   stats     -> stats.corpus_stats; render/stats_output.py, render/figures/stats.py
   ablate    -> ablate.ablate_texts; render/ablate_table.py, render/figures/ablate.py
+  -o FILE.html (inspect, positions, compare, stats, ablate) -> render/html.py, the page in render/static/
 Output (stdout/stderr, console width, formats, output paths) goes through one `output.Output`, the context object.
 """
 
@@ -26,7 +27,7 @@ import typer
 
 from . import __version__
 from .errors import ExitCode, PosembError, PosembUsageError
-from .output import Output
+from .output import Output, is_report
 from .schemes import ANALYTIC as ANALYTIC_SCHEMES
 
 app = typer.Typer(
@@ -212,7 +213,13 @@ def inspect(
         typer.Option("--plot", metavar="attention|positions|embeddings|all", help="Draw a picture (needs -o)."),
     ] = None,
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", metavar="FILE|FOLDER", help="Picture file (.png/.svg/.pdf).")
+        Optional[Path],
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE|FOLDER",
+            help="Picture file (.png/.svg/.pdf), or an interactive report (.html; without --plot: every view).",
+        ),
     ] = None,
     dpi: Annotated[float, typer.Option("--dpi", min=1, metavar="DPI", help="Picture resolution.")] = 150,
     n_positions: Annotated[
@@ -227,6 +234,8 @@ def inspect(
     Example: posemb inspect "position matters" --pair "so does order" --json --vectors --attention
     """
     out: Output = ctx.obj
+    if plot is None and is_report(output):
+        plot = PlotKind.all  # -o FILE.html alone: every view in one page
     # --plot or --save alone print nothing on stdout; --format/--json ask for output as well
     default = None if plot or save else "table"
     fmt = out.format("inspect", output_format and output_format.value, json_flag, FORMATS, default)
@@ -278,8 +287,8 @@ def _check_plot_options(plot: PlotKind, output: Optional[Path], texts: list[str]
     if len(texts) != 1 or texts[0] == "-":
         raise PosembUsageError("--plot draws one text: give exactly one TEXT argument")
     _check_font(font)
-    if plot is not PlotKind.all:
-        Output.picture_path(output)
+    if plot is not PlotKind.all or is_report(output):
+        Output.picture_path(output, report=True)
 
 
 def _check_font(font: Optional[Path]) -> None:
@@ -306,6 +315,12 @@ def _draw(
     if plot is PlotKind.positions and picture is None:
         scheme = loaded.info.position_scheme
         raise PosembError(f"no positions picture: {loaded.info.name} uses position scheme {scheme!r}")
+    if is_report(output):
+        from .render.html import inspect_report
+
+        inspect_report(output, result, plot.value, picture, layers, heads, on_warning=out.warn)
+        out.info(f"Wrote {output}")
+        return
     written = render_plot(
         plot.value,
         result,
@@ -431,7 +446,10 @@ def positions(
         Optional[str], typer.Option("--plot", metavar="bias", help="Draw the relative bias per head (needs -o).")
     ] = None,
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Picture file (.png/.svg/.pdf).")
+        Optional[Path],
+        typer.Option(
+            "--output", "-o", metavar="FILE", help="Picture file (.png/.svg/.pdf), or an interactive report (.html)."
+        ),
     ] = None,
     dpi: Annotated[float, typer.Option("--dpi", min=1, metavar="DPI", help="Picture resolution.")] = 150,
     output_format: FormatOpt = Format.table,
@@ -452,7 +470,8 @@ def positions(
             raise PosembUsageError(f"--plot {plot}: positions draws only --plot bias")
         if output is None:
             raise PosembUsageError("--plot bias needs -o FILE")
-        Output.picture_path(output)
+    if output is not None and (plot is not None or is_report(output)):
+        Output.picture_path(output, report=True)
     if scheme is not None:
         if model is not None or probe is not None:
             raise PosembUsageError("--scheme analyses a formula; it takes no --model and no --probe")
@@ -476,7 +495,12 @@ def positions(
         from .render.positions_table import print_positions
 
         print_positions(out.console(), analysis)
-    if plot is not None and output is not None:
+    if output is not None and is_report(output):
+        from .render.html import positions_report
+
+        positions_report(output, analysis, bias=plot is not None)
+        out.info(f"Wrote {output}")
+    elif plot is not None and output is not None:
         from .render.figures.positions import plot_bias
 
         for warning in plot_bias(analysis, output, dpi=dpi).warnings:
@@ -550,7 +574,14 @@ def compare(
         ),
     ] = False,
     plot: Annotated[
-        Optional[Path], typer.Option("--plot", metavar="FILE", help="Also draw one figure (.png/.svg/.pdf).")
+        Optional[Path],
+        typer.Option(
+            "--plot",
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Also draw one figure (.png/.svg/.pdf), or write an interactive report (.html).",
+        ),
     ] = None,
     dpi: Annotated[float, typer.Option("--dpi", min=1, metavar="DPI", help="Picture resolution.")] = 150,
     font: Annotated[Optional[Path], typer.Option("--font", metavar="PATH", help="Font file for the labels.")] = None,
@@ -577,7 +608,7 @@ def compare(
     if (text is None) == (corpus is None):
         raise PosembUsageError("give one TEXT or --corpus FILE (not both)")
     if plot is not None:
-        Output.picture_path(plot)
+        Output.picture_path(plot, report=True)
         _check_font(font)
     if corpus is None:
         texts, name = [text or ""], None
@@ -603,7 +634,13 @@ def compare(
         from .render.compare_table import print_comparison
 
         print_comparison(out.console(), comparison)
-    if plot is not None:
+    if plot is not None and is_report(plot):
+        from .render.html import compare_report
+
+        for warning in compare_report(plot, comparison, font=font):
+            out.warn(warning)
+        out.info(f"Wrote {plot}")
+    elif plot is not None:
         from .render.figures.compare import plot_comparison
 
         data = plot_comparison(comparison, plot, dpi=dpi, font=font)
@@ -635,7 +672,13 @@ def stats(
     reverse: Annotated[bool, typer.Option("--reverse", help="Sort in descending order.")] = False,
     plot: Annotated[
         Optional[Path],
-        typer.Option("--plot", metavar="FILE", help="Heatmaps layers x heads, one per statistic (.png/.svg/.pdf)."),
+        typer.Option(
+            "--plot",
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Heatmaps layers x heads, one per statistic (.png/.svg/.pdf), or an interactive report (.html).",
+        ),
     ] = None,
     output_format: FormatOpt = Format.table,
     json_flag: JsonOpt = False,
@@ -660,7 +703,7 @@ def stats(
     fmt = out.format("stats", output_format.value, json_flag, ("table", "json", "csv"), "table")
     compute.check_sort_column(sort, pairs)
     if plot is not None:
-        Output.picture_path(plot)
+        Output.picture_path(plot, report=True)
     stream, name = open_lines(corpus)
     from .models import load
     from .render.stats_output import print_stats
@@ -687,7 +730,12 @@ def stats(
     for warning in result.warnings:
         out.warn(warning)
     print_stats(out, result, fmt, sort, reverse)
-    if plot is not None and result.texts:
+    if plot is not None and result.texts and is_report(plot):
+        from .render.html import stats_report
+
+        stats_report(plot, result, sort, reverse)
+        out.info(f"Wrote {plot}")
+    elif plot is not None and result.texts:
         from .render.figures.stats import plot_stats
 
         plot_stats(result, plot)
@@ -740,7 +788,13 @@ def ablate(
         typer.Option("--plot", metavar="similarity|attention", help="Draw one line per mode against layer (needs -o)."),
     ] = None,
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Picture file (.png/.svg/.pdf).")
+        Optional[Path],
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Picture file (.png/.svg/.pdf), or an interactive report (.html; without --plot: both pictures).",
+        ),
     ] = None,
     dpi: Annotated[float, typer.Option("--dpi", min=1, metavar="DPI", help="Picture resolution.")] = 150,
     font: Annotated[Optional[Path], typer.Option("--font", metavar="PATH", help="Font file for the labels.")] = None,
@@ -761,18 +815,19 @@ def ablate(
     from .ablate import ablate_texts, applicable_modes, parse_modes
 
     out: Output = ctx.obj
-    default = None if plot else "table"  # --plot alone prints nothing on stdout
+    report = is_report(output)
+    default = None if plot or report else "table"  # --plot (or -o FILE.html) alone prints nothing on stdout
     fmt = out.format("ablate", output_format and output_format.value, json_flag, ("table", "json"), default)
     modes = parse_modes(mode)
     texts = texts or []
     if not texts and corpus is None:
         raise PosembUsageError("give one or more TEXT arguments, `-` for stdin, or --corpus FILE")
-    if plot is not None:
+    if plot is not None or report:
         if output is None:
-            raise PosembUsageError(f"--plot {plot.value} needs -o FILE")
+            raise PosembUsageError(f"--plot {plot.value if plot else ''} needs -o FILE")
         if not corpus_mean and (len(texts) != 1 or texts[0] == "-" or corpus is not None):
             raise PosembUsageError("--plot draws one result: give exactly one TEXT, or add --corpus-mean")
-        Output.picture_path(output)
+        Output.picture_path(output, report=True)
         _check_font(font)
 
     from .lines import read_corpus, read_texts
@@ -794,7 +849,13 @@ def ablate(
             loaded, source, modes, seed=seed, corpus_mean=corpus_mean, truncate=not no_truncate, on_text=advance
         )
         drawn = _render_ablations(out, results, fmt, single)
-    if plot is not None and output is not None and drawn is not None:
+    if report and output is not None and drawn is not None:
+        from .render.html import ablate_report
+
+        for warning in ablate_report(output, drawn, [plot.value] if plot else None, font=font):
+            out.warn(warning)
+        out.info(f"Wrote {output}")
+    elif plot is not None and output is not None and drawn is not None:
         from .render.figures.ablate import plot_ablation
 
         for warning in plot_ablation(drawn, plot.value, output, dpi=dpi, font=font).warnings:

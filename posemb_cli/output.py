@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 DEFAULT_WIDTH = 120  # tables written to a pipe or file, when COLUMNS does not say otherwise
 PICTURE_SUFFIXES = (".png", ".svg", ".pdf")
+REPORT_SUFFIX = ".html"  # one self-contained interactive page (render/html.py) wherever -o takes a picture
 
 
 class Output:
@@ -112,14 +113,22 @@ class Output:
         return fmt or ""
 
     @staticmethod
-    def picture_path(path: Path) -> str:
-        """png | svg | pdf from the suffix, after checking the file can be written; a usage error otherwise."""
+    def picture_path(path: Path, report: bool = False) -> str:
+        """png | svg | pdf (and html when `report`: the CLI's -o) from the suffix, after checking the file can be
+        written; a usage error otherwise."""
         suffix = path.suffix.lower()
-        if suffix not in PICTURE_SUFFIXES:
+        allowed = PICTURE_SUFFIXES + ((REPORT_SUFFIX,) if report else ())
+        if suffix not in allowed:
             shown = f"suffix {path.suffix!r}" if path.suffix else "no suffix"
-            raise PosembUsageError(f"cannot write a picture to {path}: {shown}; use .png, .svg or .pdf")
+            choices = ", ".join(allowed[:-1]) + " or " + allowed[-1]
+            raise PosembUsageError(f"cannot write a picture to {path}: {shown}; use {choices}")
         check_writable(path)
         return suffix[1:]
+
+
+def is_report(path: Path | None) -> bool:
+    """-o FILE.html: the interactive HTML report instead of a picture."""
+    return path is not None and path.suffix.lower() == REPORT_SUFFIX
 
 
 def check_writable(path: Path) -> None:

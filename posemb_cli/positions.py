@@ -157,7 +157,8 @@ def position_picture(loaded: LoadedModel, n: int | None = None) -> PositionPictu
         raise PosembUsageError(f"--positions {n} is more than the {info.max_positions} positions of {info.name}")
     if n > MAX_PICTURE_POSITIONS:
         raise PosembUsageError(f"--positions {n} is too many to draw; at most {MAX_PICTURE_POSITIONS}")
-    picture = scheme.picture(scheme.from_model(loaded, max(n, 2), "cosine", 16))
+    analysis = scheme.from_model(loaded, max(n, 2), "cosine", 16)
+    picture = dataclasses.replace(scheme.picture(analysis), properties=analysis.properties)
     if loaded.family.causal and scheme.name in CAUSAL_UNUSED_SCHEMES:
         note = f"{picture.note}; causal model: Φ at j > i (above the diagonal) is unused"
         picture = dataclasses.replace(picture, note=note)

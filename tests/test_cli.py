@@ -259,7 +259,7 @@ def test_plot_from_the_command_line(tmp_path):
 @pytest.mark.parametrize(
     "args, code, message",
     [
-        (["-o", "a.jpg"], 2, "use .png, .svg or .pdf"),
+        (["-o", "a.jpg"], 2, "use .png, .svg, .pdf or .html"),
         ([], 2, "--plot attention needs -o FILE"),
         (["-o", "missing/a.png"], 1, "folder missing does not exist"),
     ],

@@ -88,6 +88,7 @@ class PositionPicture:
     note: str  # one line on what the panels are
     colorbar: str  # label of the colour bar
     diverging: bool  # True: a similarity on −1..1; False: a bias from its minimum to 0
+    properties: dict[str, Any] | None = None  # Φ's properties (`properties`) of the drawn matrix, when known
 
 
 def plain(value: Any) -> Any:
