@@ -49,6 +49,7 @@ maps, not with the number of layers.
 from __future__ import annotations
 
 import itertools
+import math
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
