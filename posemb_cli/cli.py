@@ -35,7 +35,7 @@ class Commands(typer.core.TyperGroup):
     """posemb's command group. A bad option value reads as one clean line: Typer validates with Pydantic, which puts
     "Value error, " before the message of a parser or a choice (`--format xml`)."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except typer.BadParameter as exc:

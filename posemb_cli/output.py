@@ -128,7 +128,9 @@ class Output:
         """A rich console on stdout. In a pipe or file, lines lose rich's padding (no trailing spaces for `diff`), and
         a reader that leaves early (`head`) is a BrokenPipeError for `cli.handle_errors`, not rich's exit status 1."""
         stream = self.stdout
-        return _console_class()(file=stream if stream.isatty() else _StripTrailingSpaces(stream), width=self.width())
+        if not stream.isatty():
+            stream = _StripTrailingSpaces(stream)  # type: ignore[assignment]  # a TextIO in all but name
+        return _console_class()(file=stream, width=self.width())
 
     def silence_stdout(self) -> None:
         """After the reader left (`head`): point stdout at /dev/null, so that Python's own flush at exit neither fails
@@ -243,11 +245,13 @@ codecs.register_error("posemb-json-escape", _json_escape)
 
 def _escape_what_stdout_cannot_encode() -> None:
     """stdout in an encoding other than UTF-8 (PYTHONIOENCODING=ascii, a Latin-1 locale): escape instead of failing."""
+    global _escape_warned
     stream = sys.stdout
     encoding = codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name
     if encoding.startswith("utf") or not isinstance(stream, io.TextIOWrapper) or stream.errors != "strict":
         return
     stream.reconfigure(errors="posemb-json-escape")
+    _escape_warned = False  # once per run
 
 
 def check_writable(path: Path) -> None:

@@ -90,7 +90,7 @@ def iter_json(value: Any, indent: int | None = None, level: int = 0) -> Iterator
         yield _row(value, indent, level)
     elif isinstance(value, (dict, np.ndarray, list, tuple)) and len(value) > 0:
         is_dict = isinstance(value, dict)
-        items = value.items() if is_dict else ((None, item) for item in value)
+        items = value.items() if isinstance(value, dict) else ((None, item) for item in value)
         inner = "" if indent is None else "\n" + " " * (indent * (level + 1))
         yield "{" if is_dict else "["
         for k, (key, item) in enumerate(items):
