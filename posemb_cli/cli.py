@@ -148,7 +148,7 @@ DpiOpt = Annotated[
     float, number_option("--dpi", low=1, high=600, metavar="DPI", help="Picture resolution.", kind=float)
 ]
 MaxLinesOpt = Annotated[
-    int, number_option("--max-lines", low=1, high=10**7, metavar="N", help="Non-empty --corpus lines to read.")
+    int, number_option("--max-lines", low=1, high=10**6, metavar="N", help="Non-empty --corpus lines to read.")
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -44,7 +44,7 @@ def _one_line_error(result, code=1):
         (["positions", "--scheme", "rotary", "--rope-param", "beta_fast=inf"], "the number must be finite"),
         (["positions", "--scheme", "alibi", "--heads", "0"], "give an integer in 1..1024"),
         (["positions", "--words", "-3"], "give an integer in 1..1000"),
-        (["compare", "x", "--max-lines", "0"], "give an integer in 1..10000000"),
+        (["compare", "x", "--max-lines", "0"], "give an integer in 1..1000000"),
         (["stats", "-", "--sink-k", "nan"], "'nan' is not an integer"),
         (["ablate", "x", "--seed", "-1"], "give an integer in 0..4294967295"),
     ],
