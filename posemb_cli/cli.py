@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
+import math
 import sys
 from collections.abc import Callable, Iterator
 from enum import Enum
@@ -27,14 +27,29 @@ import typer
 
 from . import __version__
 from .errors import ExitCode, PosembError, PosembUsageError
+from .lines import LINE_LIMIT
 from .output import Output, is_report
 from .schemes import ANALYTIC as ANALYTIC_SCHEMES
 
+
+class Commands(typer.core.TyperGroup):
+    """posemb's command group. A bad option value reads as one clean line: Typer validates with Pydantic, which puts
+    "Value error, " before the message of a parser or a choice (`--format xml`)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as exc:
+            exc.message = exc.message.removeprefix("Value error, ")
+            raise
+
+
 app = typer.Typer(
+    cls=Commands,
     name="posemb",
     help="See how a transformer turns text into token, position and segment embeddings, and where it attends.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (Typer's)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain Click help and one-line usage errors: "Error: Invalid value for ..."
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -89,6 +104,54 @@ TrustOpt = Annotated[
     bool, typer.Option("--trust-remote-code", help="Allow a model's own Python code to run (off: never runs).")
 ]
 
+
+class Bounded:
+    """The parser of every numeric option: a finite number from `low` to `high` (both included), or a usage error
+    that names the range. The limits keep any value from asking for an absurd allocation (`--length 1000000` would
+    be a 3.8 GiB matrix); `number_option` states them in --help."""
+
+    def __init__(self, kind: type[int] | type[float], low: float, high: float) -> None:
+        self.kind, self.low, self.high = kind, low, high
+
+    def __str__(self) -> str:
+        return f"{_shown(self.low)}..{_shown(self.high)}"
+
+    def __call__(self, value: Any) -> Any:
+        what = "an integer" if self.kind is int else "a number"
+        try:
+            number = self.kind(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{value!r} is not {what}; give {what} in {self}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{value} is not a finite number; give {what} in {self}")
+        if not self.low <= number <= self.high:
+            raise ValueError(f"{value} is out of range; give {what} in {self}")
+        return number
+
+
+def _shown(limit: float) -> str:
+    return str(int(limit)) if limit == int(limit) and abs(limit) < 1e10 else f"{limit:.0e}".replace("+", "")
+
+
+def number_option(
+    *names: str, low: float, high: float, metavar: str, help: str, kind: type[int] | type[float] = int
+) -> Any:
+    """A numeric option (int, or float with kind=float) with its range checked by `Bounded` and shown in --help."""
+    bounded = Bounded(kind, low, high)
+    return typer.Option(*names, parser=bounded, metavar=metavar, help=f"{help}  [range: {bounded}]")
+
+
+MAX_LENGTH = 4096  # positions in one Φ matrix (positions --length, inspect --positions): about 1 GB at 4096
+BatchSizeOpt = Annotated[
+    int, number_option("--batch-size", low=1, high=4096, metavar="N", help="Texts per forward pass.")
+]
+DpiOpt = Annotated[
+    float, number_option("--dpi", low=1, high=600, metavar="DPI", help="Picture resolution.", kind=float)
+]
+MaxLinesOpt = Annotated[
+    int, number_option("--max-lines", low=1, high=10**6, metavar="N", help="Non-empty --corpus lines to read.")
+]
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -115,8 +178,7 @@ def handle_errors(command: F) -> F:
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except BrokenPipeError:
             # The reader (e.g. `head`) closed the pipe: stop quietly, and keep Python's exit-time flush quiet too.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            out.silence_stdout()
             raise typer.Exit(int(ExitCode.OK)) from None
         except Exception as exc:
             if out.debug:
@@ -169,7 +231,10 @@ def _check_range(option: str, values: Optional[list[int]], count: int, what: str
 def inspect(
     ctx: typer.Context,
     texts: Annotated[
-        list[str], typer.Argument(metavar="TEXT...", help="Texts to inspect; `-` reads one text per line from stdin.")
+        list[str],
+        typer.Argument(
+            metavar="TEXT...", help=f"Texts to inspect; `-` reads one text per line from stdin ({LINE_LIMIT})."
+        ),
     ],
     pair: Annotated[
         Optional[str], typer.Option("--pair", metavar="TEXT", help="Second sentence (segment 1) for every text.")
@@ -200,13 +265,17 @@ def inspect(
     save: Annotated[
         Optional[Path], typer.Option("--save", metavar="FILE.npz", help="Write every array to this .npz file.")
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, metavar="N", help="Texts per forward pass.")] = 16,
+    batch_size: BatchSizeOpt = 16,
     no_truncate: Annotated[
         bool, typer.Option("--no-truncate", help="Error instead of cutting texts longer than the model's positions.")
     ] = False,
     encoding_errors: Annotated[
         EncodingErrors,
-        typer.Option("--encoding-errors", metavar="strict|replace", help="What to do with invalid UTF-8 on stdin."),
+        typer.Option(
+            "--encoding-errors",
+            metavar="strict|replace",
+            help="What to do with invalid UTF-8 in TEXT, --pair or stdin.",
+        ),
     ] = EncodingErrors.strict,
     plot: Annotated[
         Optional[PlotKind],
@@ -221,9 +290,12 @@ def inspect(
             help="Picture file (.png/.svg/.pdf), or an interactive report (.html; without --plot: every view).",
         ),
     ] = None,
-    dpi: Annotated[float, typer.Option("--dpi", min=1, metavar="DPI", help="Picture resolution.")] = 150,
+    dpi: DpiOpt = 150,
     n_positions: Annotated[
-        Optional[int], typer.Option("--positions", metavar="N", help="Positions in --plot positions (default 128).")
+        Optional[int],
+        number_option(
+            "--positions", low=2, high=MAX_LENGTH, metavar="N", help="Positions in --plot positions (default 128)."
+        ),
     ] = None,
     font: Annotated[Optional[Path], typer.Option("--font", metavar="PATH", help="Font file for the labels.")] = None,
     device: DeviceOpt = Device.cpu,
@@ -251,9 +323,11 @@ def inspect(
         check_writable(save)
 
     from .core import inspect_texts
-    from .lines import read_texts
+    from .lines import argument_text, read_texts, stdin
     from .models import load
 
+    if "-" in texts:
+        stdin()  # closed stdin: the error before the model loads
     loaded = load(model, device=device.value, trust_remote_code=trust_remote_code)
     info = loaded.info
     _check_range("--layer", layer, info.layers, "layers", info.name)
@@ -261,7 +335,7 @@ def inspect(
     results = inspect_texts(
         loaded,
         read_texts(texts, encoding_errors.value),
-        pair=pair,
+        pair=None if pair is None else argument_text(pair, "--pair", encoding_errors.value),
         batch_size=batch_size,
         truncate=not no_truncate,
         words=words,
@@ -348,7 +422,6 @@ def _render_inspect(
     kept: Optional[list[Any]],
 ) -> None:
     """Each result as soon as it is computed: a table, CSV rows, a JSON object or line; nothing for "" (--plot)."""
-    import json
 
     from .render import data
     from .render.table import print_result
@@ -364,14 +437,14 @@ def _render_inspect(
             print_result(console, result)
         elif fmt == "csv":
             out.data(data.csv_rows(result, count))
-        elif fmt:
-            obj = data.to_json(result, vectors=vectors, attention=attention, layers=layers, heads=heads)
+        elif fmt:  # streamed: the attention maps of a long text would be gigabytes of JSON text
+            obj = data.document(result, vectors=vectors, attention=attention, layers=layers, heads=heads)
             if fmt == "jsonl":
-                out.data(json.dumps(obj, ensure_ascii=False) + "\n")
+                out.stream(itertools.chain(data.iter_json(obj), ["\n"]))
             elif single:
-                out.json(obj)
+                out.stream(itertools.chain(data.iter_json(obj, indent=2), ["\n"]))
             else:
-                out.data(("[\n" if count == 0 else ",\n") + json.dumps(obj, ensure_ascii=False, indent=2))
+                out.stream(itertools.chain(["[\n" if count == 0 else ",\n"], data.iter_json(obj, indent=2)))
         out.stdout.flush()
         if kept is not None:
             kept.append(result)
@@ -401,15 +474,24 @@ def positions(
         typer.Option("--scheme", metavar=SCHEME_METAVAR, help="Analyse an analytic scheme; no weights."),
     ] = None,
     length: Annotated[
-        Optional[int], typer.Option("--length", metavar="N", help="Positions to compare (default min(128, max)).")
+        Optional[int],
+        number_option(
+            "--length", low=2, high=MAX_LENGTH, metavar="N", help="Positions to compare (default min(128, max))."
+        ),
     ] = None,
     metric: Annotated[Metric, typer.Option("--metric", metavar="dot|cosine", help="Proximity Φ.")] = Metric.dot,
-    window: Annotated[int, typer.Option("--window", metavar="W", help="Window of local monotonicity.")] = 16,
+    window: Annotated[
+        int, number_option("--window", low=1, high=MAX_LENGTH, metavar="W", help="Window of local monotonicity.")
+    ] = 16,
     dim: Annotated[
-        Optional[int], typer.Option("--dim", metavar="D", help="Sinusoidal/rotary dimension [default: 512/64].")
+        Optional[int],
+        number_option("--dim", low=2, high=8192, metavar="D", help="Sinusoidal/rotary dimension [default: 512/64]."),
     ] = None,
     base: Annotated[
-        Optional[float], typer.Option("--base", metavar="B", help="Sinusoidal/rotary base [default: 10000].")
+        Optional[float],
+        number_option(
+            "--base", low=1, high=1e12, metavar="B", help="Sinusoidal/rotary base [default: 10000].", kind=float
+        ),
     ] = None,
     rope_type: Annotated[
         Optional[str],
@@ -417,20 +499,30 @@ def positions(
             "--rope-type", metavar="TYPE", help="Rotary scaling: default|linear|dynamic|yarn|llama3 [default: default]."
         ),
     ] = None,
-    factor: Annotated[Optional[float], typer.Option("--factor", metavar="F", help="Rotary scaling factor.")] = None,
+    factor: Annotated[
+        Optional[float],
+        number_option("--factor", low=1, high=10_000, metavar="F", help="Rotary scaling factor.", kind=float),
+    ] = None,
     original_max: Annotated[
-        Optional[int], typer.Option("--original-max", metavar="N", help="Rotary: positions the model was trained on.")
+        Optional[int],
+        number_option(
+            "--original-max", low=1, high=10**7, metavar="N", help="Rotary: positions the model was trained on."
+        ),
     ] = None,
     rope_param: Annotated[
         Optional[list[str]],
         typer.Option("--rope-param", metavar="KEY=VALUE", help="A rope type's own parameter, e.g. beta_fast=32."),
     ] = None,
-    heads: Annotated[Optional[int], typer.Option("--heads", metavar="H", help="ALiBi heads [default: 8].")] = None,
+    heads: Annotated[
+        Optional[int], number_option("--heads", low=1, high=1024, metavar="H", help="ALiBi heads [default: 8].")
+    ] = None,
     buckets: Annotated[
-        Optional[int], typer.Option("--buckets", metavar="B", help="T5 relative buckets [default: 32].")
+        Optional[int],
+        number_option("--buckets", low=2, high=MAX_LENGTH, metavar="B", help="T5 relative buckets [default: 32]."),
     ] = None,
     max_distance: Annotated[
-        Optional[int], typer.Option("--max-distance", metavar="D", help="T5 max distance [default: 128].")
+        Optional[int],
+        number_option("--max-distance", low=1, high=10**7, metavar="D", help="T5 max distance [default: 128]."),
     ] = None,
     bidirectional: Annotated[
         Optional[bool],
@@ -439,8 +531,12 @@ def positions(
     probe: Annotated[
         Optional[str], typer.Option("--probe", metavar="identical-word", help="Layer-1 attention on a repeated word.")
     ] = None,
-    words: Annotated[int, typer.Option("--words", metavar="K", help="Random words averaged by the probe.")] = 30,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the probe's word choice.")] = 0,
+    words: Annotated[
+        int, number_option("--words", low=1, high=1000, metavar="K", help="Random words averaged by the probe.")
+    ] = 30,
+    seed: Annotated[
+        int, number_option("--seed", low=0, high=2**32 - 1, metavar="S", help="Seed of the probe's word choice.")
+    ] = 0,
     matrix: Annotated[bool, typer.Option("--matrix", help="Add the matrix Φ to JSON.")] = False,
     plot: Annotated[
         Optional[str], typer.Option("--plot", metavar="bias", help="Draw the relative bias per head (needs -o).")
@@ -451,7 +547,7 @@ def positions(
             "--output", "-o", metavar="FILE", help="Picture file (.png/.svg/.pdf), or an interactive report (.html)."
         ),
     ] = None,
-    dpi: Annotated[float, typer.Option("--dpi", min=1, metavar="DPI", help="Picture resolution.")] = 150,
+    dpi: DpiOpt = 150,
     output_format: FormatOpt = Format.table,
     json_flag: JsonOpt = False,
     device: DeviceOpt = Device.cpu,
@@ -521,6 +617,8 @@ def _pairs(values: Optional[list[str]]) -> Optional[dict[str, float]]:
             raise PosembUsageError(f"--rope-param {value!r}: expected KEY=NUMBER, e.g. beta_fast=32") from None
         if not sign or not key.strip():
             raise PosembUsageError(f"--rope-param {value!r}: expected KEY=NUMBER, e.g. beta_fast=32")
+        if not math.isfinite(pairs[key.strip()]):
+            raise PosembUsageError(f"--rope-param {value!r}: the number must be finite")
     return pairs
 
 
@@ -561,11 +659,11 @@ def compare(
     ] = None,
     corpus: Annotated[
         Optional[Path],
-        typer.Option("--corpus", metavar="FILE", help="Average over the lines of this UTF-8 file (`-`: stdin)."),
+        typer.Option(
+            "--corpus", metavar="FILE", help=f"Average over the lines of this UTF-8 file (`-`: stdin; {LINE_LIMIT})."
+        ),
     ] = None,
-    max_lines: Annotated[
-        int, typer.Option("--max-lines", min=1, metavar="N", help="Non-empty --corpus lines to read.")
-    ] = 1000,
+    max_lines: MaxLinesOpt = 1000,
     words: Annotated[
         bool,
         typer.Option(
@@ -583,13 +681,14 @@ def compare(
             help="Also draw one figure (.png/.svg/.pdf), or write an interactive report (.html).",
         ),
     ] = None,
-    dpi: Annotated[float, typer.Option("--dpi", min=1, metavar="DPI", help="Picture resolution.")] = 150,
+    dpi: DpiOpt = 150,
     font: Annotated[Optional[Path], typer.Option("--font", metavar="PATH", help="Font file for the labels.")] = None,
     output_format: FormatOpt = Format.table,
     json_flag: JsonOpt = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, metavar="N", help="Texts per forward pass.")] = 16,
+    batch_size: BatchSizeOpt = 16,
     encoding_errors: Annotated[
-        EncodingErrors, typer.Option("--encoding-errors", metavar="strict|replace", help="Invalid UTF-8 in --corpus.")
+        EncodingErrors,
+        typer.Option("--encoding-errors", metavar="strict|replace", help="Invalid UTF-8 in TEXT or --corpus."),
     ] = EncodingErrors.strict,
     device: DeviceOpt = Device.cpu,
     trust_remote_code: TrustOpt = False,
@@ -600,7 +699,7 @@ def compare(
     """
     from .compare import compare as run_compare
     from .compare import parse_specs
-    from .lines import read_corpus
+    from .lines import argument_text, read_corpus
 
     out: Output = ctx.obj
     fmt = out.format("compare", output_format.value, json_flag, ("table", "json"), "table")
@@ -611,7 +710,7 @@ def compare(
         Output.picture_path(plot, report=True)
         _check_font(font)
     if corpus is None:
-        texts, name = [text or ""], None
+        texts, name = [argument_text(text or "", "TEXT", encoding_errors.value)], None
     else:
         texts, more, name = read_corpus(str(corpus), max_lines, encoding_errors.value)
         if more:
@@ -653,18 +752,26 @@ def compare(
 @handle_errors
 def stats(
     ctx: typer.Context,
-    corpus: Annotated[str, typer.Argument(metavar="FILE|-", help="Text file, one text per line; `-` reads stdin.")],
+    corpus: Annotated[
+        str, typer.Argument(metavar="FILE|-", help=f"Text file, one text per line ({LINE_LIMIT}); `-` reads stdin.")
+    ],
     model: ModelOpt = None,
     pairs: Annotated[bool, typer.Option("--pairs", help="Each line is a sentence pair 'A<TAB>B'.")] = False,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, metavar="N", help="Texts per forward pass (bucketed by length).")
+        int,
+        number_option(
+            "--batch-size", low=1, high=4096, metavar="N", help="Texts per forward pass (bucketed by length)."
+        ),
     ] = 32,
     max_length: Annotated[
         Optional[int],
-        typer.Option("--max-length", min=2, metavar="N", help="Cut texts to N tokens (default: the model's maximum)."),
+        number_option(
+            "--max-length", low=2, high=10**7, metavar="N", help="Cut texts to N tokens (default: the model's maximum)."
+        ),
     ] = None,
     sink_k: Annotated[
-        int, typer.Option("--sink-k", min=1, metavar="K", help="sink = attention on the first K tokens.")
+        int,
+        number_option("--sink-k", low=1, high=MAX_LENGTH, metavar="K", help="sink = attention on the first K tokens."),
     ] = 4,
     sort: Annotated[
         Optional[str], typer.Option("--sort", metavar="COLUMN", help="Order heads by a column, e.g. entropy.")
@@ -710,7 +817,7 @@ def stats(
 
     with stream:
         loaded = load(model, device=device.value, trust_remote_code=trust_remote_code)
-        total = count_lines(corpus) if out.progress and corpus != "-" else None
+        total = count_lines(corpus) if out.progress and corpus != "-" else None  # None: a pipe is not pre-read
         out.done = 0
         with out.progress_bar("stats", total) as advance:
 
@@ -755,7 +862,9 @@ def ablate(
     ctx: typer.Context,
     texts: Annotated[
         Optional[list[str]],
-        typer.Argument(metavar="TEXT...", help="Texts to ablate; `-` reads one text per line from stdin."),
+        typer.Argument(
+            metavar="TEXT...", help=f"Texts to ablate; `-` reads one text per line from stdin ({LINE_LIMIT})."
+        ),
     ] = None,
     mode: Annotated[
         Optional[list[str]],
@@ -767,14 +876,16 @@ def ablate(
             "[default: zero, shuffle, reverse, isolate, permute-tokens].",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of shuffle and permute-tokens.")] = 0,
+    seed: Annotated[
+        int, number_option("--seed", low=0, high=2**32 - 1, metavar="S", help="Seed of shuffle and permute-tokens.")
+    ] = 0,
     corpus: Annotated[
         Optional[Path],
-        typer.Option("--corpus", metavar="FILE", help="Also read texts from this file, one per line (`-`: stdin)."),
+        typer.Option(
+            "--corpus", metavar="FILE", help=f"Also read texts from this file, one per line, {LINE_LIMIT} (`-`: stdin)."
+        ),
     ] = None,
-    max_lines: Annotated[
-        int, typer.Option("--max-lines", min=1, metavar="N", help="Non-empty --corpus lines to read.")
-    ] = 1000,
+    max_lines: MaxLinesOpt = 1000,
     corpus_mean: Annotated[
         bool, typer.Option("--corpus-mean", help="One result for all texts, every token weighing the same.")
     ] = False,
@@ -796,7 +907,7 @@ def ablate(
             help="Picture file (.png/.svg/.pdf), or an interactive report (.html; without --plot: both pictures).",
         ),
     ] = None,
-    dpi: Annotated[float, typer.Option("--dpi", min=1, metavar="DPI", help="Picture resolution.")] = 150,
+    dpi: DpiOpt = 150,
     font: Annotated[Optional[Path], typer.Option("--font", metavar="PATH", help="Font file for the labels.")] = None,
     no_truncate: Annotated[
         bool, typer.Option("--no-truncate", help="Error instead of cutting texts longer than the model's positions.")

@@ -6,7 +6,6 @@ Nothing here knows about Typer, rich or matplotlib.
 
 from __future__ import annotations
 
-import itertools
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import numpy as np
 
 from .attention import layer_summary
 from .errors import PosembError
+from .lines import chunks
 from .metrics import row_cosines
 from .models import LoadedModel, ModelInfo, load
 from .words import WordView, word_view
@@ -92,8 +92,7 @@ def inspect_texts(
     the word view (`inspect --words`)."""
     if not loaded.family.padding_free(loaded.model.config):
         batch_size = 1
-    iterator = iter(texts)
-    while chunk := list(itertools.islice(iterator, batch_size)):
+    for chunk in chunks(texts, batch_size):
         for result in _inspect_batch(loaded, chunk, pair, truncate, hidden_states):
             causal = loaded.family.causal
             result.layers = layer_summary(result.attention, result.special_mask, causal)

@@ -1,19 +1,35 @@
-"""How text comes in: TEXT arguments, stdin and corpus files, read one line at a time, lazily, with one UTF-8 rule."""
+"""How text comes in: TEXT arguments, stdin and corpus files, read one line at a time, lazily, with one UTF-8 rule
+and one size limit (a line longer than MAX_LINE_BYTES is an error, so that /dev/zero or a 30 MB line never reaches
+the tokenizer)."""
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from .errors import PosembError
+
+MAX_LINE_BYTES = 1_000_000  # one text (a line, a TEXT argument); models read at most a few thousand tokens of it
+LINE_LIMIT = f"lines up to {MAX_LINE_BYTES // 10**6} MB"  # the limit as --help states it
+T = TypeVar("T")
 
 
 def decode_lines(stream: BinaryIO, name: str, encoding_errors: str = "strict") -> Iterator[tuple[int, str]]:
     """(line number from 1, line without its line end); invalid UTF-8 is an error naming the line, unless
-    `encoding_errors` is "replace". A byte-order mark at the start of the first line is dropped."""
-    for number, raw in enumerate(stream, start=1):
+    `encoding_errors` is "replace"; so is a line longer than MAX_LINE_BYTES. A byte-order mark at the start of the
+    first line is dropped."""
+    number = 0
+    while raw := stream.readline(MAX_LINE_BYTES + 2):  # room for the line end (CR LF)
+        number += 1
+        if len(raw.rstrip(b"\r\n")) > MAX_LINE_BYTES:
+            raise PosembError(
+                f"{name} line {number} is longer than {MAX_LINE_BYTES:,} bytes, posemb's limit for one text; "
+                "split it into lines"
+            )
         try:
             line = raw.decode("utf-8", errors=encoding_errors).rstrip("\r\n")
         except UnicodeDecodeError as exc:
@@ -24,20 +40,68 @@ def decode_lines(stream: BinaryIO, name: str, encoding_errors: str = "strict") -
         yield number, line.removeprefix("\ufeff") if number == 1 else line
 
 
+def argument_text(text: str, what: str, encoding_errors: str = "strict") -> str:
+    """A text given on the command line. Python hands bytes that are not UTF-8 over as lone surrogates
+    (surrogateescape): they are an error naming the byte, or U+FFFD with encoding_errors="replace"."""
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode("utf-8", "surrogateescape")  # back to the bytes typed
+        except UnicodeEncodeError:
+            raw = text.encode("utf-8", "surrogatepass")  # a lone surrogate from Python: invalid UTF-8 bytes
+    if len(raw) > MAX_LINE_BYTES:
+        raise PosembError(f"{what} is longer than {MAX_LINE_BYTES:,} bytes, posemb's limit for one text")
+    try:
+        return raw.decode("utf-8", errors=encoding_errors)
+    except UnicodeDecodeError as exc:
+        raise PosembError(
+            f"{what} is not valid UTF-8 (byte {raw[exc.start]:#04x} at byte {exc.start}); "
+            "fix it or pass --encoding-errors replace"
+        ) from None
+
+
 def read_texts(texts: Iterable[str], encoding_errors: str = "strict") -> Iterator[str]:
     """Positional texts in order; `-` stands for the lines of stdin, read lazily."""
-    for text in texts:
+    for number, text in enumerate(texts, start=1):
         if text != "-":
-            yield text
+            yield argument_text(text, f"TEXT argument {number}", encoding_errors)
             continue
-        for _, line in decode_lines(sys.stdin.buffer, "stdin", encoding_errors):
+        for _, line in decode_lines(stdin(), "stdin", encoding_errors):
             yield line
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of up to `size` items, in order. When reading an item fails (invalid UTF-8 on line 7), the items read
+    before it are yielded first and the error is raised after them: every line before a bad one gets its answer."""
+    iterator = iter(items)
+    while True:
+        chunk: list[T] = []
+        try:
+            for item in iterator:
+                chunk.append(item)
+                if len(chunk) == size:
+                    break
+        except PosembError:
+            if chunk:
+                yield chunk
+            raise
+        if not chunk:
+            return
+        yield chunk
+
+
+def stdin() -> BinaryIO:
+    """stdin as bytes; an error when it is closed (`posemb inspect - <&-`)."""
+    if sys.stdin is None or sys.stdin.closed:
+        raise PosembError("stdin is closed: pipe the texts in, or give them as arguments")
+    return sys.stdin.buffer
 
 
 def open_lines(corpus: str) -> tuple[BinaryIO, str]:
     """A corpus as a binary stream and the name to use in messages; `-` is stdin."""
     if corpus == "-":
-        return sys.stdin.buffer, "stdin"
+        return stdin(), "stdin"
     path = Path(corpus)
     if path.is_dir():
         raise PosembError(f"cannot read {corpus}: it is a folder (give a text file with one text per line)")
@@ -47,10 +111,16 @@ def open_lines(corpus: str) -> tuple[BinaryIO, str]:
         raise PosembError(f"cannot read {corpus}: {exc.strerror or exc}") from None
 
 
-def count_lines(path: str) -> int:
-    """Non-empty lines of a file, streamed (for the progress bar's total; a 1 GB file is never held in memory)."""
-    with open(path, "rb") as handle:
-        return sum(1 for line in handle if line.strip())
+def count_lines(path: str) -> int | None:
+    """Non-empty lines of a regular file, streamed (for the progress bar's total; a 1 GB file is never held in
+    memory). None for anything else: counting would drain a pipe (`<(...)`, a FIFO) or never end (/dev/zero)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        with open(path, "rb") as handle:
+            return sum(1 for line in iter(lambda: handle.readline(MAX_LINE_BYTES + 2), b"") if line.strip())
+    except OSError:
+        return None
 
 
 def read_corpus(corpus: str, max_lines: int, encoding_errors: str = "strict") -> tuple[list[str], bool, str]:

@@ -1,11 +1,16 @@
-"""Machine-readable output of `inspect`: the JSON contract of DESIGN.md, CSV rows and NPZ arrays."""
+"""Machine-readable output of `inspect`: the JSON contract of DESIGN.md, CSV rows and NPZ arrays.
+
+JSON is streamed: `document` keeps the big arrays (vectors, attention) as NumPy arrays and `iter_json` writes them row
+by row, byte for byte what `json.dumps(to_json(...))` prints, so `--json --attention` on 512 tokens never holds the
+whole text (gigabytes) in memory."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +49,18 @@ def to_json(
     layers: Sequence[int] | None = None,
     heads: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """One text as the object of DESIGN.md's output contract."""
+    """One text as the object of DESIGN.md's output contract, in plain Python types."""
+    return _plain(document(result, vectors, attention, layers, heads))
+
+
+def document(
+    result: TextResult,
+    vectors: bool = False,
+    attention: bool = False,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """`to_json`'s object with its big arrays (vectors, attention maps) left as NumPy arrays, for `iter_json`."""
     data: dict[str, Any] = {
         "text": result.text,
         "pair": result.pair,
@@ -53,13 +69,49 @@ def to_json(
         "norms": {name: _floats(values) for name, values in result.norms().items()},
     }
     if vectors:
-        data["vectors"] = {name: _floats(getattr(result, name)) for name in PARTS}
+        data["vectors"] = {name: getattr(result, name) for name in PARTS}
     if attention:
-        data["attention"] = _floats(select_attention(result.attention, layers, heads))
+        data["attention"] = select_attention(result.attention, layers, heads)
     data["warnings"] = list(result.warnings)
     if result.words is not None:
-        data.update(words_json(result.words, attention, layers, heads))
+        data.update(_words_document(result.words, attention, layers, heads))
     return data
+
+
+def _plain(value: Any) -> Any:
+    """NumPy arrays inside dicts -> lists (NaN and Inf as null, as `_floats`)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return _floats(value) if isinstance(value, np.ndarray) else value
+
+
+def iter_json(value: Any, indent: int | None = None, level: int = 0) -> Iterator[str]:
+    """`value` as JSON text in pieces, identical to json.dumps(_plain(value), ensure_ascii=False, indent=indent);
+    a NumPy array is written one innermost row at a time."""
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        yield _row(value, indent, level)
+    elif isinstance(value, (dict, np.ndarray, list, tuple)) and len(value) > 0:
+        is_dict = isinstance(value, dict)
+        items = value.items() if isinstance(value, dict) else ((None, item) for item in value)
+        inner = "" if indent is None else "\n" + " " * (indent * (level + 1))
+        yield "{" if is_dict else "["
+        for k, (key, item) in enumerate(items):
+            yield ("," if indent is not None else ", ") * (k > 0) + inner
+            if is_dict:
+                yield json.dumps(key, ensure_ascii=False) + ": "
+            yield from iter_json(item, indent, level + 1)
+        yield ("" if indent is None else "\n" + " " * (indent * level)) + ("}" if is_dict else "]")
+    else:
+        yield json.dumps(_plain(value), ensure_ascii=False)  # a leaf, or an empty list or dict
+
+
+def _row(row: np.ndarray, indent: int | None, level: int) -> str:
+    """A 1-D array as json.dumps prints its list: the C encoder's "[a, b]", re-spaced for `indent`."""
+    text = json.dumps(_floats(row))
+    if indent is None or len(row) == 0:
+        return text
+    inner, outer = "\n" + " " * (indent * (level + 1)), "\n" + " " * (indent * level)
+    return "[" + inner + text[1:-1].replace(", ", "," + inner) + outer + "]"
 
 
 def words_json(
@@ -68,12 +120,18 @@ def words_json(
     """`inspect --words` adds these keys to a text's JSON object: `words` (each with the tokens that overlap it),
     `word_units` (the rows/columns of the merged maps: words, special and whitespace tokens) and, with --attention,
     `word_attention` [layer][head][query unit][key unit], restricted like `attention` by --layer/--head."""
+    return _plain(_words_document(view, attention, layers, heads))
+
+
+def _words_document(
+    view: WordView, attention: bool = False, layers: Sequence[int] | None = None, heads: Sequence[int] | None = None
+) -> dict[str, Any]:
     data: dict[str, Any] = {
         "words": [{**word.to_json(), "tokens": view.pieces[k]} for k, word in enumerate(view.words)],
         "word_units": [unit.to_json() for unit in view.units],
     }
     if attention:
-        data["word_attention"] = _floats(select_attention(view.attention, layers, heads))
+        data["word_attention"] = select_attention(view.attention, layers, heads)
     return data
 
 

@@ -48,6 +48,8 @@ def render_rows(
         from rich.markup import escape
         from rich.table import Table
 
+        from .table import print_table
+
         table = Table(title=title, title_justify="left", header_style="bold")
         for column in columns:
             table.add_column(column.replace("size_bytes", "size").replace("_", " "))
@@ -59,4 +61,4 @@ def render_rows(
 
             needed = Measurement.get(console, console.options.update_width(100_000), table).maximum
             console.width = max(console.width, needed)
-        console.print(table)
+        print_table(console, table)

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..schemes.base import PositionAnalysis
-from .table import fmt
+from .table import fmt, print_table
 
 PROPERTY_ROWS = (
     ("translation invariance", "translation_invariance", "Φ depends only on the offset j − i"),
@@ -186,17 +186,17 @@ def print_positions(console: Console, analysis: PositionAnalysis) -> None:
         "falls with distance.[/dim]",
         soft_wrap=True,
     )
-    console.print(properties_table(analysis))
+    print_table(console, properties_table(analysis))
     if analysis.rope is not None:
         for line in rope_lines(analysis.rope, analysis.audit):
             console.print(line, soft_wrap=True, highlight=False)
-        console.print(wavelength_table(analysis.rope))
+        print_table(console, wavelength_table(analysis.rope))
     if analysis.slopes is not None:
-        console.print(slopes_table(analysis.slopes))
+        print_table(console, slopes_table(analysis.slopes))
     if analysis.buckets is not None:
-        console.print(buckets_table(analysis.buckets))
+        print_table(console, buckets_table(analysis.buckets))
     if analysis.probe is not None:
-        console.print(probe_table(analysis))
+        print_table(console, probe_table(analysis))
     for line in vector_lines(analysis):
         console.print(line, soft_wrap=True)
     for note in analysis.notes:

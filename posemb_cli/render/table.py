@@ -1,7 +1,8 @@
 """How one inspected text reads in the terminal: its tokens, its attention per layer and, with --words, its words.
 
-Also the pieces the other terminal tables share: `fmt` for a number in a cell, `Section` (a table with its title and
-caption), `token_cells` (readable token labels) and ATTENTION_COLUMNS.
+Also the pieces the other terminal tables share: `fmt` for a number in a cell, `print_table` (a table that fits the
+width by leaving out its last columns), `Section` (a table with its title and caption), `token_cells` (readable token
+labels) and ATTENTION_COLUMNS.
 """
 
 from __future__ import annotations
@@ -32,6 +33,27 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def print_table(console: Console, table: Table, keep: int = 2) -> None:
+    """Print `table`. When it is wider than the console, leave out its last columns (the least important: tables put
+    them last), keeping at least `keep`, rather than cutting every number to "…"; a note names them and how to get
+    them back."""
+    left_out: list[str] = []
+    while len(table.columns) > keep and _natural_width(console, table) > console.width:
+        left_out.insert(0, str(table.columns.pop().header))
+    console.print(table)
+    if left_out:
+        console.print(
+            f"[dim]{len(left_out)} column(s) left out to fit {console.width} characters: {', '.join(left_out)} "
+            "(a wider terminal or COLUMNS=200 shows them; so does --json)[/dim]",
+            soft_wrap=True,
+            highlight=False,
+        )
+
+
+def _natural_width(console: Console, table: Table) -> int:
+    return console.measure(table, options=console.options.update_width(100_000)).maximum
+
+
 @dataclass
 class Section:
     """A table with its title and caption, printed as whole lines: a narrow table (CKA) would wrap them."""
@@ -42,7 +64,7 @@ class Section:
 
     def show(self, console: Console) -> None:
         console.print(f"[bold]{self.title}[/bold]", soft_wrap=True, highlight=False)
-        console.print(self.table)
+        print_table(console, self.table)
         if self.caption:
             console.print(f"[dim]{self.caption}[/dim]", soft_wrap=True, highlight=False)
 
@@ -149,8 +171,8 @@ def print_result(console: Console, result: TextResult) -> None:
     """The model line, the token table, attention per layer and, for a result inspected with words=True, the word
     tables (`print_words`)."""
     console.print(model_line(result), highlight=False, soft_wrap=True)
-    console.print(token_table(result))
-    console.print(attention_table(result))
+    print_table(console, token_table(result))
+    print_table(console, attention_table(result))
     if result.words is not None:
         print_words(console, result)
 
