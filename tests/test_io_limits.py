@@ -265,7 +265,11 @@ def test_streamed_json_is_byte_identical_to_json_dumps():
         "odd": np.array([np.nan, np.inf, -0.0, 1e-30]),
         "nested": {"token": np.ones((2, 2)), "position": None},
     }
-    plain = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in document.items()}
+    # strict JSON: NaN and Inf are null (core.nonfinite_warning says where they appear)
+    plain = {
+        k: np.where(np.isfinite(v), v.astype(object), None).tolist() if isinstance(v, np.ndarray) else v
+        for k, v in document.items()
+    }
     plain["nested"] = {"token": [[1.0, 1.0], [1.0, 1.0]], "position": None}
     for indent in (None, 2):
         assert "".join(iter_json(document, indent)) == json.dumps(plain, ensure_ascii=False, indent=indent)

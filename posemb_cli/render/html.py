@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import tempfile
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from rich.console import Console
 
 from ..errors import PosembUsageError
 from ..output import write_atomic
@@ -232,11 +234,13 @@ def embeddings_view(result: TextResult) -> dict[str, Any]:
 # ---------------------------------------------------------------- the other commands: tables and pictures
 
 
-class TableRecorder:
-    """Stands in for a rich Console: keeps what a terminal renderer prints as blocks (tables, lines of text), so the
-    report shows the very tables the terminal does, made sortable."""
+class TableRecorder(Console):
+    """A rich Console that keeps what a terminal renderer prints as blocks (tables, lines of text) instead of drawing
+    it, so the report shows the very tables the terminal does, made sortable. Its width is unbounded: a page leaves
+    out no column."""
 
     def __init__(self) -> None:
+        super().__init__(file=io.StringIO(), width=100_000)
         self.blocks: list[dict[str, Any]] = []
 
     def print(self, *objects: Any, **_: Any) -> None:
@@ -357,7 +361,7 @@ def positions_report(path: Path, analysis: PositionAnalysis, bias: bool = False)
     from .positions_table import print_positions
 
     recorder = TableRecorder()
-    print_positions(recorder, analysis)  # type: ignore[arg-type]
+    print_positions(recorder, analysis)
     blocks = recorder.blocks
     if analysis.bias is not None:
         blocks.append(picture_block(lambda svg: plot_bias(analysis, svg), "relative bias per head against offset"))
@@ -371,7 +375,7 @@ def compare_report(path: Path, comparison: Any, font: Path | None = None) -> lis
     from .figures.compare import plot_comparison
 
     recorder = TableRecorder()
-    print_comparison(recorder, comparison)  # type: ignore[arg-type]
+    print_comparison(recorder, comparison)
     warnings: list[str] = []
     draw = lambda svg: warnings.extend(plot_comparison(comparison, svg, font=font).warnings)  # noqa: E731
     blocks = [*recorder.blocks, picture_block(draw, "comparison of the models")]
@@ -408,7 +412,7 @@ def ablate_report(path: Path, result: Any, kinds: Sequence[str] | None = None, f
     from .figures.ablate import plot_ablation
 
     recorder = TableRecorder()
-    print_ablation(recorder, result)  # type: ignore[arg-type]
+    print_ablation(recorder, result)
     if kinds is None:
         kinds = ["similarity"] + (["attention"] if attention_section(result) is not None else [])
     warnings: list[str] = []
