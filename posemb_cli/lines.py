@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -14,14 +16,44 @@ def decode_lines(stream: BinaryIO, name: str, encoding_errors: str = "strict") -
     """(line number from 1, line without its line end); invalid UTF-8 is an error naming the line, unless
     `encoding_errors` is "replace". A byte-order mark at the start of the first line is dropped."""
     for number, raw in enumerate(stream, start=1):
-        try:
-            line = raw.decode("utf-8", errors=encoding_errors).rstrip("\r\n")
-        except UnicodeDecodeError as exc:
-            raise PosembError(
-                f"{name} line {number} is not valid UTF-8 (byte {raw[exc.start]:#04x} at byte {exc.start}); "
-                "fix the input or pass --encoding-errors replace"
-            ) from None
-        yield number, line.removeprefix("\ufeff") if number == 1 else line
+        yield number, decode_line(raw, number, name, encoding_errors)
+
+
+def decode_line(raw: bytes, number: int, name: str, encoding_errors: str = "strict") -> str:
+    """One line of `decode_lines`: line `number` (from 1) of `name`, decoded, without its line end."""
+    try:
+        line = raw.decode("utf-8", errors=encoding_errors).rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise PosembError(
+            f"{name} line {number} is not valid UTF-8 (byte {raw[exc.start]:#04x} at byte {exc.start}); "
+            "fix the input or pass --encoding-errors replace"
+        ) from None
+    return line.removeprefix("\ufeff") if number == 1 else line
+
+
+class CountedLines:
+    """The raw lines of a stream, numbered from 1, counted and hashed (SHA-256 of their bytes) as they are read: where
+    a run stands in a corpus (`stats --checkpoint`), and proof that two runs read the same lines (`stats merge`)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.lines = 0  # lines read so far
+        self._hash = hashlib.sha256()
+
+    def sha256(self) -> str:
+        """Hex SHA-256 of the bytes of the lines read so far (line ends included)."""
+        return self._hash.hexdigest()
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        for raw in self.stream:
+            self.lines += 1
+            self._hash.update(raw)
+            yield self.lines, raw
+
+    def skip(self, count: int) -> None:
+        """Read (and hash) the next `count` lines, or up to the end of the stream if it has fewer."""
+        for _ in itertools.islice(self, count):
+            pass
 
 
 def read_texts(texts: Iterable[str], encoding_errors: str = "strict") -> Iterator[str]:
@@ -47,10 +79,12 @@ def open_lines(corpus: str) -> tuple[BinaryIO, str]:
         raise PosembError(f"cannot read {corpus}: {exc.strerror or exc}") from None
 
 
-def count_lines(path: str) -> int:
-    """Non-empty lines of a file, streamed (for the progress bar's total; a 1 GB file is never held in memory)."""
+def count_lines(path: str, shard: tuple[int, int] = (0, 1)) -> int:
+    """Non-empty lines of a file, streamed (for the progress bar's total; a 1 GB file is never held in memory); with
+    `shard` (index, count), only lines k (from 0) with k mod count = index."""
+    index, count = shard
     with open(path, "rb") as handle:
-        return sum(1 for line in handle if line.strip())
+        return sum(1 for k, line in enumerate(handle) if k % count == index and line.strip())
 
 
 def read_corpus(corpus: str, max_lines: int, encoding_errors: str = "strict") -> tuple[list[str], bool, str]:

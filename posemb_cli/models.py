@@ -17,6 +17,8 @@ BUNDLED_ALIASES = (BUNDLED_NAME, "all-MiniLM-L6-v2", "bundled")
 BUNDLED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 # Only these files are fetched from the hub: safetensors weights, configs, tokenizer files. Never pickles.
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"]
+# --dtype: the precision of the model's weights and forward pass (statistics are reduced in float32 or better anyway).
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class LoadedModel:
     tokenizer: Any
     model: Any
     device: str
+    dtype: str = "float32"  # one of DTYPES: the weights' and the forward pass's precision
 
 
 def bundled_model_path() -> Path:
@@ -149,21 +152,47 @@ def choose_device(device: str) -> str:
     return device
 
 
-def load(name: str | None = None, device: str = "cpu", trust_remote_code: bool = False) -> LoadedModel:
-    """Load tokenizer and base model with eager attention (transformers 5 returns no weights otherwise)."""
+def check_dtype(dtype: str, device: str) -> Any:
+    """The torch dtype for --dtype on a chosen device; a clear error where the device cannot compute in it."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise PosembError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+    torch_dtype = getattr(torch, dtype)
+    if dtype == "float32":
+        return torch_dtype
+    if device.startswith("cuda") and dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        raise PosembError(
+            f"--dtype bfloat16: this CUDA device ({torch.cuda.get_device_name()}) has no bfloat16 support (it needs "
+            "compute capability 8.0 or newer); use --dtype float16 or float32"
+        )
+    try:  # what a forward pass needs: a matrix product and a softmax in that precision
+        probe = torch.ones(4, 4, dtype=torch_dtype, device=device)
+        float((probe @ probe).softmax(-1).sum())
+    except (RuntimeError, TypeError) as exc:
+        raise PosembError(f"--dtype {dtype} is not supported on {device}: {_one_line(exc)}; use float32") from None
+    return torch_dtype
+
+
+def load(
+    name: str | None = None, device: str = "cpu", trust_remote_code: bool = False, dtype: str = "float32"
+) -> LoadedModel:
+    """Load tokenizer and base model with eager attention (transformers 5 returns no weights otherwise); `dtype`
+    (one of DTYPES) is the precision of the weights and the forward pass."""
     _quiet_transformers()
     display, path = resolve(name)
     raw_config = read_config(path)
     family = check_family(raw_config, display, trust_remote_code)
     device = choose_device(device)
-    key = (str(path.resolve()), device, trust_remote_code)
+    torch_dtype = check_dtype(dtype, device)
+    key = (str(path.resolve()), device, trust_remote_code, dtype)
     if _CACHE is not None and key in _CACHE:
         cached = _CACHE[key]
         return replace(cached, info=replace(cached.info, name=display, path=str(path)))
     tokenizer = _load_tokenizer(display, path, trust_remote_code)
-    model = _load_model(display, path, trust_remote_code).to(device).eval()
+    model = _load_model(display, path, trust_remote_code, torch_dtype).to(device).eval()
     info = model_info(display, path, model.config, family)
-    loaded = LoadedModel(info=info, family=family, tokenizer=tokenizer, model=model, device=device)
+    loaded = LoadedModel(info=info, family=family, tokenizer=tokenizer, model=model, device=device, dtype=dtype)
     if _CACHE is not None:
         _CACHE[key] = loaded
     return loaded
@@ -171,7 +200,7 @@ def load(name: str | None = None, device: str = "cpu", trust_remote_code: bool =
 
 # Opt-in, for the test suite: load() keeps each (folder, device, trust_remote_code) it loaded and hands the same
 # tokenizer and model back. Off by default: the CLI loads each model once per run anyway.
-_CACHE: dict[tuple[str, str, bool], LoadedModel] | None = None
+_CACHE: dict[tuple[str, str, bool, str], LoadedModel] | None = None
 
 
 def enable_load_cache() -> None:
@@ -204,7 +233,7 @@ def _load_tokenizer(name: str, path: Path, trust_remote_code: bool) -> Any:
     return tokenizer
 
 
-def _load_model(name: str, path: Path, trust_remote_code: bool) -> Any:
+def _load_model(name: str, path: Path, trust_remote_code: bool, dtype: Any = None) -> Any:
     from transformers import AutoModel
 
     has_safetensors = any(path.glob("*.safetensors"))
@@ -213,12 +242,49 @@ def _load_model(name: str, path: Path, trust_remote_code: bool) -> Any:
     try:
         # transformers 5 reads *.bin with torch.load(weights_only=True), which cannot run code.
         model = AutoModel.from_pretrained(
-            str(path), attn_implementation="eager", trust_remote_code=trust_remote_code, use_safetensors=has_safetensors
+            str(path),
+            attn_implementation="eager",
+            trust_remote_code=trust_remote_code,
+            use_safetensors=has_safetensors,
+            dtype=dtype,
         )
     except Exception as exc:
         raise PosembError(f"cannot load the weights of {name!r}: {_one_line(exc)}") from None
     # An encoder-decoder (T5) is inspected through its encoder: the text goes in there, no decoder inputs needed.
     return model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) else model
+
+
+FINGERPRINT_FILES = ("*.safetensors", "*.bin", "*.json", "*.txt", "*.model")
+
+
+def fingerprint(path: str | Path) -> str:
+    """SHA-256 over a model folder's weights, config and tokenizer files (FINGERPRINT_FILES at its top level): each
+    file's name and the SHA-256 of its bytes, in name order. Equal fingerprints: the same model. A file of the Hugging
+    Face cache links to a blob named by the SHA-256 of its bytes (weights); that name is used instead of reading it."""
+    import hashlib
+    import re
+
+    folder = Path(path)
+    files = sorted({file for pattern in FINGERPRINT_FILES for file in folder.glob(pattern) if file.is_file()})
+    total = hashlib.sha256()
+    for file in files:
+        real = file.resolve()
+        if real.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", real.name):
+            digest = real.name
+        else:
+            digest = _file_sha256(real)
+        total.update(f"{file.name}\0{digest}\n".encode())
+    return total.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _one_line(exc: BaseException) -> str:
