@@ -18,6 +18,7 @@ BUNDLED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9
 # Only these files are fetched from the hub: safetensors weights, configs, tokenizer files. Never pickles.
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"]
 # --dtype: the precision of the model's weights and forward pass (statistics are reduced in float32 or better anyway).
+# load(dtype=None) keeps what the checkpoint says (transformers' "auto"); `posemb stats` asks for float32 by default.
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -45,7 +46,7 @@ class LoadedModel:
     tokenizer: Any
     model: Any
     device: str
-    dtype: str = "float32"  # one of DTYPES: the weights' and the forward pass's precision
+    dtype: str = "float32"  # the weights' and the forward pass's precision, as loaded (e.g. "bfloat16")
 
 
 def bundled_model_path() -> Path:
@@ -152,10 +153,13 @@ def choose_device(device: str) -> str:
     return device
 
 
-def check_dtype(dtype: str, device: str) -> Any:
-    """The torch dtype for --dtype on a chosen device; a clear error where the device cannot compute in it."""
+def check_dtype(dtype: str | None, device: str) -> Any:
+    """The torch dtype for --dtype on a chosen device (None for None); a clear error where the device cannot compute
+    in it."""
     import torch
 
+    if dtype is None:
+        return None
     if dtype not in DTYPES:
         raise PosembError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     torch_dtype = getattr(torch, dtype)
@@ -175,10 +179,10 @@ def check_dtype(dtype: str, device: str) -> Any:
 
 
 def load(
-    name: str | None = None, device: str = "cpu", trust_remote_code: bool = False, dtype: str = "float32"
+    name: str | None = None, device: str = "cpu", trust_remote_code: bool = False, dtype: str | None = None
 ) -> LoadedModel:
     """Load tokenizer and base model with eager attention (transformers 5 returns no weights otherwise); `dtype`
-    (one of DTYPES) is the precision of the weights and the forward pass."""
+    (one of DTYPES) is the precision of the weights and the forward pass; None keeps the checkpoint's own."""
     _quiet_transformers()
     display, path = resolve(name)
     raw_config = read_config(path)
@@ -192,15 +196,16 @@ def load(
     tokenizer = _load_tokenizer(display, path, trust_remote_code)
     model = _load_model(display, path, trust_remote_code, torch_dtype).to(device).eval()
     info = model_info(display, path, model.config, family)
-    loaded = LoadedModel(info=info, family=family, tokenizer=tokenizer, model=model, device=device, dtype=dtype)
+    loaded = LoadedModel(info, family, tokenizer, model, device, dtype=_dtype_name(model))
     if _CACHE is not None:
         _CACHE[key] = loaded
+        _CACHE.setdefault((*key[:3], loaded.dtype), loaded)  # None gave the checkpoint's dtype: the same model
     return loaded
 
 
 # Opt-in, for the test suite: load() keeps each (folder, device, trust_remote_code) it loaded and hands the same
 # tokenizer and model back. Off by default: the CLI loads each model once per run anyway.
-_CACHE: dict[tuple[str, str, bool, str], LoadedModel] | None = None
+_CACHE: dict[tuple[str, str, bool, str | None], LoadedModel] | None = None
 
 
 def enable_load_cache() -> None:
@@ -285,6 +290,11 @@ def _file_sha256(path: Path) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _dtype_name(model: Any) -> str:
+    parameter = next(iter(model.parameters()), None)
+    return "float32" if parameter is None else str(parameter.dtype).removeprefix("torch.")
 
 
 def _one_line(exc: BaseException) -> str:
