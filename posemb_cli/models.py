@@ -277,9 +277,14 @@ def fingerprint(path: str | Path) -> str:
         if real.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", real.name):
             digest = real.name
         else:
-            digest = _file_sha256(real)
+            status = real.stat()
+            key = (str(real), status.st_size, status.st_mtime_ns)
+            digest = _FILE_DIGESTS[key] = _FILE_DIGESTS.get(key) or _file_sha256(real)
         total.update(f"{file.name}\0{digest}\n".encode())
     return total.hexdigest()
+
+
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}  # (file, size, mtime) -> SHA-256: each file is read once a process
 
 
 def _file_sha256(path: Path) -> str:

@@ -211,6 +211,9 @@ def merge(parts: Iterable[Partial | str | Path], allow_missing: bool = False) ->
                 f"{piece.source or 'a partial'} is the checkpoint of an unfinished run ({piece.counts['texts']} "
                 "texts so far): run its command again to finish it, then merge"
             )
+    for piece in pieces:
+        if not piece.header["model"].get("fingerprint"):
+            raise PosembError(f"{piece.source or 'a partial'} has no model fingerprint: make it with run_shard(...)")
     first = pieces[0]
     for piece in pieces[1:]:
         different = difference(first, piece)

@@ -254,11 +254,11 @@ def run_shard(
     settings = _settings(loaded, pairs, batch_size, max_length, sink_k)
     digest = model_fingerprint(loaded.info.path) if fingerprint or partial or checkpoint else None
     stream, name = open_lines(str(corpus))
-    header = _header(loaded, settings, shard, encoding_errors, name, digest)
-    resumed = read_partial(checkpoint) if checkpoint is not None and Path(checkpoint).exists() else None
-    if resumed is not None:
-        _check_resume(resumed, Partial(header, {}, source="this run"))
     with stream:
+        header = _header(loaded, settings, shard, encoding_errors, name, digest)
+        resumed = read_partial(checkpoint) if checkpoint is not None and Path(checkpoint).exists() else None
+        if resumed is not None:
+            _check_resume(resumed, Partial(header, {}, source="this run"))
         reader = CountedLines(stream)
         items = _shard_items(reader, name, shard, pairs, encoding_errors)
         start = None
