@@ -19,8 +19,10 @@ The header, in this order:
     options {pairs, max_length, sink_k, dtype, encoding_errors}: every option that changes the numbers,
     shards {count, indices}: the shards it holds (one for `--shard`; several after a merge),
     corpus {name, lines, sha256}: the lines read and the SHA-256 of their bytes (the whole corpus when complete;
-        a checkpoint: where the chunk of lines being read starts),
-    complete: false for a checkpoint of an unfinished run, resume_batches: batches of that chunk in the sums,
+        a checkpoint: the lines before the chunk of lines being read),
+    complete: false for a checkpoint of an unfinished run,
+    resume: null when complete; a checkpoint's {batches: batches of that chunk already in the sums, lines, sha256:
+        where that chunk ends},
     run {batch_size, device}: how it ran (null after a merge),
     counts {texts, tokens, edge_rows, uniform, truncated, skipped}: uniform is the sum behind `uniform_entropy`.
 
@@ -240,7 +242,7 @@ def merge(parts: Iterable[Partial | str | Path], allow_missing: bool = False) ->
         **first.header,
         "shards": {"count": first.shard_count, "indices": sorted(owner)},
         "complete": True,
-        "resume_batches": 0,
+        "resume": None,
         "run": None,
         "counts": counts,
     }

@@ -111,9 +111,12 @@ def test_merged_shards_equal_one_run(pieces, corpus):
         "heads",
     ]
     assert largest_relative_difference(merged, one) <= 1e-9
-    # the merged partial is itself mergeable and prints the same numbers
+    # the merged partial is itself mergeable and prints the same numbers; its header has the documented keys
     again = _json(run_cli("stats", "merge", str(merged_file), "--json"))
     assert again["heads"] == merged["heads"]
+    header = partials.read_partial(merged_file).header
+    assert list(header) == list(partials.read_partial(pieces["parts"][0]).header)
+    assert header["shards"] == {"count": 3, "indices": [0, 1, 2]} and header["resume"] is None
 
 
 def test_batched_shards_differ_from_one_run_only_by_forward_rounding(corpus, bert, tmp_path):
