@@ -50,13 +50,13 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Union
+from typing import Any, Union
 
 import numpy as np
 
 from . import attention, partials
 from .errors import PosembError, PosembUsageError
-from .lines import CountedLines, decode_line, decode_lines
+from .lines import CountedLines, decode_line
 from .models import LoadedModel, ModelInfo
 from .partials import Partial, Shard, merge, read_partial
 
@@ -159,32 +159,30 @@ def pattern(row: dict[str, Any], pairs: bool) -> str:
     return "heterogeneous"
 
 
-def read_items(stream: BinaryIO, name: str, pairs: bool = False, encoding_errors: str = "strict") -> Iterator[Item]:
-    """Lines of a binary stream, lazily, without their line ends; with `pairs`, (A, B) split at the first tab.
-
-    Empty lines are passed on (as "" or ("", "")); `corpus_stats` skips and counts them."""
-    for number, line in decode_lines(stream, name, encoding_errors):
-        yield _item(line, number, name, pairs)
-
-
-def _shard_items(
-    lines: Iterable[tuple[int, bytes]], name: str, shard: Shard, pairs: bool, encoding_errors: str
+def read_items(
+    lines: Iterable[tuple[int, bytes]],
+    name: str,
+    pairs: bool = False,
+    encoding_errors: str = "strict",
+    shard: Shard | None = None,
 ) -> Iterator[Item]:
-    """`read_items` of the lines of one shard, from numbered raw lines (lines.CountedLines); others are not decoded."""
+    """The texts of numbered raw lines (e.g. `lines.CountedLines(stream)`), lazily, without their line ends; with
+    `pairs`, (A, B) split at the first tab; with `shard`, only that shard's lines (the others are not decoded).
+
+    Empty lines are passed on (as "" or ("", "")); the accumulation skips and counts them."""
     for number, raw in lines:
-        if shard.takes(number):
-            yield _item(decode_line(raw, number, name, encoding_errors), number, name, pairs)
-
-
-def _item(line: str, number: int, name: str, pairs: bool) -> Item:
-    if not pairs:
-        return line
-    if not line.strip():
-        return ("", "")
-    first, tab, second = line.partition("\t")
-    if not tab:
-        raise PosembError(f"{name} line {number} has no tab: --pairs reads one pair 'A<TAB>B' per line")
-    return (first, second)
+        if shard is not None and not shard.takes(number):
+            continue
+        line = decode_line(raw, number, name, encoding_errors)
+        if not pairs:
+            yield line
+        elif not line.strip():
+            yield ("", "")
+        else:
+            first, tab, second = line.partition("\t")
+            if not tab:
+                raise PosembError(f"{name} line {number} has no tab: --pairs reads one pair 'A<TAB>B' per line")
+            yield (first, second)
 
 
 def corpus_stats(
@@ -260,7 +258,7 @@ def run_shard(
         if resumed is not None:
             _check_resume(resumed, Partial(header, {}, source="this run"))
         reader = CountedLines(stream)
-        items = _shard_items(reader, name, shard, pairs, encoding_errors)
+        items = read_items(reader, name, pairs, encoding_errors, shard)
         start = None
         if resumed is not None:
             _skip_to(reader, resumed, name)
