@@ -8,6 +8,10 @@ feels it. This machine is shared and noisy: read the ratios, not the absolute se
   asks transformers for output_attentions=True and reduces every layer's maps to the same statistics in torch
   (`plain_stats` below). Both run in this process on the bundled model, after a warm-up, alternating; the plain
   loop's numbers are checked against posemb's.
+- shards: the same corpus as 4 `posemb stats --shard I/4 --partial` processes started together (each with
+  cpu_count / 4 torch threads, OMP_NUM_THREADS) and then `posemb stats merge`, against one `posemb stats` process
+  (torch threads default); whole processes, alternating. Also prints the largest relative difference between the
+  merged numbers and the one process's, over every number of every head.
 - memory: a tiny random 16-layer BERT (2,048 positions, 4 heads) on one 2,048-token text, each side in its own
   process. Each child loads the model, warms up on a short text, resets the kernel's peak-RSS mark
   (/proc/self/clear_refs) and reports peak RSS minus the RSS at that point. A third child runs the bare forward pass
@@ -216,6 +220,70 @@ def stats_throughput() -> tuple[str, str, str, float, str, str]:
     )
 
 
+# ---------------------------------------------------------------- posemb stats: shards in parallel + merge
+
+SHARDS = 4
+
+
+def largest_relative_difference(a: dict, b: dict) -> float:
+    """Over every number of every head of two `posemb stats --json` outputs."""
+    worst = 0.0
+    for x, y in zip(a["heads"], b["heads"], strict=True):
+        for key, value in y.items():
+            if isinstance(value, float) and value:
+                worst = max(worst, abs(x[key] - value) / abs(value))
+            elif isinstance(value, float) and x[key] != value:
+                worst = float("inf")
+    return worst
+
+
+def stats_shards() -> tuple[str, str, str, float, str, str]:
+    posemb = [sys.executable, "-m", "posemb_cli"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    threads = max(1, (os.cpu_count() or 1) // SHARDS)
+    shard_env = dict(env, OMP_NUM_THREADS=str(threads))
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "corpus.txt")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(corpus()) + "\n")
+        parts = [os.path.join(folder, f"part-{i}.npz") for i in range(SHARDS)]
+
+        def shards() -> dict:
+            procs = [
+                subprocess.Popen(
+                    [*posemb, "stats", path, "--shard", f"{i}/{SHARDS}", "--partial", part, "--device", "cpu", "-q"],
+                    env=shard_env,
+                )
+                for i, part in enumerate(parts)
+            ]
+            if any(proc.wait() for proc in procs):
+                raise SystemExit("a shard failed")
+            merged = subprocess.run([*posemb, "stats", "merge", *parts, "--json"], env=env, capture_output=True)
+            return json.loads(merged.stdout)
+
+        def one() -> dict:
+            run = [*posemb, "stats", path, "--json", "--device", "cpu", "-q"]
+            return json.loads(subprocess.run(run, env=env, capture_output=True, check=True).stdout)
+
+        one(), shards()  # warm the file cache for both
+        times: dict[str, list[float]] = {"shards": [], "one": []}
+        results = {}
+        for _ in range(RUNS):
+            for name, side in (("shards", shards), ("one", one)):
+                start = time.perf_counter()
+                results[name] = side()
+                times[name].append(time.perf_counter() - start)
+    a, b = statistics.median(times["shards"]), statistics.median(times["one"])
+    diff = largest_relative_difference(results["shards"], results["one"])
+    note = (
+        f"stats shards: {SHARDS} shard processes ({threads} torch thread(s) each) + merge {a:.1f} s, one process "
+        f"{b:.1f} s ({len(corpus())} texts, batch size {STATS_BATCH}); largest relative difference between the merged "
+        f"numbers and the one process's {diff:.1e}"
+    )
+    name = f"stats {SHARDS} shards in parallel + merge vs one"
+    return (name, f"{a:.3f} s", f"{b:.3f} s", a / b, "<= 1.0x", note)
+
+
 # ---------------------------------------------------------------- posemb stats: memory
 
 MEMORY_CHILD = """
@@ -366,7 +434,7 @@ def main() -> None:
     ]:
         rows.append((name, f"{a:.3f} s", f"{b:.3f} s", ratio, target, None))
     os.unlink(plain_script)
-    rows += [stats_throughput(), stats_memory()]
+    rows += [stats_throughput(), stats_shards(), stats_memory()]
     print(f"{'benchmark':<52} {'posemb':>9} {'plain':>9} {'ratio':>7}  target")
     for name, a, b, ratio, target, _ in rows:
         print(f"{name:<52} {a:>9} {b:>9} {ratio:>6.2f}x  {target}")

@@ -6,7 +6,9 @@ Commands and where their work lives:
   positions -> positions.analyse_model / analyse_scheme (schemes/: one class per scheme); render/positions_table.py
   models    -> models.list_models; render/listing.py
   compare   -> compare.compare; render/compare_table.py, render/figures/compare.py
-  stats     -> stats.corpus_stats; render/stats_output.py, render/figures/stats.py
+  stats     -> stats.run_shard (shards, checkpoints: stats.py; the partial file: partials.py);
+               render/stats_output.py, render/figures/stats.py
+  stats merge -> partials.merge; the same renderers
   ablate    -> ablate.ablate_texts; render/ablate_table.py, render/figures/ablate.py
   -o FILE.html (inspect, positions, compare, stats, ablate) -> render/html.py, the page in render/static/
 Output (stdout/stderr, console width, formats, output paths) goes through one `output.Output`, the context object.
@@ -14,6 +16,7 @@ Output (stdout/stderr, console width, formats, output paths) goes through one `o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
 from .errors import ExitCode, PosembError, PosembUsageError
@@ -32,9 +36,17 @@ from .output import Output, is_report
 from .schemes import ANALYTIC as ANALYTIC_SCHEMES
 
 
-class Commands(typer.core.TyperGroup):
-    """posemb's command group. A bad option value reads as one clean line: Typer validates with Pydantic, which puts
-    "Value error, " before the message of a parser or a choice (`--format xml`)."""
+class Commands(TyperGroup):
+    """posemb's command group.
+    - `posemb stats merge ...` runs the command named "stats merge" (a corpus file named `merge` is still read with
+      `posemb stats ./merge`).
+    - A bad option value reads as one clean line: Typer validates with Pydantic, which puts "Value error, " before
+      the message of a parser or a choice (`--format xml`)."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args[:2] == ["stats", "merge"]:
+            args = ["stats merge", *args[2:]]
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -100,6 +112,27 @@ FormatOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Short for --format json.")]
 DeviceOpt = Annotated[Device, typer.Option("--device", metavar="auto|cpu|cuda|mps", help="Where the model runs.")]
+StatsFormatOpt = Annotated[
+    Optional[Format],
+    typer.Option("--format", "-f", metavar="table|json|csv", help="Output format on stdout [default: table]."),
+]
+SortOpt = Annotated[
+    Optional[str], typer.Option("--sort", metavar="COLUMN", help="Order heads by a column, e.g. entropy.")
+]
+ReverseOpt = Annotated[bool, typer.Option("--reverse", help="Sort in descending order.")]
+StatsPlotOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--plot",
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Heatmaps layers x heads, one per statistic (.png/.svg/.pdf), or an interactive report (.html).",
+    ),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors: no progress bar, no warnings.")
+]
 TrustOpt = Annotated[
     bool, typer.Option("--trust-remote-code", help="Allow a model's own Python code to run (off: never runs).")
 ]
@@ -152,6 +185,22 @@ MaxLinesOpt = Annotated[
     int, number_option("--max-lines", low=1, high=10**6, metavar="N", help="Non-empty --corpus lines to read.")
 ]
 
+
+class Dtype(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+DtypeOpt = Annotated[
+    Dtype,
+    typer.Option(
+        "--dtype",
+        metavar="float32|bfloat16|float16",
+        help="Precision of the weights and forward pass; half precision only where the device supports it.",
+    ),
+]
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -173,7 +222,8 @@ def handle_errors(command: F) -> F:
             out.error(str(exc))
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
-            done = f"Interrupted after {out.done} text(s); no files were written." if out.done >= 0 else "Interrupted."
+            saved = out.saved or "no files were written."
+            done = f"Interrupted after {out.done} text(s); {saved}" if out.done >= 0 else "Interrupted."
             print(done, file=sys.stderr, flush=True)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except BrokenPipeError:
@@ -773,70 +823,171 @@ def stats(
         int,
         number_option("--sink-k", low=1, high=MAX_LENGTH, metavar="K", help="sink = attention on the first K tokens."),
     ] = 4,
-    sort: Annotated[
-        Optional[str], typer.Option("--sort", metavar="COLUMN", help="Order heads by a column, e.g. entropy.")
-    ] = None,
-    reverse: Annotated[bool, typer.Option("--reverse", help="Sort in descending order.")] = False,
-    plot: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--plot",
-            "--output",
-            "-o",
-            metavar="FILE",
-            help="Heatmaps layers x heads, one per statistic (.png/.svg/.pdf), or an interactive report (.html).",
-        ),
-    ] = None,
-    output_format: FormatOpt = Format.table,
+    sort: SortOpt = None,
+    reverse: ReverseOpt = False,
+    plot: StatsPlotOpt = None,
+    output_format: StatsFormatOpt = None,
     json_flag: JsonOpt = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors: no progress bar, no warnings.")
-    ] = False,
+    quiet: QuietOpt = False,
     encoding_errors: Annotated[
         EncodingErrors, typer.Option("--encoding-errors", metavar="strict|replace", help="Invalid UTF-8 in the corpus.")
     ] = EncodingErrors.strict,
+    shard: Annotated[
+        Optional[str],
+        typer.Option(
+            "--shard", metavar="I/N", help="Only line k (from 0, blank lines counted) with k mod N = I; I from 0."
+        ),
+    ] = None,
+    partial: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--partial",
+            metavar="FILE.npz",
+            help="Write the exact sums for `posemb stats merge` (then nothing on stdout unless --format/--json).",
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--checkpoint",
+            metavar="FILE",
+            help="Save progress there (and on Ctrl-C or SIGTERM); if FILE exists, go on from it.",
+        ),
+    ] = None,
+    checkpoint_texts: Annotated[
+        int, typer.Option("--checkpoint-texts", min=1, metavar="N", help="Save the checkpoint every N texts ...")
+    ] = 1000,
+    checkpoint_seconds: Annotated[
+        float, typer.Option("--checkpoint-seconds", min=0, metavar="T", help="... or every T seconds.")
+    ] = 60.0,
     device: DeviceOpt = Device.auto,
+    dtype: DtypeOpt = Dtype.float32,
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Per-head attention statistics over a corpus: special tokens, neighbours, entropy, distance, sink, pattern.
 
+    Big corpora: run shards anywhere (--shard I/N --partial FILE) and merge them with `posemb stats merge PARTS...`
+    into the numbers of one run (see `posemb stats merge --help`); --checkpoint FILE makes a run resumable (run the
+    same command again after a crash or Ctrl-C).
+
     Example: posemb stats corpus.txt --format csv --plot heads.png
     """
     from . import stats as compute
-    from .lines import count_lines, open_lines
+    from .lines import check_corpus, count_lines
+    from .output import check_writable
 
     out: Output = ctx.obj
     out.quiet = quiet
-    fmt = out.format("stats", output_format.value, json_flag, ("table", "json", "csv"), "table")
+    default = None if partial is not None else "table"  # --partial alone prints nothing on stdout
+    fmt = out.format("stats", output_format and output_format.value, json_flag, ("table", "json", "csv"), default)
     compute.check_sort_column(sort, pairs)
+    piece = compute.Shard.parse(shard or "0/1")
     if plot is not None:
         Output.picture_path(plot, report=True)
-    stream, name = open_lines(corpus)
+    for path in (partial, checkpoint):
+        if path is not None:
+            check_writable(path)
+    check_corpus(corpus)  # a missing corpus fails before the model loads
+    if checkpoint is not None and checkpoint.exists():
+        done = compute.read_partial(checkpoint).counts["texts"]
+        out.info(f"Going on from checkpoint {checkpoint} ({done} text(s) done)")
     from .models import load
+
+    loaded = load(model, device=device.value, trust_remote_code=trust_remote_code, dtype=dtype.value)
+    total = count_lines(corpus, (piece.index, piece.count)) if out.progress and corpus != "-" else None
+    out.done = 0
+    if checkpoint is not None:
+        out.saved = f"checkpoint {checkpoint} saved: run the same command to go on from there."
+    with out.progress_bar("stats", total) as advance, _terminate_as_interrupt(checkpoint is not None):
+
+        def on_batch(done: int) -> None:
+            out.done = done
+            advance(done)
+
+        result = compute.run_shard(
+            corpus,
+            piece,
+            model=loaded,
+            pairs=pairs,
+            batch_size=batch_size,
+            max_length=max_length,
+            sink_k=sink_k,
+            encoding_errors=encoding_errors.value,
+            partial=partial,
+            checkpoint=checkpoint,
+            checkpoint_texts=checkpoint_texts,
+            checkpoint_seconds=checkpoint_seconds,
+            on_batch=on_batch,
+            fingerprint=partial is not None or checkpoint is not None,
+        )
+    _print_stats(out, result.stats(), fmt, sort, reverse, plot)
+    if partial is not None:
+        out.info(f"Wrote {partial}")
+
+
+@app.command("stats merge")
+@handle_errors
+def stats_merge(
+    ctx: typer.Context,
+    parts: Annotated[
+        list[Path],
+        typer.Argument(metavar="PARTS...", help="Files of `posemb stats --partial` (or of a finished --checkpoint)."),
+    ],
+    allow_missing: Annotated[
+        bool, typer.Option("--allow-missing", help="Merge even if shards are missing; the output names them.")
+    ] = False,
+    partial: Annotated[
+        Optional[Path],
+        typer.Option("--partial", metavar="FILE.npz", help="Also write the merged sums (stdout: only if asked)."),
+    ] = None,
+    sort: SortOpt = None,
+    reverse: ReverseOpt = False,
+    plot: StatsPlotOpt = None,
+    output_format: StatsFormatOpt = None,
+    json_flag: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Combine the partials of `posemb stats FILE --shard I/N --partial PART` into the numbers of one run.
+
+    Pieces of another model, option, posemb version or corpus, a shard given twice or a missing one are errors
+    (exit 1) naming the difference; --allow-missing merges what is there and names the missing shards.
+
+    Example: posemb stats merge part-*.npz --format json > heads.json
+    """
+    from .output import check_writable
+    from .partials import merge
+    from .stats import check_sort_column
+
+    out: Output = ctx.obj
+    out.quiet = quiet
+    default = None if partial is not None else "table"
+    fmt = out.format("stats merge", output_format and output_format.value, json_flag, ("table", "json", "csv"), default)
+    check_sort_column(sort, pairs=True)  # within/across: checked again once the pieces say whether they are pairs
+    if plot is not None:
+        Output.picture_path(plot, report=True)
+    if partial is not None:
+        check_writable(partial)
+    merged = merge(parts, allow_missing=allow_missing)
+    if partial is not None:
+        merged.save(partial)
+        out.info(f"Wrote {partial}")
+    result = merged.stats()
+    missing = merged.missing_shards()
+    if missing:
+        shown = ", ".join(map(str, missing))
+        plural = "s" if len(missing) > 1 else ""
+        result.warnings.append(f"missing shard{plural} {shown} of {merged.shard_count}: the numbers leave it out")
+    _print_stats(out, result, fmt, sort, reverse, plot)
+
+
+def _print_stats(out: Output, result: Any, fmt: str, sort: Optional[str], reverse: bool, plot: Optional[Path]) -> None:
+    """Warnings on stderr, the heads on stdout (unless fmt is ""), and the heatmaps."""
     from .render.stats_output import print_stats
 
-    with stream:
-        loaded = load(model, device=device.value, trust_remote_code=trust_remote_code)
-        total = count_lines(corpus) if out.progress and corpus != "-" else None  # None: a pipe is not pre-read
-        out.done = 0
-        with out.progress_bar("stats", total) as advance:
-
-            def on_batch(done: int) -> None:
-                out.done = done
-                advance(done)
-
-            result = compute.corpus_stats(
-                loaded,
-                compute.read_items(stream, name, pairs, encoding_errors.value),
-                pairs=pairs,
-                batch_size=batch_size,
-                max_length=max_length,
-                sink_k=sink_k,
-                on_batch=on_batch,
-            )
     for warning in result.warnings:
         out.warn(warning)
-    print_stats(out, result, fmt, sort, reverse)
+    if fmt:
+        print_stats(out, result, fmt, sort, reverse)
     if plot is not None and result.texts and is_report(plot):
         from .render.html import stats_report
 
@@ -849,6 +1000,27 @@ def stats(
         out.info(f"Wrote {plot}")
     elif plot is not None:
         out.warn(f"{plot} was not written: there were no texts to draw")
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt(active: bool) -> Iterator[None]:
+    """SIGTERM (what a scheduler such as Slurm sends at the time limit) stops the run as Ctrl-C does, so that the
+    checkpoint is saved; only with --checkpoint, and only where Python lets signals be handled (main thread)."""
+    import signal
+    import threading
+
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class AblatePlot(str, Enum):

@@ -4,6 +4,8 @@ the tokenizer)."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
 import stat
 import sys
@@ -22,6 +24,13 @@ def decode_lines(stream: BinaryIO, name: str, encoding_errors: str = "strict") -
     """(line number from 1, line without its line end); invalid UTF-8 is an error naming the line, unless
     `encoding_errors` is "replace"; so is a line longer than MAX_LINE_BYTES. A byte-order mark at the start of the
     first line is dropped."""
+    for number, raw in enumerate(raw_lines(stream, name), start=1):
+        yield number, decode_line(raw, number, name, encoding_errors)
+
+
+def raw_lines(stream: BinaryIO, name: str) -> Iterator[bytes]:
+    """The lines of a stream as bytes, line ends kept, never more than MAX_LINE_BYTES read at once: a longer line
+    (or /dev/zero) is an error naming the line."""
     number = 0
     while raw := stream.readline(MAX_LINE_BYTES + 2):  # room for the line end (CR LF)
         number += 1
@@ -30,14 +39,45 @@ def decode_lines(stream: BinaryIO, name: str, encoding_errors: str = "strict") -
                 f"{name} line {number} is longer than {MAX_LINE_BYTES:,} bytes, posemb's limit for one text; "
                 "split it into lines"
             )
-        try:
-            line = raw.decode("utf-8", errors=encoding_errors).rstrip("\r\n")
-        except UnicodeDecodeError as exc:
-            raise PosembError(
-                f"{name} line {number} is not valid UTF-8 (byte {raw[exc.start]:#04x} at byte {exc.start}); "
-                "fix the input or pass --encoding-errors replace"
-            ) from None
-        yield number, line.removeprefix("\ufeff") if number == 1 else line
+        yield raw
+
+
+def decode_line(raw: bytes, number: int, name: str, encoding_errors: str = "strict") -> str:
+    """One line of `decode_lines`: line `number` (from 1) of `name`, decoded, without its line end."""
+    try:
+        line = raw.decode("utf-8", errors=encoding_errors).rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise PosembError(
+            f"{name} line {number} is not valid UTF-8 (byte {raw[exc.start]:#04x} at byte {exc.start}); "
+            "fix the input or pass --encoding-errors replace"
+        ) from None
+    return line.removeprefix("\ufeff") if number == 1 else line
+
+
+class CountedLines:
+    """The raw lines of a stream (bounded as `raw_lines`), numbered from 1, counted and hashed (SHA-256 of their
+    bytes) as they are read: where a run stands in a corpus (`stats --checkpoint`), and proof that two runs read the
+    same lines (`stats merge`)."""
+
+    def __init__(self, stream: BinaryIO, name: str) -> None:
+        self.stream, self.name = stream, name
+        self.lines = 0  # lines read so far
+        self._hash = hashlib.sha256()
+
+    def sha256(self) -> str:
+        """Hex SHA-256 of the bytes of the lines read so far (line ends included)."""
+        return self._hash.hexdigest()
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        for raw in raw_lines(self.stream, self.name):
+            self.lines += 1
+            self._hash.update(raw)
+            yield self.lines, raw
+
+    def skip(self, count: int) -> None:
+        """Read (and hash) the next `count` lines, or up to the end of the stream if it has fewer."""
+        for _ in itertools.islice(self, count):
+            pass
 
 
 def argument_text(text: str, what: str, encoding_errors: str = "strict") -> str:
@@ -111,14 +151,30 @@ def open_lines(corpus: str) -> tuple[BinaryIO, str]:
         raise PosembError(f"cannot read {corpus}: {exc.strerror or exc}") from None
 
 
-def count_lines(path: str) -> int | None:
+def check_corpus(corpus: str) -> None:
+    """Fail early (before a model loads) on a corpus that cannot be read: missing, a folder, no permission. A pipe
+    or device is not opened here: opening a FIFO waits for its writer, and closing it again would cut the writer off."""
+    if corpus == "-":
+        return
+    try:
+        mode = os.stat(corpus).st_mode
+    except OSError as exc:
+        raise PosembError(f"cannot read {corpus}: {exc.strerror or exc}") from None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        open_lines(corpus)[0].close()
+
+
+def count_lines(path: str, shard: tuple[int, int] = (0, 1)) -> int | None:
     """Non-empty lines of a regular file, streamed (for the progress bar's total; a 1 GB file is never held in
-    memory). None for anything else: counting would drain a pipe (`<(...)`, a FIFO) or never end (/dev/zero)."""
+    memory); with `shard` (index, count), only lines k (from 0) with k mod count = index. None for anything else:
+    counting would drain a pipe (`<(...)`, a FIFO) or never end (/dev/zero)."""
+    index, count = shard
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None
         with open(path, "rb") as handle:
-            return sum(1 for line in iter(lambda: handle.readline(MAX_LINE_BYTES + 2), b"") if line.strip())
+            lines = iter(lambda: handle.readline(MAX_LINE_BYTES + 2), b"")
+            return sum(1 for k, line in enumerate(lines) if k % count == index and line.strip())
     except OSError:
         return None
 

@@ -21,6 +21,9 @@ BUNDLED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9
 # for a repository that has no safetensors (`hub_patterns`), read with torch.load(weights_only=True) like a folder's.
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"]
 HUB_PICKLES = ["pytorch_model*.bin"]
+# --dtype: the precision of the model's weights and forward pass (statistics are reduced in float32 or better anyway).
+# load(dtype=None) keeps what the checkpoint says (transformers' "auto"); `posemb stats` asks for float32 by default.
+DTYPES = ("float32", "bfloat16", "float16")
 # The files of a folder that transformers reads. Config and tokenizer files are read whole, so each must be a regular
 # file (a link to /dev/zero or a named pipe never ends) of at most MAX_METADATA_BYTES (the largest real tokenizer.json
 # is about 35 MB); weights are memory-mapped, so they must be regular files of any size.
@@ -54,6 +57,7 @@ class LoadedModel:
     tokenizer: Any
     model: Any
     device: str
+    dtype: str = "float32"  # the weights' and the forward pass's precision, as loaded (e.g. "bfloat16")
 
 
 def bundled_model_path() -> Path:
@@ -224,16 +228,45 @@ def choose_device(device: str) -> str:
     return device
 
 
-def load(name: str | None = None, device: str = "cpu", trust_remote_code: bool = False) -> LoadedModel:
+def check_dtype(dtype: str | None, device: str) -> Any:
+    """The torch dtype for --dtype on a chosen device (None for None); a clear error where the device cannot compute
+    in it."""
+    import torch
+
+    if dtype is None:
+        return None
+    if dtype not in DTYPES:
+        raise PosembError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+    torch_dtype = getattr(torch, dtype)
+    if dtype == "float32":
+        return torch_dtype
+    if device.startswith("cuda") and dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        raise PosembError(
+            f"--dtype bfloat16: this CUDA device ({torch.cuda.get_device_name()}) has no bfloat16 support (it needs "
+            "compute capability 8.0 or newer); use --dtype float16 or float32"
+        )
+    try:  # what a forward pass needs: a matrix product and a softmax in that precision
+        probe = torch.ones(4, 4, dtype=torch_dtype, device=device)
+        float((probe @ probe).softmax(-1).sum())
+    except (RuntimeError, TypeError) as exc:
+        raise PosembError(f"--dtype {dtype} is not supported on {device}: {_one_line(exc)}; use float32") from None
+    return torch_dtype
+
+
+def load(
+    name: str | None = None, device: str = "cpu", trust_remote_code: bool = False, dtype: str | None = None
+) -> LoadedModel:
     """Load tokenizer and base model with eager attention (transformers 5 returns no weights otherwise), after the
     folder has passed its checks (files, config, tokenizer, weight shapes): nothing is built from a folder that fails
-    them."""
+    them. `dtype` (one of DTYPES) is the precision of the weights and the forward pass; None keeps the checkpoint's
+    own."""
     _quiet_transformers()
     display, path = resolve(name)
     raw_config = read_config(path)
     family = check_family(raw_config, display, trust_remote_code)
     device = choose_device(device)
-    key = (str(path.resolve()), device, trust_remote_code)
+    torch_dtype = check_dtype(dtype, device)
+    key = (str(path.resolve()), device, trust_remote_code, dtype)
     if _CACHE is not None and key in _CACHE:
         cached = _CACHE[key]
         return replace(cached, info=replace(cached.info, name=display, path=str(path)))
@@ -242,17 +275,18 @@ def load(name: str | None = None, device: str = "cpu", trust_remote_code: bool =
     config = _load_config(path, trust_remote_code)
     vocabulary = check_weights(display, path, config, raw_config, trust_remote_code)
     _check_token_ids(path, tokenizer, vocabulary)
-    model = _load_model(display, path, config, trust_remote_code).to(device).eval()
+    model = _load_model(display, path, config, trust_remote_code, torch_dtype).to(device).eval()
     info = model_info(display, path, model.config, family)
-    loaded = LoadedModel(info=info, family=family, tokenizer=tokenizer, model=model, device=device)
+    loaded = LoadedModel(info, family, tokenizer, model, device, dtype=_dtype_name(model))
     if _CACHE is not None:
         _CACHE[key] = loaded
+        _CACHE.setdefault((*key[:3], loaded.dtype), loaded)  # None gave the checkpoint's dtype: the same model
     return loaded
 
 
 # Opt-in, for the test suite: load() keeps each (folder, device, trust_remote_code) it loaded and hands the same
 # tokenizer and model back. Off by default: the CLI loads each model once per run anyway.
-_CACHE: dict[tuple[str, str, bool], LoadedModel] | None = None
+_CACHE: dict[tuple[str, str, bool, str | None], LoadedModel] | None = None
 
 
 def enable_load_cache() -> None:
@@ -410,7 +444,7 @@ def _check_token_ids(path: Path, tokenizer: Any, rows: int | None) -> None:
         )
 
 
-def _load_model(name: str, path: Path, config: Any, trust_remote_code: bool) -> Any:
+def _load_model(name: str, path: Path, config: Any, trust_remote_code: bool, dtype: Any = None) -> Any:
     from transformers import AutoModel
 
     has_safetensors = _weight_files(name, path)[0].suffix == ".safetensors"
@@ -422,11 +456,55 @@ def _load_model(name: str, path: Path, config: Any, trust_remote_code: bool) -> 
             attn_implementation="eager",
             trust_remote_code=trust_remote_code,
             use_safetensors=has_safetensors,
+            dtype=dtype,
         )
     except Exception as exc:
         raise PosembError(f"cannot load the weights of {name!r}: {_one_line(exc)}") from None
     # An encoder-decoder (T5) is inspected through its encoder: the text goes in there, no decoder inputs needed.
     return model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) else model
+
+
+FINGERPRINT_FILES = ("*.safetensors", "*.bin", "*.json", "*.txt", "*.model")
+
+
+def fingerprint(path: str | Path) -> str:
+    """SHA-256 over a model folder's weights, config and tokenizer files (FINGERPRINT_FILES at its top level): each
+    file's name and the SHA-256 of its bytes, in name order. Equal fingerprints: the same model. A file of the Hugging
+    Face cache links to a blob named by the SHA-256 of its bytes (weights); that name is used instead of reading it."""
+    import hashlib
+    import re
+
+    folder = Path(path)
+    files = sorted({file for pattern in FINGERPRINT_FILES for file in folder.glob(pattern) if file.is_file()})
+    total = hashlib.sha256()
+    for file in files:
+        real = file.resolve()
+        if real.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", real.name):
+            digest = real.name
+        else:
+            status = real.stat()
+            key = (str(real), status.st_size, status.st_mtime_ns)
+            digest = _FILE_DIGESTS[key] = _FILE_DIGESTS.get(key) or _file_sha256(real)
+        total.update(f"{file.name}\0{digest}\n".encode())
+    return total.hexdigest()
+
+
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}  # (file, size, mtime) -> SHA-256: each file is read once a process
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _dtype_name(model: Any) -> str:
+    parameter = next(iter(model.parameters()), None)
+    return "float32" if parameter is None else str(parameter.dtype).removeprefix("torch.")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -108,6 +108,7 @@ class Output:
         self.debug = debug
         self.quiet = quiet  # nothing on stderr but errors
         self.done = -1  # texts finished by the running command (-1: not counting), for the Ctrl-C message
+        self.saved: str | None = None  # what the command keeps on Ctrl-C (a checkpoint), for the same message
         _escape_what_stdout_cannot_encode()
 
     @property

@@ -44,24 +44,38 @@ forward hook on each layer's attention module (registry: `Family.attention_modul
 per-head sums at once, in torch on the model's device, a few heads at a time, into float64 accumulators; the model
 is called without `output_attentions`, so no layer's maps outlive their layer. Peak memory grows with one layer's
 maps, not with the number of layers.
+
+Pieces. `run_shard` (`--shard I/N`) reads every line but sums only its shard's; `partials.merge` adds the float64
+sums and counts of the shards, so a merge equals one run up to float64 rounding, given the same attention for each
+text. A text's attention is the same in every run when it runs alone (`--batch-size 1`); in a batch, the forward
+pass's float32 rounding can depend on the batch's shape (about 1e-7 of a value), which no merge can undo. The
+running sums change only after whole batches, as a new `_State`, so that Ctrl-C mid-batch leaves a consistent
+state to save (`--checkpoint`); a resumed run re-reads the chunk it stopped in and skips the batches already summed,
+so it adds the same batches in the same order as an uninterrupted run. The partial file format is in `partials.py`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
+import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Union
+from pathlib import Path
+from typing import Any, Union
 
 import numpy as np
 
-from . import attention
+from . import attention, partials
 from .core import index_ranges, nonfinite_warning
 from .errors import PosembError, PosembUsageError
-from .lines import decode_lines
+from .lines import CountedLines, decode_line
 from .models import LoadedModel, ModelInfo
+from .partials import Partial, Shard, merge, read_partial
+
+__all__ = ["CorpusStats", "Partial", "Shard", "corpus_stats", "merge", "partial_stats", "read_partial", "run_shard"]
 
 STATISTICS = ("cls", "sep", "punct", "self", "prev", "next", "entropy", "uniform_entropy", "distance", "sink")
 PAIR_STATISTICS = ("within", "across")
@@ -75,7 +89,9 @@ CHUNK_BATCHES = 64  # batches read and length-sorted together
 # Attention values reduced at once (a block of heads × query rows): bounds the reduction's temporaries. Small on the
 # CPU (4 MB: cache-friendly, and far below one layer of long texts); large on accelerators, where launches cost.
 BLOCK_ELEMENTS = {"cpu": 1 << 20, "accelerator": 1 << 25}
-ROW_SUM_TOLERANCE = 1e-4
+ROW_SUM_TOLERANCE = 1e-4  # float32; half precision: its machine epsilon (see _Reducer.check_rows)
+DEFAULT_CHECKPOINT_TEXTS = 1000  # --checkpoint saves after this many texts ...
+DEFAULT_CHECKPOINT_SECONDS = 60.0  # ... or this many seconds, whichever comes first
 
 Item = Union[str, tuple[str, str]]  # a text, or a sentence pair with --pairs
 
@@ -100,12 +116,16 @@ class CorpusStats:
     skipped: int
     heads: list[dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
+    # {"count": N, "indices": [...], "missing": [...]}: the shards of the corpus these numbers hold; None for all
+    shards: dict[str, Any] | None = None
 
     def columns(self) -> list[str]:
         return columns(self.pairs)
 
     def to_json(self) -> dict[str, Any]:
-        return {"model": self.model.to_json(), "texts": self.texts, "tokens": self.tokens, "heads": self.heads}
+        shards = {"shards": self.shards} if self.shards is not None else {}
+        counted = {"texts": self.texts, "tokens": self.tokens}
+        return {"model": self.model.to_json(), **counted, **shards, "heads": self.heads}
 
     def grid(self, column: str) -> np.ndarray:
         """One column as a (layers, heads) array, NaN where undefined: what the plot shows."""
@@ -154,11 +174,21 @@ def pattern(row: dict[str, Any], pairs: bool) -> str:
     return "heterogeneous"
 
 
-def read_items(stream: BinaryIO, name: str, pairs: bool = False, encoding_errors: str = "strict") -> Iterator[Item]:
-    """Lines of a binary stream, lazily, without their line ends; with `pairs`, (A, B) split at the first tab.
+def read_items(
+    lines: Iterable[tuple[int, bytes]],
+    name: str,
+    pairs: bool = False,
+    encoding_errors: str = "strict",
+    shard: Shard | None = None,
+) -> Iterator[Item]:
+    """The texts of numbered raw lines (e.g. `lines.CountedLines(stream)`), lazily, without their line ends; with
+    `pairs`, (A, B) split at the first tab; with `shard`, only that shard's lines (the others are not decoded).
 
-    Empty lines are passed on (as "" or ("", "")); `corpus_stats` skips and counts them."""
-    for number, line in decode_lines(stream, name, encoding_errors):
+    Empty lines are passed on (as "" or ("", "")); the accumulation skips and counts them."""
+    for number, raw in lines:
+        if shard is not None and not shard.takes(number):
+            continue
+        line = decode_line(raw, number, name, encoding_errors)
         if not pairs:
             yield line
         elif not line.strip():
@@ -184,47 +214,333 @@ def corpus_stats(
 
     `max_length` cuts texts (pairs: the longer side first) to that many tokens, special tokens included; default the
     model's maximum positions. `on_batch(texts_done)` is called after every batch (progress, Ctrl-C bookkeeping)."""
-    import torch
+    settings = _settings(loaded, pairs, batch_size, max_length, sink_k)
 
-    info = loaded.info
-    limit = _max_length(info, max_length)
-    counts: dict[str, Any] = {"texts": 0, "tokens": 0, "edge_rows": 0, "uniform": 0.0, "truncated": 0, "skipped": 0}
-    counts["typed_special"] = 0
+    def on_state(state: _State) -> None:
+        if on_batch is not None and state.batches:
+            on_batch(state.counts["texts"])
+
+    state = _accumulate(loaded, iter(items), None, settings, None, on_state)
+    return _result(loaded.info, _sums(state), state.counts, settings)
+
+
+def run_shard(
+    corpus: str | Path,
+    shard: str | tuple[int, int] | Shard = "0/1",
+    *,
+    model: str | LoadedModel | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    pairs: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_length: int | None = None,
+    sink_k: int = DEFAULT_SINK_K,
+    encoding_errors: str = "strict",
+    partial: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_texts: int = DEFAULT_CHECKPOINT_TEXTS,
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+    on_batch: Callable[[int], None] | None = None,
+    fingerprint: bool = True,
+) -> Partial:
+    """The sums of one shard of a corpus file (`-`: stdin), as `posemb stats FILE --shard I/N --partial FILE`.
+
+    `shard` "I/N" (or (I, N)) takes line k (from 0, blank lines counted) when k mod N = I. `model` is a name or folder,
+    loaded here on `device` in `dtype`, or a LoadedModel. The other options are those of `corpus_stats`. Returns a
+    `Partial` (its `.stats()` are the numbers `posemb stats` prints); with `partial`, also writes it there.
+
+    `checkpoint`: if that file exists, continue the run it holds (refused, naming the difference, if it was made
+    with another corpus, model or option); save the state there every `checkpoint_texts` texts or
+    `checkpoint_seconds` seconds, on Ctrl-C (then KeyboardInterrupt is raised again) and at the end.
+    `on_batch(texts_done)` is called after every batch. `fingerprint=False` skips hashing the model's files, for
+    a result that is neither saved nor merged."""
+    from .lines import open_lines
+    from .models import fingerprint as model_fingerprint
+    from .models import load
+    from .output import check_writable
+
+    for path in (partial, checkpoint):
+        if path is not None:
+            check_writable(Path(path))
+    shard = Shard.parse(shard)
+    loaded = model if isinstance(model, LoadedModel) else load(model, device=device, dtype=dtype)
+    settings = _settings(loaded, pairs, batch_size, max_length, sink_k)
+    digest = model_fingerprint(loaded.info.path) if fingerprint or partial or checkpoint else None
+    stream, name = open_lines(str(corpus))
+    with stream:
+        header = _header(loaded, settings, shard, encoding_errors, name, digest)
+        resumed = read_partial(checkpoint) if checkpoint is not None and Path(checkpoint).exists() else None
+        if resumed is not None:
+            _check_resume(resumed, Partial(header, {}, source="this run"))
+        reader = CountedLines(stream, name)
+        items = read_items(reader, name, pairs, encoding_errors, shard)
+        start = None
+        if resumed is not None:
+            _skip_to(reader, resumed, name)
+            rows, edges = _stack(resumed.sums, _ROW_VALUES), _stack(resumed.sums, _EDGE_VALUES)
+            start = _State(rows=rows, edges=edges, counts=dict(resumed.counts), **_cursor(resumed))
+        saver = _Saver(header, checkpoint, checkpoint_texts, checkpoint_seconds, start)
+
+        def on_state(state: _State) -> None:
+            saver.update(state)
+            if on_batch is not None:
+                on_batch(state.counts["texts"])
+
+        try:
+            state = _accumulate(loaded, items, reader, settings, start, on_state)
+        except KeyboardInterrupt:
+            saver.save()
+            raise
+    result = _partial(header, state)
+    if checkpoint is not None:
+        result.save(checkpoint)
+    if partial is not None:
+        result.save(partial)
+    return result
+
+
+def partial_stats(partial: Partial) -> CorpusStats:
+    """The per-head means of a partial (`Partial.stats()`): what `posemb stats` and `posemb stats merge` print."""
+    header = partial.header
+    info = ModelInfo(**{key.name: header["model"][key.name] for key in dataclasses.fields(ModelInfo)})
+    options = header["options"]
+    settings = _Settings(options["pairs"], 1, options["max_length"], options["sink_k"])
+    result = _result(info, partial.sums, partial.counts, settings)
+    if partial.shard_count > 1:
+        missing = partial.missing_shards()
+        result.shards = {"count": partial.shard_count, "indices": partial.shard_indices, "missing": missing}
+    return result
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What a pass over texts needs besides the model and the texts."""
+
+    pairs: bool
+    batch_size: int  # as run: 1 for models whose position encoding depends on the padded length
+    limit: int | None  # --max-length, or the model's maximum
+    sink_k: int
+
+
+def _settings(loaded: LoadedModel, pairs: bool, batch_size: int, max_length: int | None, sink_k: int) -> _Settings:
     if not loaded.family.padding_free(loaded.model.config):
         batch_size = 1  # its RoPE depends on the padded length
+    return _Settings(pairs, batch_size, _max_length(loaded.info, max_length), sink_k)
+
+
+@dataclass(frozen=True)
+class _State:
+    """The running sums after whole batches; replaced after each batch, never changed in place, so that an
+    interruption mid-batch leaves the last consistent state to save."""
+
+    rows: Any  # (layers, heads, len(_ROW_VALUES)) float64 tensor: sums over every real query row
+    edges: Any  # (layers, heads, len(_EDGE_VALUES)): sums over rows with that neighbour
+    counts: dict[str, Any]
+    lines: int = 0  # corpus lines before the chunk being read (0 when the texts do not come from a corpus file)
+    sha256: str = ""  # of those lines
+    batches: int = 0  # batches of that chunk already in the sums
+    chunk_lines: int = 0  # where that chunk ends, and the SHA-256 up to there: a resumed run checks it reads the same
+    chunk_sha256: str = ""
+
+
+def _accumulate(
+    loaded: LoadedModel,
+    items: Iterator[Item],
+    reader: CountedLines | None,
+    settings: _Settings,
+    state: _State | None,
+    on_state: Callable[[_State], None],
+) -> _State:
+    """Add the texts of `items` to `state` (None: from zero) batch by batch; `on_state` sees every new state.
+
+    `reader`, the CountedLines that `items` come from (None for texts from elsewhere), tells where each chunk starts.
+    A state that stopped inside a chunk (batches > 0) goes on by reading that chunk again and skipping the batches
+    already summed; that chunk's truncated and skipped texts are in its counts already."""
+    import torch
+
+    pairs, batch_size, limit, sink_k = settings.pairs, settings.batch_size, settings.limit, settings.sink_k
     causal = loaded.family.causal
     chunk_size = CHUNK_BATCHES * batch_size
-    iterator = iter(items)
+    skip = 0 if state is None else state.batches
+
+    def cursor() -> dict[str, Any]:
+        return {"lines": reader.lines, "sha256": reader.sha256()} if reader is not None else {}
+
     with torch.inference_mode():
         reducer = _Reducer(loaded, pairs)
+        state = reducer.adopt(state) if state is not None else reducer.zero_state()
+        where = cursor()
         with reducer.hooked():
-            while chunk := list(itertools.islice(iterator, chunk_size)):
-                encoded = _encode(loaded, chunk, pairs, limit, counts)
+            while chunk := list(itertools.islice(items, chunk_size)):
+                end = {f"chunk_{key}": value for key, value in cursor().items()}
+                if skip and end and end != {"chunk_lines": state.chunk_lines, "chunk_sha256": state.chunk_sha256}:
+                    raise PosembError(
+                        f"the corpus changed: lines {state.lines + 1}..{state.chunk_lines} are not the ones the "
+                        "checkpoint read"
+                    )
+                counts = dict(state.counts)
+                encoded = _encode(loaded, chunk, pairs, limit, dict(counts) if skip else counts)
                 encoded.sort(key=lambda e: len(e.ids))  # length buckets: each batch pads to nearly its own length
-                for start in range(0, len(encoded), batch_size):
+                state = dataclasses.replace(state, counts=counts, batches=skip, **where, **end)
+                on_state(state)
+                for number, start in enumerate(range(0, len(encoded), batch_size)):
+                    if number < skip:
+                        continue
                     batch = encoded[start : start + batch_size]
                     reducer.run(_collate(batch, loaded, pairs, sink_k))
                     lengths = [len(e.ids) for e in batch]
+                    counts = dict(state.counts)
                     counts["texts"] += len(batch)
                     counts["tokens"] += sum(lengths)
                     counts["edge_rows"] += sum(n - 1 for n in lengths)
                     counts["uniform"] += sum(float(attention.uniform_entropy(n, causal).sum()) for n in lengths)
-                    if on_batch is not None:
-                        on_batch(counts["texts"])
+                    state = reducer.add(state, counts, batches=number + 1)
+                    on_state(state)
                 reducer.check_rows()
-        heads = reducer.means(counts)
+                skip, where = 0, cursor()
+        reducer.check_layers()
+    return dataclasses.replace(state, batches=0, chunk_lines=0, chunk_sha256="", **cursor())
+
+
+def _result(info: ModelInfo, sums: dict[str, np.ndarray], counts: dict[str, Any], settings: _Settings) -> CorpusStats:
+    heads = _head_rows(sums, counts, settings.pairs)
     return CorpusStats(
         model=info,
         texts=counts["texts"],
         tokens=counts["tokens"],
-        pairs=pairs,
-        sink_k=sink_k,
-        max_length=limit,
+        pairs=settings.pairs,
+        sink_k=settings.sink_k,
+        max_length=settings.limit,
         truncated=counts["truncated"],
         skipped=counts["skipped"],
         heads=heads,
-        warnings=_warnings(counts, limit, info) + _nonfinite_heads(heads),
+        warnings=_warnings(counts, settings.limit, info) + _nonfinite_heads(heads),
     )
+
+
+# ---------------------------------------------------------------- partials and checkpoints
+
+
+def _header(
+    loaded: LoadedModel, settings: _Settings, shard: Shard, encoding_errors: str, corpus: str, digest: str | None
+) -> dict[str, Any]:
+    """A partial's header (partials.py describes it) before any line is read."""
+    from . import __version__
+
+    return {
+        "format": partials.FORMAT,
+        "version": partials.VERSION,
+        "posemb": __version__,
+        "model": {**dataclasses.asdict(loaded.info), "fingerprint": digest},
+        "options": {
+            "pairs": settings.pairs,
+            "max_length": settings.limit,
+            "sink_k": settings.sink_k,
+            "dtype": loaded.dtype,
+            "encoding_errors": encoding_errors,
+        },
+        "shards": {"count": shard.count, "indices": [shard.index]},
+        "corpus": {"name": corpus, "lines": 0, "sha256": ""},
+        "complete": False,
+        "resume": None,
+        "run": {"batch_size": settings.batch_size, "device": str(loaded.device)},
+        "counts": partials.zero_counts(),
+    }
+
+
+def _partial(header: dict[str, Any], state: _State) -> Partial:
+    """The partial of a state: complete once the whole corpus is read (batches 0 at the end of it)."""
+    complete = not state.chunk_lines
+    resume = None if complete else {"batches": state.batches, "lines": state.chunk_lines, "sha256": state.chunk_sha256}
+    return Partial(
+        header={
+            **header,
+            "corpus": {**header["corpus"], "lines": state.lines, "sha256": state.sha256},
+            "complete": complete,
+            "resume": resume,
+            "counts": dict(state.counts),
+        },
+        sums=_sums(state),
+    )
+
+
+def _cursor(partial: Partial) -> dict[str, Any]:
+    """The _State fields of a checkpoint's place in the corpus."""
+    corpus, resume = partial.header["corpus"], partial.header["resume"] or {}
+    return {
+        "lines": corpus["lines"],
+        "sha256": corpus["sha256"],
+        "batches": resume.get("batches", 0),
+        "chunk_lines": resume.get("lines", 0),
+        "chunk_sha256": resume.get("sha256", ""),
+    }
+
+
+_RESUME_KEYS = (
+    *(key for key in partials.MERGE_KEYS if key[1][0] != "corpus"),
+    ("--shard index", ("shards", "indices")),
+    ("--batch-size", ("run", "batch_size")),
+)
+
+
+def _check_resume(checkpoint: Partial, run: Partial) -> None:
+    if checkpoint.header["run"] is None:
+        raise PosembError(f"{checkpoint.source} is a merge of several shards, not the checkpoint of one run")
+    different = partials.difference(checkpoint, run, _RESUME_KEYS)
+    if different is not None:
+        raise PosembError(
+            f"checkpoint {checkpoint.source} is from another run: {different}; run the command that made it, or "
+            "remove the file to start again"
+        )
+
+
+def _skip_to(reader: CountedLines, checkpoint: Partial, name: str) -> None:
+    """Read the lines a checkpoint has summed; refuse it if they are not the ones it read."""
+    corpus = checkpoint.header["corpus"]
+    reader.skip(corpus["lines"])
+    if reader.lines != corpus["lines"] or reader.sha256() != corpus["sha256"]:
+        raise PosembError(
+            f"checkpoint {checkpoint.source} was made on another corpus: the first {corpus['lines']} lines of {name} "
+            "are not the ones it read; remove the file to start again"
+        )
+
+
+class _Saver:
+    """Writes the latest state to the checkpoint file every so many texts or seconds, and on demand."""
+
+    def __init__(
+        self, header: dict[str, Any], path: str | Path | None, texts: int, seconds: float, state: _State | None
+    ) -> None:
+        self.header, self.path, self.texts, self.seconds = header, path, texts, seconds
+        self.state = state
+        self.saved_texts = state.counts["texts"] if state is not None else 0
+        self.saved_at = time.monotonic()
+
+    def update(self, state: _State) -> None:
+        self.state = state
+        due = state.counts["texts"] - self.saved_texts >= self.texts or time.monotonic() - self.saved_at >= self.seconds
+        if due and state.batches:
+            self.save()
+
+    def save(self) -> None:
+        if self.path is None or self.state is None:
+            return
+        _partial(self.header, self.state).save(self.path)
+        self.saved_texts, self.saved_at = self.state.counts["texts"], time.monotonic()
+
+
+def _sums(state: _State) -> dict[str, np.ndarray]:
+    rows, edges = (x if isinstance(x, np.ndarray) else x.cpu().double().numpy() for x in (state.rows, state.edges))
+    sums = {key: rows[..., k].copy() for k, key in enumerate(_ROW_VALUES)}
+    sums.update({key: edges[..., k].copy() for k, key in enumerate(_EDGE_VALUES)})
+    return sums
+
+
+def _stack(sums: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray:
+    missing = [key for key in keys if key not in sums]
+    if missing:
+        raise PosembError(f"the partial has no sum_{missing[0]}")
+    return np.stack([sums[key] for key in keys], axis=-1)
 
 
 def _max_length(info: ModelInfo, max_length: int | None) -> int | None:
@@ -383,7 +699,8 @@ def _collate(batch: list[_Encoded], loaded: LoadedModel, pairs: bool, sink_k: in
 
 
 class _Reducer:
-    """Forward hooks that reduce each layer's attention maps to per-head sums, then let the maps go."""
+    """Forward hooks that reduce each layer's attention maps to per-head sums, then let the maps go. `rows` and
+    `edges` hold one batch's sums; `add` makes the next `_State` from them."""
 
     def __init__(self, loaded: LoadedModel, pairs: bool) -> None:
         import torch
@@ -395,12 +712,40 @@ class _Reducer:
         self.paths = [module.format(layer=layer) for layer in range(info.layers)] if module else []
         # MPS has no float64: accumulate there on the CPU.
         self.accumulator_device = "cpu" if str(loaded.device).startswith("mps") else loaded.device
-        zeros: dict[str, Any] = {"dtype": torch.float64, "device": self.accumulator_device}
-        self.rows = torch.zeros(info.layers, info.heads, len(_ROW_VALUES), **zeros)
-        self.edges = torch.zeros(info.layers, info.heads, len(_EDGE_VALUES), **zeros)
+        self.rows, self.edges = self._zeros()
         self.deviation = torch.zeros((), device=loaded.device)
+        self.tolerance = max(ROW_SUM_TOLERANCE, torch.finfo(getattr(torch, loaded.dtype)).eps)
         self.calls = [0] * info.layers
         self.batch: _Batch | None = None
+
+    def _zeros(self) -> tuple[Any, Any]:
+        import torch
+
+        layers, heads = self.loaded.info.layers, self.loaded.info.heads
+        zeros: dict[str, Any] = {"dtype": torch.float64, "device": self.accumulator_device}
+        rows = torch.zeros(layers, heads, len(_ROW_VALUES), **zeros)
+        return rows, torch.zeros(layers, heads, len(_EDGE_VALUES), **zeros)
+
+    def zero_state(self) -> _State:
+        rows, edges = self._zeros()
+        counts: dict[str, Any] = partials.zero_counts()
+        return _State(rows=rows, edges=edges, counts=counts)
+
+    def adopt(self, state: _State) -> _State:
+        """A state whose sums are NumPy arrays (read from a checkpoint), with them as tensors on this device."""
+        import torch
+
+        device = self.accumulator_device
+        rows, edges = (torch.as_tensor(np.asarray(x, np.float64), device=device) for x in (state.rows, state.edges))
+        if rows.shape != self.rows.shape or edges.shape != self.edges.shape:
+            raise PosembError(f"the checkpoint's sums are not those of {self.loaded.info.name} (their shape differs)")
+        return dataclasses.replace(state, rows=rows, edges=edges)
+
+    def add(self, state: _State, counts: dict[str, Any], batches: int) -> _State:
+        """The state after this batch: new tensors, so that `state` itself stays as it was."""
+        return dataclasses.replace(
+            state, rows=state.rows + self.rows, edges=state.edges + self.edges, counts=counts, batches=batches
+        )
 
     def hooked(self) -> Any:
         import contextlib
@@ -440,6 +785,7 @@ class _Reducer:
 
     def run(self, batch: _Batch) -> None:
         self.batch = batch
+        self.rows, self.edges = self._zeros()
         asked = not self.paths or self.loaded.family.attention_when_asked
         options: dict[str, Any] = {"output_attentions": asked, "output_hidden_states": False}
         if self.loaded.family.causal:
@@ -494,7 +840,7 @@ class _Reducer:
                 real = batch.real[:, None, rows]
                 self.rows[layer, first:last] += self._sum(torch.where(real[..., None], values, 0.0))
                 off = torch.where(real, (masses[..., _ALL] - 1.0).abs(), 0.0)
-                self.deviation = torch.maximum(self.deviation, off.max())
+                self.deviation = torch.maximum(self.deviation, off.max().to(self.deviation.dtype))
 
     def _sum(self, values: Any) -> Any:
         """Sum over texts and rows → (heads, statistics), in float64 (on the CPU for MPS, which has none)."""
@@ -505,35 +851,42 @@ class _Reducer:
         return values.sum(dim=(0, 2), dtype=torch.float64)
 
     def check_rows(self) -> None:
+        """Rows must sum to 1: to 1e-4 in float32, to the machine epsilon of a half-precision --dtype (the
+        probabilities are rounded to it)."""
         deviation = float(self.deviation)
-        if deviation >= ROW_SUM_TOLERANCE:
+        if deviation >= self.tolerance:
             raise PosembError(
                 f"attention rows of {self.loaded.info.name} do not sum to 1 (off by {deviation:.2g}); "
                 "posemb needs softmax attention probabilities"
             )
 
-    def means(self, counts: dict[str, Any]) -> list[dict[str, Any]]:
-        """Sums / row counts → one row per head, keys in the documented order; None where no row counted."""
-        if not counts["texts"]:
-            return []
+    def check_layers(self) -> None:
+        """Every layer's hook ran (once any batch ran)."""
         missing = [layer for layer, calls in enumerate(self.calls) if not calls]
-        if missing:
+        if missing and any(self.calls):
             where = self.paths[missing[0]] if self.paths else f"layer {missing[0]}"
             raise PosembError(f"the attention of {where} of {self.loaded.info.name} was never computed")
-        means = {key: (self.rows[..., k] / counts["tokens"]).cpu().numpy() for k, key in enumerate(_ROW_VALUES)}
-        edge_rows = counts["edge_rows"]  # 0 when every text has one token: prev and next are then undefined
-        for k, key in enumerate(_EDGE_VALUES):
-            edges = self.edges[..., k]
-            means[key] = (edges / edge_rows).cpu().numpy() if edge_rows else np.full(edges.shape, None)
-        uniform = counts["uniform"] / counts["tokens"]
-        heads = []
-        for layer, head in itertools.product(range(self.rows.shape[0]), range(self.rows.shape[1])):
-            row: dict[str, Any] = {"layer": layer, "head": head}
-            for key in columns(self.pairs)[2:-1]:  # the documented order; pattern last, from the others
-                row[key] = uniform if key == "uniform_entropy" else _number(means[key][layer, head])
-            row["pattern"] = pattern(row, self.pairs) if row["self"] is not None else None  # None: non-finite maps
-            heads.append(row)
-        return heads
+
+
+def _head_rows(sums: dict[str, np.ndarray], counts: dict[str, Any], pairs: bool) -> list[dict[str, Any]]:
+    """Sums / row counts → one row per head, keys in the documented order; None where no row counted."""
+    if not counts["texts"]:
+        return []
+    means = {key: sums[key] / counts["tokens"] for key in _ROW_VALUES}
+    edge_rows = counts["edge_rows"]  # 0 when every text has one token: prev and next are then undefined
+    for key in _EDGE_VALUES:
+        edges = sums[key]
+        means[key] = edges / edge_rows if edge_rows else np.full(edges.shape, None)
+    uniform = counts["uniform"] / counts["tokens"]
+    heads = []
+    layers, heads_per_layer = sums[_ROW_VALUES[0]].shape
+    for layer, head in itertools.product(range(layers), range(heads_per_layer)):
+        row: dict[str, Any] = {"layer": layer, "head": head}
+        for key in columns(pairs)[2:-1]:  # the documented order; pattern last, from the others
+            row[key] = uniform if key == "uniform_entropy" else _number(means[key][layer, head])
+        row["pattern"] = pattern(row, pairs) if row["self"] is not None else None  # None: non-finite maps
+        heads.append(row)
+    return heads
 
 
 def _number(value: Any) -> float | None:

@@ -1,0 +1,453 @@
+"""`posemb stats` in pieces: shards merged equal one run, the partial file as documented, refused merges and resumes,
+checkpoints that survive SIGINT, SIGTERM and SIGKILL, --dtype, and the README's recipes (GNU parallel or a shell loop,
+run for real; Ray, run against a stand-in for `ray`; Slurm, syntax-checked).
+
+The per-head numbers themselves are checked against transformers in test_stats.py; here the reference is one
+uninterrupted `posemb stats` run over the whole corpus, which is what a merge or a resume must reproduce. Counts,
+line numbers and hashes are computed here from the corpus file directly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli, tiny_model_folder
+
+from posemb_cli import partials
+from posemb_cli.stats import STATISTICS
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+LINES = [
+    "The cat sat on the mat.",
+    "Position matters, and so does order!",
+    "",
+    "Attention is all you need; embeddings add up.",
+    "Hi",
+    "A quick brown fox jumps over the lazy dog 12345 times...",
+    "",
+    "transformers encode position with learned tables, sines, rotations or biases",
+    "Why?",
+    'Tokens, tokens -- and (more) tokens: "quoted" ones too.',
+    "One more line of moderate length for the corpus.",
+    "Short one.",
+    "x",
+    "Heads attend to [CLS], [SEP] and full stops, says Clark et al. (2019).",
+]
+SUM_NAMES = ("cls", "sep", "punct", "sink", "self", "entropy", "distance", "within", "across", "prev", "next")
+
+
+def _json(result) -> dict:
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def largest_relative_difference(a: dict, b: dict) -> float:
+    """Over every number of every head of two `stats --json` outputs (a zero must be matched by a zero)."""
+    worst = 0.0
+    assert [(h["layer"], h["head"]) for h in a["heads"]] == [(h["layer"], h["head"]) for h in b["heads"]]
+    for x, y in zip(a["heads"], b["heads"], strict=True):
+        assert x["pattern"] == y["pattern"]
+        for key in STATISTICS:
+            if y[key] is None or x[key] is None:
+                assert x[key] is y[key] is None
+            else:
+                worst = max(worst, abs(x[key] - y[key]) / abs(y[key]) if y[key] else abs(x[key]) * np.inf)
+    return worst
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("shards") / "corpus.txt"
+    path.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def bert(tiny_models) -> str:
+    return str(tiny_models["BERT"])
+
+
+@pytest.fixture(scope="module")
+def pieces(corpus, bert, tmp_path_factory) -> dict:
+    """Three shards (--batch-size 1, each text alone) and one run over the whole corpus, in-process."""
+    folder = tmp_path_factory.mktemp("pieces")
+    common = ["-m", bert, "--device", "cpu", "--batch-size", "1"]
+    parts = []
+    for index in range(3):
+        part = folder / f"part-{index}.npz"
+        result = run_cli("stats", str(corpus), *common, "--shard", f"{index}/3", "--partial", str(part))
+        assert result.exit_code == 0 and result.stdout == "", result.stderr  # --partial alone prints nothing
+        assert f"Wrote {part}" in result.stderr
+        parts.append(part)
+    return {"parts": parts, "one": _json(run_cli("stats", str(corpus), *common, "--json")), "folder": folder}
+
+
+# ---------------------------------------------------------------- shards and merge
+
+
+def test_merged_shards_equal_one_run(pieces, corpus):
+    merged_file = pieces["folder"] / "merged.npz"
+    merged = _json(run_cli("stats", "merge", *map(str, pieces["parts"]), "--json", "--partial", str(merged_file)))
+    one = pieces["one"]
+    assert merged["texts"] == one["texts"] == sum(1 for line in LINES if line.strip())
+    assert merged["tokens"] == one["tokens"]
+    assert merged["shards"] == {"count": 3, "indices": [0, 1, 2], "missing": []}
+    assert list(merged) == ["model", "texts", "tokens", "shards", "heads"] and list(one) == [
+        "model",
+        "texts",
+        "tokens",
+        "heads",
+    ]
+    assert largest_relative_difference(merged, one) <= 1e-9
+    # the merged partial is itself mergeable and prints the same numbers; its header has the documented keys
+    again = _json(run_cli("stats", "merge", str(merged_file), "--json"))
+    assert again["heads"] == merged["heads"]
+    header = partials.read_partial(merged_file).header
+    assert list(header) == list(partials.read_partial(pieces["parts"][0]).header)
+    assert header["shards"] == {"count": 3, "indices": [0, 1, 2]} and header["resume"] is None
+
+
+def test_batched_shards_differ_from_one_run_only_by_forward_rounding(corpus, bert, tmp_path):
+    """With batches the forward pass's float32 rounding depends on the batch's shape (README: Exactness)."""
+    parts = []
+    for index in range(2):
+        parts.append(tmp_path / f"p{index}.npz")
+        args = ["--shard", f"{index}/2", "--partial", str(parts[-1]), "--batch-size", "3"]
+        assert run_cli("stats", str(corpus), "-m", bert, *args).exit_code == 0
+    merged = _json(run_cli("stats", "merge", *map(str, parts), "--json"))
+    one = _json(run_cli("stats", str(corpus), "-m", bert, "--batch-size", "4", "--json"))
+    assert largest_relative_difference(merged, one) <= 1e-5
+
+
+def test_partial_file_is_the_documented_npz(pieces, corpus, bert):
+    """Read with NumPy alone (no pickle); every header field checked against the corpus and the model folder."""
+    raw = corpus.read_bytes()
+    lines = raw.splitlines(keepends=True)
+    for index, part in enumerate(pieces["parts"]):
+        with np.load(part, allow_pickle=False) as data:
+            header = json.loads(data["header"].item())
+            sums = {key: data[key] for key in data.files if key != "header"}
+        assert list(header) == [
+            "format",
+            "version",
+            "posemb",
+            "model",
+            "options",
+            "shards",
+            "corpus",
+            "complete",
+            "resume",
+            "run",
+            "counts",
+        ]
+        assert header["format"] == "posemb-stats-partial" and header["version"] == 1
+        assert header["posemb"] == __import__("posemb_cli").__version__
+        assert header["model"]["fingerprint"] == _fingerprint(Path(bert)) and header["model"]["layers"] == 2
+        assert header["options"] == {
+            "pairs": False,
+            "max_length": 64,
+            "sink_k": 4,
+            "dtype": "float32",
+            "encoding_errors": "strict",
+        }
+        assert header["shards"] == {"count": 3, "indices": [index]}
+        assert header["corpus"] == {"name": str(corpus), "lines": len(LINES), "sha256": hashlib.sha256(raw).hexdigest()}
+        assert header["complete"] is True and header["resume"] is None
+        assert header["run"] == {"batch_size": 1, "device": "cpu"}
+        mine = [line for k, line in enumerate(lines) if k % 3 == index]  # line k when k mod N = I, blanks counted
+        assert header["counts"]["texts"] == sum(1 for line in mine if line.strip())
+        assert header["counts"]["skipped"] == sum(1 for line in mine if not line.strip())
+        assert sorted(sums) == sorted(f"sum_{name}" for name in SUM_NAMES)
+        assert all(value.dtype == np.float64 and value.shape == (2, 4) for value in sums.values())
+    # the means are the sums over the counts, as documented
+    merged = partials.merge(pieces["parts"])
+    tokens = merged.counts["tokens"]
+    for row in pieces["one"]["heads"]:
+        at = (row["layer"], row["head"])
+        assert row["entropy"] == pytest.approx(merged.sums["entropy"][at] / tokens, rel=1e-12)
+        assert row["prev"] == pytest.approx(merged.sums["prev"][at] / merged.counts["edge_rows"], rel=1e-12)
+        assert row["uniform_entropy"] == pytest.approx(merged.counts["uniform"] / tokens, rel=1e-12)
+
+
+def _fingerprint(folder: Path) -> str:
+    """The documented fingerprint: SHA-256 over (name, SHA-256 of the bytes) of the top-level model files."""
+    patterns = ("*.safetensors", "*.bin", "*.json", "*.txt", "*.model")
+    files = sorted({f for pattern in patterns for f in folder.glob(pattern)})
+    text = "".join(f"{f.name}\0{hashlib.sha256(f.read_bytes()).hexdigest()}\n" for f in files)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_merge_refuses_what_does_not_fit(pieces, corpus, bert, tiny_models, tmp_path):
+    parts = [str(p) for p in pieces["parts"]]
+
+    def merge(*args: str):
+        return run_cli("stats", "merge", *args)
+
+    twice = merge(parts[0], parts[1], parts[1], parts[2])
+    assert twice.exit_code == 1 and f"shard 1/3 is in both {parts[1]} and {parts[1]}" in twice.stderr
+    missing = merge(parts[0], parts[2])
+    assert missing.exit_code == 1 and "shard 1 of 3 is missing; pass --allow-missing" in missing.stderr
+    allowed = merge(parts[0], parts[2], "--allow-missing", "--json")
+    assert allowed.exit_code == 0 and json.loads(allowed.stdout)["shards"]["missing"] == [1]
+    assert "missing shard 1 of 3" in allowed.stderr
+    table = merge(parts[0], parts[2], "--allow-missing")
+    assert "shards 0,2 of 3 (missing: 1)" in " ".join(table.stdout.split())
+
+    def piece(*args: str, name: str, source: Path = corpus, shard: str = "0/3") -> str:
+        path = tmp_path / name
+        result = run_cli("stats", str(source), "--shard", shard, "--partial", str(path), "--batch-size", "1", *args)
+        assert result.exit_code == 0, result.stderr
+        return str(path)
+
+    other_option = merge(piece("-m", bert, "--sink-k", "2", name="k2.npz"), parts[1], parts[2])
+    assert other_option.exit_code == 1 and "--sink-k 2 in" in other_option.stderr and "but 4 in" in other_option.stderr
+    other_model = merge(piece("-m", str(tiny_models["ELECTRA"]), name="electra.npz"), parts[1], parts[2])
+    assert other_model.exit_code == 1 and "cannot merge: model" in other_model.stderr
+    assert str(tiny_models["ELECTRA"]) in other_model.stderr
+    other_corpus = tmp_path / "other.txt"
+    other_corpus.write_text("\n".join(LINES[::-1]) + "\n", encoding="utf-8")
+    different = merge(piece("-m", bert, name="o.npz", source=other_corpus), parts[1], parts[2])
+    assert different.exit_code == 1 and "cannot merge: corpus SHA-256" in different.stderr
+    other_count = merge(parts[0], piece("-m", bert, name="n2.npz", shard="1/2"))
+    assert other_count.exit_code == 1 and "cannot merge: shard count 3 in" in other_count.stderr
+
+    not_a_partial = merge(str(corpus))
+    assert not_a_partial.exit_code == 1 and f"{corpus} is not a posemb stats partial" in not_a_partial.stderr
+    newer = tmp_path / "newer.npz"
+    partial = partials.read_partial(parts[0])
+    partial.header["version"] = 99
+    partial.save(newer)
+    too_new = merge(str(newer))
+    assert too_new.exit_code == 1 and "format version 99, newer than this posemb reads (1)" in too_new.stderr
+    assert "Traceback" not in too_new.output
+
+
+def test_shard_spec_errors(corpus):
+    for spec, message in (("3/3", "the index must be 0..2"), ("1-4", "expected I/N"), ("a/b", "expected I/N")):
+        result = run_cli("stats", str(corpus), "--shard", spec)
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_of_another_run_is_refused(corpus, bert, tiny_models, tmp_path):
+    checkpoint = tmp_path / "run.ckpt"
+    base = ["stats", str(corpus), "-m", bert, "--checkpoint", str(checkpoint), "--batch-size", "2", "--json"]
+    first = _json(run_cli(*base))
+    assert partials.read_partial(checkpoint).complete
+    again = run_cli(*base)  # a finished checkpoint: the same numbers, nothing left to run
+    assert _json(again) == first and "Going on from checkpoint" in again.stderr
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(LINES[1:]) + "\n", encoding="utf-8")
+    refusals = {
+        "was made on another corpus": ["stats", str(other), *base[2:]],
+        "is from another run: --sink-k 4 in": [*base, "--sink-k", "3"],
+        "is from another run: --max-length 64 in": [*base, "--max-length", "9"],
+        "is from another run: --batch-size 2 in": [*base, "--batch-size", "3"],
+        "is from another run: shard count 1 in": [*base, "--shard", "0/2"],
+        "is from another run: model": [*base, "-m", str(tiny_models["ELECTRA"])],
+    }
+    for words, args in refusals.items():
+        result = run_cli(*args)
+        assert result.exit_code == 1 and f"Error: checkpoint {checkpoint} {words}" in result.stderr, result.stderr
+
+
+def test_sigterm_saves_the_checkpoint_and_the_resumed_run_equals_one_run(corpus, bert, tmp_path, monkeypatch):
+    """SIGTERM (a scheduler's stop) mid-batch: exit 130, the checkpoint holds whole batches only; the same command
+    again gives exactly the numbers of an uninterrupted run."""
+    from posemb_cli import stats
+
+    checkpoint = tmp_path / "run.ckpt"
+    args = ["stats", str(corpus), "-m", bert, "--batch-size", "2", "--checkpoint-texts", "1", "--json"]
+    real_run, calls = stats._Reducer.run, []
+
+    def terminate_on_fourth(self, batch):
+        calls.append(1)
+        if len(calls) == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        real_run(self, batch)
+
+    monkeypatch.setattr(stats._Reducer, "run", terminate_on_fourth)
+    stopped = run_cli(*args, "--checkpoint", str(checkpoint))
+    assert stopped.exit_code == 130 and stopped.stdout == ""
+    assert f"Interrupted after 6 text(s); checkpoint {checkpoint} saved" in stopped.stderr
+    saved = partials.read_partial(checkpoint)
+    assert saved.counts["texts"] == 6 and not saved.complete and saved.header["resume"]["batches"] == 3
+    monkeypatch.setattr(stats._Reducer, "run", real_run)
+    resumed = run_cli(*args, "--checkpoint", str(checkpoint))
+    assert "Going on from checkpoint" in resumed.stderr and "(6 text(s) done)" in resumed.stderr
+    assert _json(resumed) == _json(run_cli(*args))
+
+
+def _killed_and_resumed() -> dict:
+    """Real processes: `posemb stats --checkpoint` stopped by SIGINT, then by SIGKILL, each at a random point after
+    some progress, then the same command run to the end. Returns what the test checks."""
+    folder = tiny_model_folder("BERT")
+    work = Path(tempfile.mkdtemp(prefix="posemb-resume-"))
+    rng = random.Random()
+    seed = rng.randrange(1 << 30)
+    rng.seed(seed)
+    texts = [LINES[k % len(LINES)] + ("" if k % 7 else f" number {k}") for k in range(240)]
+    (work / "corpus.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    checkpoint = work / "run.ckpt"
+    args = ["stats", str(work / "corpus.txt"), "-m", str(folder), "--batch-size", "2", "--device", "cpu", "--json"]
+    command = [sys.executable, "-m", "posemb_cli", *args, "--checkpoint", str(checkpoint), "--checkpoint-texts", "6"]
+
+    def done() -> int:
+        try:
+            return partials.read_partial(checkpoint).counts["texts"]
+        except Exception:  # not written yet
+            return 0
+
+    stops = []
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        before = done()
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while done() <= before and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.25))
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+        stops.append({"signal": sig.name, "code": proc.returncode, "stderr": err.decode(), "texts": done()})
+    final = subprocess.run(command, capture_output=True, timeout=300)
+    shutil.rmtree(work, ignore_errors=True)
+    return {"seed": seed, "args": args, "texts": texts, "stops": stops, "final": final}
+
+
+@pytest.mark.early(job=_killed_and_resumed, tiny_models=True)
+def test_sigint_and_sigkill_at_random_points_then_resume_equals_one_run(early, tmp_path):
+    stops, final = early["stops"], early["final"]
+    why = f"random seed {early['seed']}: {stops}"
+    total = sum(1 for text in early["texts"] if text.strip())
+    sigint, sigkill = stops
+    assert sigint["code"] == 130 and "checkpoint" in sigint["stderr"] and "saved" in sigint["stderr"], why
+    assert sigkill["code"] == -signal.SIGKILL, why
+    assert 0 < sigint["texts"] <= sigkill["texts"] < total, why  # both landed mid-run, after some progress
+    assert final.returncode == 0, final.stderr.decode()
+    assert f"({sigkill['texts']} text(s) done)" in final.stderr.decode()
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(early["texts"]) + "\n", encoding="utf-8")
+    args = list(early["args"])
+    args[1] = str(corpus)
+    uninterrupted = _json(run_cli(*args))
+    resumed = json.loads(final.stdout)
+    assert resumed["texts"] == uninterrupted["texts"] == total
+    assert largest_relative_difference(resumed, uninterrupted) <= 1e-12, why
+
+
+# ---------------------------------------------------------------- --dtype
+
+
+def test_bfloat16_on_the_cpu_stays_near_float32():
+    """Stated tolerance (README): masses within 0.01, entropy and distance within 1% or 0.02 (nats, tokens). (Pattern
+    labels are thresholds on these means: a head near a threshold may flip.)"""
+    from posemb_cli.models import load
+    from posemb_cli.stats import corpus_stats
+
+    texts = [line for line in LINES if line.strip()][:4]
+    full = corpus_stats(load(None, dtype="float32"), texts, batch_size=4)
+    half = load(None, dtype="bfloat16")
+    assert str(next(half.model.parameters()).dtype) == "torch.bfloat16"
+    low = corpus_stats(half, texts, batch_size=4)
+    for a, b in zip(low.heads, full.heads, strict=True):
+        for key in ("cls", "sep", "punct", "self", "prev", "next", "sink"):
+            assert abs(a[key] - b[key]) <= 0.01, (key, a, b)
+        for key in ("entropy", "distance"):
+            assert a[key] == pytest.approx(b[key], rel=0.01, abs=0.02), (key, a, b)
+
+
+def test_dtype_the_device_cannot_run_is_a_clear_error(bert, corpus, monkeypatch):
+    import torch
+
+    real_ones = torch.ones
+
+    def no_half(*args, **kwargs):
+        if kwargs.get("dtype") in (torch.float16, torch.bfloat16):
+            raise RuntimeError("\"addmm_impl_cpu_\" not implemented for 'Half'")
+        return real_ones(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "ones", no_half)
+    result = run_cli("stats", str(corpus), "-m", bert, "--dtype", "float16", "--device", "cpu")
+    assert result.exit_code == 1 and "Error: --dtype float16 is not supported on cpu" in result.stderr
+    assert "use float32" in result.stderr and "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------- the README's recipes
+
+
+def _block(title: str, language: str) -> str:
+    """The code block of that language right after a README line that contains `title`."""
+    text = README.read_text(encoding="utf-8")
+    match = re.search(re.escape(title) + r".*?```" + language + r"\n(.*?)```", text, flags=re.S)
+    assert match, f"README has no {language} block after {title!r}"
+    return match.group(1)
+
+
+def _recipe_run() -> tuple[str, subprocess.CompletedProcess]:
+    """The README's one-machine recipe in a real shell: GNU parallel if installed, else the plain shell loop; with
+    N=2 shards and a small corpus. Returns which recipe ran and its result."""
+    which = "GNU parallel" if shutil.which("parallel") else "shell loop"
+    script = _block(f"Recipe: {which}", "sh").replace("N=4", "N=2")
+    work = Path(tempfile.mkdtemp(prefix="posemb-recipe-"))
+    (work / "corpus.txt").write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(["bash", "-e", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    heads = (work / "heads.json").read_text() if (work / "heads.json").exists() else ""
+    shutil.rmtree(work, ignore_errors=True)
+    return which, proc, heads
+
+
+@pytest.mark.early(job=_recipe_run)
+def test_readme_recipe_on_one_machine_runs(early, tmp_path):
+    which, proc, heads = early
+    assert proc.returncode == 0, (which, proc.stderr)
+    merged = json.loads(heads)
+    assert merged["shards"] == {"count": 2, "indices": [0, 1], "missing": []}
+    assert merged["texts"] == sum(1 for line in LINES if line.strip())
+
+
+def test_readme_slurm_recipe_is_valid_bash():
+    script = _block("Recipe: Slurm", "sh")
+    assert "#SBATCH --array=0-15" in script and "--shard $SLURM_ARRAY_TASK_ID/16" in script
+    assert subprocess.run(["bash", "-n", "-c", script], capture_output=True).returncode == 0
+
+
+def test_readme_ray_recipe_runs_against_a_stand_in_for_ray(tmp_path, monkeypatch, capsys):
+    """ray is not installed here: the recipe is compiled, then run with a stand-in module whose remote functions run
+    at once in this process, so that every posemb call in it is exercised."""
+    import types
+
+    code = _block("Recipe: Ray", "python")
+    compile(code, "README Ray recipe", "exec")
+    fake = types.ModuleType("ray")
+
+    class Remote:
+        def __init__(self, function):
+            self.function = function
+
+        def remote(self, *args, **kwargs):
+            return self.function(*args, **kwargs)
+
+    fake.init = lambda *args, **kwargs: None
+    fake.remote = lambda function=None, **options: Remote(function) if function else Remote
+    fake.get = lambda values: values
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus.txt").write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    exec(compile(code, "README Ray recipe", "exec"), {"__name__": "__main__"})
+    printed = capsys.readouterr().out
+    assert "texts" in printed and str(sum(1 for line in LINES if line.strip())) in printed
