@@ -855,10 +855,16 @@ def stats(
         ),
     ] = None,
     checkpoint_texts: Annotated[
-        int, typer.Option("--checkpoint-texts", min=1, metavar="N", help="Save the checkpoint every N texts ...")
+        int,
+        number_option(
+            "--checkpoint-texts", low=1, high=10**9, metavar="N", help="Save the checkpoint every N texts ..."
+        ),
     ] = 1000,
     checkpoint_seconds: Annotated[
-        float, typer.Option("--checkpoint-seconds", min=0, metavar="T", help="... or every T seconds.")
+        float,
+        number_option(
+            "--checkpoint-seconds", low=0, high=10**7, metavar="T", help="... or every T seconds.", kind=float
+        ),
     ] = 60.0,
     device: DeviceOpt = Device.auto,
     dtype: DtypeOpt = Dtype.float32,
