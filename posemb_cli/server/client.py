@@ -190,13 +190,15 @@ def _reason(exc: BaseException) -> str:
 # ---------------------------------------------------------------- posemb serve --status / --stop / --detach
 
 
-def status() -> dict[str, Any] | None:
-    """The running server's status, or None when none answers (a stale socket and pid file are then removed)."""
+def status(clean: bool = True) -> dict[str, Any] | None:
+    """The running server's status, or None when none answers (then, with `clean`, a stale socket and pid file are
+    removed)."""
     try:
         sock = connect(CONNECT_TIMEOUT)
     except (FileNotFoundError, ConnectionRefusedError):
         try:
-            protocol.remove_stale(protocol.runtime_dir())
+            if clean:
+                protocol.remove_stale(protocol.runtime_dir())
         except (OSError, protocol.UnsafeFolder):
             pass
         return None
@@ -247,7 +249,7 @@ def start_detached(options: list[str], wait: float = 600.0) -> dict[str, Any]:
                 lines = handle.read().decode("utf-8", "replace").splitlines()
             errors = [line.removeprefix("Error: ") for line in lines if line.startswith("Error: ")]
             raise RuntimeError(errors[-1] if errors else f"the server exited with code {process.returncode}; see {log}")
-        info = status()
+        info = status(clean=False)  # the starting server removes what a dead one left, and logs it
         if info is not None and info.get("pid") == process.pid:
             return info
         time.sleep(0.05)

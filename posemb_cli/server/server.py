@@ -16,6 +16,7 @@ fork of a process whose OpenMP pool has started hangs. Each child sets the threa
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import selectors
@@ -57,9 +58,9 @@ class Connection:
 
 
 class Server:
-    def __init__(self, folder: Path, max_models: int, idle_timeout: float, log: Callable[[str], None]) -> None:
-        import torch
-
+    def __init__(
+        self, folder: Path, identity: dict[str, Any], max_models: int, idle_timeout: float, log: Callable[[str], None]
+    ) -> None:
         from ..models import enable_load_cache
 
         self.folder = folder
@@ -67,9 +68,8 @@ class Server:
         self.idle_timeout = idle_timeout  # seconds; 0: never
         self.cache = enable_load_cache(max_models)
         self.names: dict[Any, str] = {}  # the name a cached model was asked for by, for --status
-        self.identity = protocol.identity()
-        self.threads = torch.get_num_threads()  # what a fresh process would use; the server itself keeps one
-        torch.set_num_threads(1)
+        self.identity = identity  # taken before the imports, which may set variables of their own
+        self.threads = 0  # torch's thread count in a fresh process (known once torch is imported, see _one_thread)
         self.started = time.time()
         self.last_active = time.monotonic()
         self.served = 0
@@ -90,6 +90,7 @@ class Server:
         read again). PosembError when it cannot be loaded. `shown`: its name in --status."""
         from ..models import load
 
+        self._one_thread()
         self.cache.used.clear()
         loaded = load(name, device="cpu")
         self.names[self.cache.used[-1]] = shown or loaded.info.name
@@ -106,6 +107,15 @@ class Server:
         for key in list(self.names):
             if key not in self.cache.entries:
                 del self.names[key]
+
+    def _one_thread(self) -> None:
+        """Before torch does anything here: note the thread count a fresh process would use (each child sets it),
+        and keep the server at one, so that it never starts the OpenMP pool that would hang its forked children."""
+        if not self.threads:
+            import torch
+
+            self.threads = torch.get_num_threads()
+            torch.set_num_threads(1)
 
     # ---------------------------------------------------------------- the loop
 
@@ -173,7 +183,7 @@ class Server:
                 why = f"refused: uid {uid} is not this server's user" if uid != os.getuid() else "busy"
                 self.log(f"connection {why}")
                 _send_quietly(sock, {"error": why})
-                sock.close()
+                _drain_and_close(sock)
                 continue
             sock.setblocking(False)
             conn = Connection(sock, time.monotonic())
@@ -254,7 +264,7 @@ class Server:
     def _unwatch(self, conn: Connection) -> None:
         if not conn.closed:
             self.selector.unregister(conn.sock)
-            conn.sock.close()
+            _drain_and_close(conn.sock)
             conn.closed = True
 
     def _close(self, conn: Connection) -> None:
@@ -266,6 +276,8 @@ class Server:
     # ---------------------------------------------------------------- requests
 
     def _start(self, conn: Connection, request: dict[str, Any]) -> None:
+        self._one_thread()
+        gc.freeze()  # the child's garbage collector leaves the server's objects alone: no copying of their pages
         report_read, report_write = os.pipe()
         self.numbered += 1
         conn.number, conn.argv, conn.started = self.numbered, request["argv"], time.monotonic()
@@ -490,6 +502,7 @@ def serve(models: list[str], max_models: int, idle_timeout: float, announce: Cal
         folder = protocol.runtime_dir(create=True)
     except protocol.UnsafeFolder as exc:
         raise PosembError(f"refusing to serve: {exc}") from None
+    identity = protocol.identity()
     lock, previous = _lock_pid_file(folder)
     log_file = _open_log(folder)
 
@@ -504,7 +517,7 @@ def serve(models: list[str], max_models: int, idle_timeout: float, announce: Cal
         for removed in _remove_stale_socket(folder):
             log(f"removed {removed}")
         _import_everything()
-        server = Server(folder, max_models, idle_timeout, log)
+        server = Server(folder, identity, max_models, idle_timeout, log)
         server.held_fds = [lock, log_file.fileno()]
         for name in models:
             server.keep(name)
@@ -590,9 +603,11 @@ def _listen(path: Path) -> socket.socket:
 
 
 def _import_everything() -> None:
-    """Import what requests use (every posemb module, rich, the matplotlib backends) once, here, so that no child
-    spends time importing it."""
+    """Import what requests use (every posemb module, and what they import lazily: rich's tables and emoji, the
+    matplotlib backends, the rotary embedding of scheme:rotary) once, here, so that no child spends time on it.
+    A module missing from this list only makes requests slower, never different."""
     import importlib
+    import io
     import pkgutil
 
     import posemb_cli
@@ -601,15 +616,21 @@ def _import_everything() -> None:
         if not module.name.startswith(("posemb_cli.server", "posemb_cli.__main__")):
             importlib.import_module(module.name)
     for name in (
-        "rich.console",
-        "rich.table",
+        "rich._emoji_codes",
         "rich.progress",
         "matplotlib.figure",
         "matplotlib.backends.backend_agg",
         "matplotlib.backends.backend_svg",
         "matplotlib.backends.backend_pdf",
+        "transformers.models.llama.modeling_llama",
     ):
         importlib.import_module(name)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("warm", "up")
+    table.add_row("我", "1.0")
+    Console(file=io.StringIO(), width=80).print(table)  # loads rich's lazily read unicode width tables
 
 
 # ---------------------------------------------------------------- small tools
@@ -649,6 +670,21 @@ def _send_quietly(sock: socket.socket, message: dict[str, Any]) -> bool:
             sock.setblocking(False)
         except OSError:
             pass
+
+
+def _drain_and_close(sock: socket.socket) -> None:
+    """Close a connection after reading what is waiting on it (a Unix socket closed with unread data resets the
+    connection, and the peer could lose the reply it was sent)."""
+    try:
+        sock.setblocking(False)
+        for _ in range(16):
+            data, fds, _, _ = socket.recv_fds(sock, 65536, protocol.FDS + 1)
+            _close_fds(fds)
+            if not data:
+                break
+    except OSError:
+        pass
+    sock.close()
 
 
 def _close_fds(fds: list[int]) -> None:
