@@ -85,14 +85,14 @@ class Server:
 
     # ---------------------------------------------------------------- models
 
-    def keep(self, name: str, shown: str | None = None) -> None:
+    def keep(self, name: str, shown: str | None = None, **options: Any) -> None:
         """Load a model on the CPU into the server's cache, or mark it as just used (a model whose files changed is
-        read again). PosembError when it cannot be loaded. `shown`: its name in --status."""
+        read again). PosembError when it cannot be loaded. `shown`: its name in --status; `options`: load()'s."""
         from ..models import load
 
         self._one_thread()
         self.cache.used.clear()
-        loaded = load(name, device="cpu")
+        loaded = load(name, **{**options, "device": "cpu"})
         self.names[self.cache.used[-1]] = shown or loaded.info.name
         self.cache.used.clear()
 
@@ -100,8 +100,9 @@ class Server:
         for entry in used:
             if entry.get("device") != "cpu" or entry.get("trust_remote_code") is not False:
                 continue  # CUDA cannot be shared with forked children; a model's own code never runs in the server
+            options = {k: v for k, v in entry.items() if k not in ("folder", "name")}  # the CacheKey's other fields
             try:
-                self.keep(str(entry["folder"]), str(entry.get("name") or entry["folder"]))
+                self.keep(str(entry["folder"]), str(entry.get("name") or entry["folder"]), **options)
             except Exception as exc:  # the request itself told its user about any error
                 self.log(f"could not keep {entry.get('folder')}: {exc}")
         for key in list(self.names):
