@@ -61,7 +61,7 @@ def _time(command: list[str], env: dict[str, str]) -> float:
 def compare(
     name: str, ours: list[str], plain: list[str], target: str, **environ: str
 ) -> tuple[str, float, float, float, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", POSEMB_SERVER="off", **environ)  # no server unless a row starts one
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "POSEMB_SERVER": "off", **environ}  # no server unless a row starts one
     _time(ours, env), _time(plain, env)  # warm the file cache for both
     ours_times, plain_times = [], []
     for _ in range(RUNS):  # alternate, so noise from the shared machine falls on both
