@@ -134,8 +134,7 @@ class Server:
                 if key.data == "listen":
                     self._accept()
                 elif key.data == "wake":
-                    while os.read(self.wake[0], 512) == 512:
-                        pass
+                    _drain_pipe(self.wake[0])
                 else:
                     self._readable(key.data)
             if self.signalled is not None:
@@ -686,6 +685,14 @@ def _drain_and_close(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
+
+
+def _drain_pipe(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def _close_fds(fds: list[int]) -> None:
