@@ -325,7 +325,9 @@ _early_jobs: EarlyJobs | None = None
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "early(job, tiny_models=False): run job (a real process) in the background from the session start"
+        "markers",
+        "early(job, tiny_models=False, first=False): run job (a real process) in the background from the session "
+        "start; first=True: before the other jobs",
     )
 
 
@@ -340,7 +342,7 @@ def pytest_collection_finish(session):
     marks = [m for m in marks if m is not None]
     if marks and not session.config.option.collectonly:
         # jobs that wait for the tiny models go last, when the in-process tests have long built them
-        marks.sort(key=lambda m: bool(m.kwargs.get("tiny_models")))
+        marks.sort(key=lambda m: (not m.kwargs.get("first"), bool(m.kwargs.get("tiny_models"))))
         _early_jobs = EarlyJobs({m.kwargs["job"]: bool(m.kwargs.get("tiny_models")) for m in marks})
 
 

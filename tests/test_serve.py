@@ -71,7 +71,7 @@ def _start_server() -> SimpleNamespace:
     return SimpleNamespace(root=root, env=env, folder=root / "run" / "posemb", script=script, bin=bin_folder)
 
 
-pytestmark = pytest.mark.early(job=_start_server)
+pytestmark = pytest.mark.early(job=_start_server, first=True)  # seconds of imports: start them before other jobs
 
 
 @pytest.fixture(scope="session")
