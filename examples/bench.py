@@ -3,6 +3,9 @@
 Times are medians of alternating runs of whole processes, so start-up (imports, model load) is included, as a user
 feels it. This machine is shared and noisy: read the ratios, not the absolute seconds.
 
+The warm row runs the client against a `posemb serve` started for the row (bundled model loaded); the other rows run
+with POSEMB_SERVER=off, so a server the user has running changes nothing.
+
 `posemb stats` gets two rows of its own:
 - throughput: `posemb_cli.stats.corpus_stats` against a plain loop over the same texts with the same batch size that
   asks transformers for output_attentions=True and reduces every layer's maps to the same statistics in torch
@@ -59,8 +62,10 @@ def _time(command: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
-def compare(name: str, ours: list[str], plain: list[str], target: str) -> tuple[str, float, float, float, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+def compare(
+    name: str, ours: list[str], plain: list[str], target: str, **environ: str
+) -> tuple[str, float, float, float, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "POSEMB_SERVER": "off", **environ}  # no server unless a row starts one
     _time(ours, env), _time(plain, env)  # warm the file cache for both
     ours_times, plain_times = [], []
     for _ in range(RUNS):  # alternate, so noise from the shared machine falls on both
@@ -68,6 +73,26 @@ def compare(name: str, ours: list[str], plain: list[str], target: str) -> tuple[
         plain_times.append(_time(plain, env))
     a, b = statistics.median(ours_times), statistics.median(plain_times)
     return name, a, b, a / b, target
+
+
+def warm_inspect(posemb: list[str], plain_script: str) -> tuple[str, float, float, float, str]:
+    """The same command answered by a running `posemb serve` (started here, in a temp XDG_RUNTIME_DIR, with the
+    bundled model loaded; stopped afterwards): the client process against the plain script."""
+    with tempfile.TemporaryDirectory() as runtime:
+        env = dict(os.environ, HF_HUB_OFFLINE="1", XDG_RUNTIME_DIR=runtime)
+        env.pop("POSEMB_SERVER", None)
+        subprocess.run([*posemb, "serve", "--detach", "-m", "bundled"], env=env, check=True, capture_output=True)
+        try:
+            return compare(
+                "posemb inspect TEXT, warm (posemb serve running)",
+                [*posemb, "inspect", TEXT],
+                [sys.executable, plain_script, TEXT],
+                "<= 0.1x",
+                XDG_RUNTIME_DIR=runtime,
+                POSEMB_SERVER="on",
+            )
+        finally:
+            subprocess.run([*posemb, "serve", "--stop"], env=env, capture_output=True)
 
 
 # ---------------------------------------------------------------- posemb stats: throughput
@@ -431,6 +456,7 @@ def main() -> None:
             [sys.executable, plain_script, TEXT],
             "<= 1.0x",
         ),
+        warm_inspect(posemb, plain_script),
     ]:
         rows.append((name, f"{a:.3f} s", f"{b:.3f} s", ratio, target, None))
     os.unlink(plain_script)

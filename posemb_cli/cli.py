@@ -11,6 +11,9 @@ Commands and where their work lives:
   stats merge -> partials.merge; the same renderers
   ablate    -> ablate.ablate_texts; render/ablate_table.py, render/figures/ablate.py
   -o FILE.html (inspect, positions, compare, stats, ablate) -> render/html.py, the page in render/static/
+  serve     -> server/server.py (forks a child per command that runs this app); render/serve_status.py
+Every command goes first to a running `posemb serve` (server/client.py, called from __main__.py before this module is
+imported); without one, it runs here.
 Output (stdout/stderr, console width, formats, output paths) goes through one `output.Output`, the context object.
 """
 
@@ -1176,6 +1179,73 @@ def _render_ablations(out: Output, results: Iterator[Any], fmt: str, single: boo
         out.warn("no texts were given (every text was empty)")
         return None
     return last
+
+
+@app.command()
+@handle_errors
+def serve(
+    ctx: typer.Context,
+    model: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="NAME|FOLDER",
+            help="Load this model at start (repeat for more); others are kept once a command has used them.",
+        ),
+    ] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Run in the background; return once it answers.")] = False,
+    status: Annotated[
+        bool, typer.Option("--status", help="Show the running server: pid, uptime, models, memory, requests, log.")
+    ] = False,
+    stop: Annotated[
+        bool, typer.Option("--stop", help="Stop the running server (it finishes the commands it is running).")
+    ] = False,
+    max_models: Annotated[
+        int, typer.Option("--max-models", min=1, metavar="N", help="Models kept; the least recently used goes first.")
+    ] = 2,
+    idle_timeout: Annotated[
+        float,
+        typer.Option(
+            "--idle-timeout", min=0, metavar="MINUTES", help="Stop after this long without a command (0: never)."
+        ),
+    ] = 15,
+    output_format: FormatOpt = Format.table,
+    json_flag: JsonOpt = False,
+) -> None:
+    """Keep models loaded in a background server: every later posemb command is answered by it, much faster.
+
+    Example: posemb serve --detach -m sentence-transformers/all-MiniLM-L6-v2
+    """
+    from .server import client, protocol
+
+    out: Output = ctx.obj
+    fmt = out.format("serve", output_format.value, json_flag, ("table", "json"), "table")
+    if status + stop + detach > 1:
+        raise PosembUsageError("give at most one of --status, --stop and --detach")
+    try:
+        if status or stop:
+            info = client.status() if status else client.stop()
+            if info is None:
+                raise PosembError("no posemb server is running")
+            if status:
+                from .render.serve_status import print_status
+
+                print_status(out, info, fmt)
+            else:
+                out.info(f"Stopped the posemb server (pid {info['pid']}) after {info['requests_served']} command(s)")
+        elif detach:
+            options = [*(f"--model={name}" for name in model or []), f"--max-models={max_models}"]
+            info = client.start_detached([*options, f"--idle-timeout={idle_timeout}"])
+            out.info(f"posemb server running: pid {info['pid']}, socket {info['socket']}, log {info['log']}")
+        else:
+            from .server.server import serve as run_server
+
+            code = run_server(model or [], max_models, idle_timeout * 60, out.info)
+            if code:
+                raise typer.Exit(code)
+    except (protocol.UnsafeFolder, RuntimeError, TimeoutError) as exc:
+        raise PosembError(str(exc)) from None
 
 
 def run() -> None:

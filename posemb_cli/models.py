@@ -6,10 +6,11 @@ import json
 import os
 import re
 import stat
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import PosembError
 from .registry import CONFIG_KEYS, FAMILIES, GENERIC, SIZE_BOUNDS, Family, describe, family_for
@@ -266,9 +267,13 @@ def load(
     family = check_family(raw_config, display, trust_remote_code)
     device = choose_device(device)
     torch_dtype = check_dtype(dtype, device)
-    key = (str(path.resolve()), device, trust_remote_code, dtype)
-    if _CACHE is not None and key in _CACHE:
-        cached = _CACHE[key]
+    key = CacheKey(str(path.resolve()), device, trust_remote_code, dtype)
+    stamp = files_stamp(path) if _CACHE is not None else ()
+    cached = _CACHE.get(key, stamp) if _CACHE is not None else None
+    if _CACHE is not None and cached is None and dtype is not None:  # loaded before in the checkpoint's own dtype
+        same = _CACHE.get(key._replace(dtype=None), stamp)
+        cached = same if same is not None and same.dtype == dtype else None
+    if cached is not None:
         return replace(cached, info=replace(cached.info, name=display, path=str(path)))
     check_folder(display, path)
     tokenizer = _load_tokenizer(display, path, trust_remote_code)
@@ -279,21 +284,74 @@ def load(
     info = model_info(display, path, model.config, family)
     loaded = LoadedModel(info, family, tokenizer, model, device, dtype=_dtype_name(model))
     if _CACHE is not None:
-        _CACHE[key] = loaded
-        _CACHE.setdefault((*key[:3], loaded.dtype), loaded)  # None gave the checkpoint's dtype: the same model
+        _CACHE.put(key, stamp, loaded)
     return loaded
 
 
-# Opt-in, for the test suite: load() keeps each (folder, device, trust_remote_code) it loaded and hands the same
-# tokenizer and model back. Off by default: the CLI loads each model once per run anyway.
-_CACHE: dict[tuple[str, str, bool, str | None], LoadedModel] | None = None
+class CacheKey(NamedTuple):
+    """What makes two loads the same model in memory. The fields are load()'s arguments (folder for `name`), so a
+    key can be loaded again with load(key.folder, device=key.device, ...)."""
+
+    folder: str
+    device: str
+    trust_remote_code: bool
+    dtype: str | None = None
 
 
-def enable_load_cache() -> None:
-    """Reuse loaded models for the rest of this process (callers must not change a model they get back)."""
+def files_stamp(path: Path) -> tuple[tuple[str, int, int, int], ...]:
+    """(name, size, mtime, inode) of each file in a model folder: a model whose files changed on disk is reloaded."""
+    stamp = []
+    for entry in os.scandir(path):
+        try:
+            info = entry.stat()  # follows the symlinks of a hub snapshot to their blobs
+        except OSError:
+            continue
+        if not entry.is_dir():
+            stamp.append((entry.name, info.st_size, info.st_mtime_ns, info.st_ino))
+    return tuple(sorted(stamp))
+
+
+class LoadCache:
+    """Loaded models by CacheKey, least recently used first; at most `max_models` (None: no limit). An entry whose
+    folder's files changed since it was loaded is dropped, so load() reads the folder again. `used` lists the keys
+    handed out or stored since it was last cleared (the server asks which models a request used)."""
+
+    def __init__(self, max_models: int | None = None) -> None:
+        self.max_models = max_models
+        self.entries: OrderedDict[CacheKey, tuple[tuple[Any, ...], LoadedModel]] = OrderedDict()
+        self.used: list[CacheKey] = []
+
+    def get(self, key: CacheKey, stamp: tuple[Any, ...]) -> LoadedModel | None:
+        entry = self.entries.get(key)
+        if entry is None or entry[0] != stamp:
+            self.entries.pop(key, None)
+            return None
+        self.entries.move_to_end(key)
+        self.used.append(key)
+        return entry[1]
+
+    def put(self, key: CacheKey, stamp: tuple[Any, ...], loaded: LoadedModel) -> None:
+        self.entries[key] = (stamp, loaded)
+        self.entries.move_to_end(key)
+        self.used.append(key)
+        while self.max_models is not None and len(self.entries) > self.max_models:
+            self.entries.popitem(last=False)
+
+
+# Opt-in: load() keeps each model it loaded (by CacheKey) and hands the same tokenizer and model back. The test suite
+# turns it on (each model folder loaded once per run) and so does `posemb serve`, with a limit. Off by default: the
+# CLI loads each model once per run anyway.
+_CACHE: LoadCache | None = None
+
+
+def enable_load_cache(max_models: int | None = None) -> LoadCache:
+    """Reuse loaded models for the rest of this process (callers must not change a model they get back); at most
+    `max_models` are kept, the least recently used dropped first."""
     global _CACHE
     if _CACHE is None:
-        _CACHE = {}
+        _CACHE = LoadCache(max_models)
+    _CACHE.max_models = max_models
+    return _CACHE
 
 
 def _quiet_transformers() -> None:

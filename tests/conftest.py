@@ -24,6 +24,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_COLOR", "1")
 os.environ.setdefault("COLUMNS", "200")
+# Commands run in this process (tests/test_serve.py starts its own server, in a temp folder, and says so).
+os.environ["POSEMB_SERVER"] = "off"
 # Each model folder is loaded once per test run: later load() calls (the CLI run in-process included) get the same
 # tokenizer and model back. No test changes a loaded model; one that must would load a copy of the folder.
 enable_load_cache()
@@ -323,7 +325,9 @@ _early_jobs: EarlyJobs | None = None
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "early(job, tiny_models=False): run job (a real process) in the background from the session start"
+        "markers",
+        "early(job, tiny_models=False, first=False): run job (a real process) in the background from the session "
+        "start; first=True: before the other jobs",
     )
 
 
@@ -338,7 +342,7 @@ def pytest_collection_finish(session):
     marks = [m for m in marks if m is not None]
     if marks and not session.config.option.collectonly:
         # jobs that wait for the tiny models go last, when the in-process tests have long built them
-        marks.sort(key=lambda m: bool(m.kwargs.get("tiny_models")))
+        marks.sort(key=lambda m: (not m.kwargs.get("first"), bool(m.kwargs.get("tiny_models"))))
         _early_jobs = EarlyJobs({m.kwargs["job"]: bool(m.kwargs.get("tiny_models")) for m in marks})
 
 

@@ -1,0 +1,730 @@
+"""The posemb server: one process that keeps models loaded and answers every posemb command of its user.
+
+The server loop (single-threaded, selectors) accepts connections on a Unix socket in the user's private folder,
+checks the peer's uid (SO_PEERCRED) and the request (protocol.check_run), and forks one child per request. The child
+takes the client's stdin, stdout, stderr and working directory (passed as file descriptors), its environment and
+umask, and runs the normal command line, `cli.app`, exactly as the client would have: same code, same core
+functions, same renderers, and the models already in memory (models.enable_load_cache). The child's exit status goes
+back to the client. After a request the server loads the models it used (CPU only, never with --trust-remote-code)
+into its own cache, so the next request finds them warm.
+
+Why a child per request: every request starts from the same clean state (environment, working directory, warnings,
+matplotlib settings), a crash or a hostile model cannot take the server down, Ctrl-C is a SIGINT to the child, and
+several clients are answered at once. The server itself never runs a forward pass and keeps torch at one thread: a
+fork of a process whose OpenMP pool has started hangs. Each child sets the thread count a fresh process would have.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from ..errors import PosembError
+from . import protocol
+
+MAX_CONNECTIONS = 256  # open connections; more are refused
+MAX_RUNNING = 32  # requests running at once; more are refused (their clients run the command themselves)
+REQUEST_DEADLINE = 10.0  # seconds a client has to send its whole request
+CANCEL_GRACE = 5.0  # seconds an interrupted child has to end before SIGKILL
+LOG_LIMIT = 5 * 2**20  # a larger log is moved to server.log.1 when a server starts
+
+
+@dataclass
+class Connection:
+    sock: socket.socket
+    opened: float
+    reader: protocol.Reader = field(default_factory=protocol.Reader)
+    fds: list[int] = field(default_factory=list)  # received with the request, until handed to the child
+    pid: int | None = None  # the child running the request
+    report: int | None = None  # read end of the pipe on which the child lists the models it used
+    argv: list[str] = field(default_factory=list)
+    number: int = 0
+    started: float = 0.0
+    interrupted: float | None = None  # when the child was sent SIGINT
+    closed: bool = False
+
+
+class Server:
+    def __init__(
+        self, folder: Path, identity: dict[str, Any], max_models: int, idle_timeout: float, log: Callable[[str], None]
+    ) -> None:
+        from ..models import enable_load_cache
+
+        self.folder = folder
+        self.log = log
+        self.idle_timeout = idle_timeout  # seconds; 0: never
+        self.cache = enable_load_cache(max_models)
+        self.names: dict[Any, str] = {}  # the name a cached model was asked for by, for --status
+        self.identity = identity  # taken before the imports, which may set variables of their own
+        self.threads = 0  # torch's thread count in a fresh process (known once torch is imported, see _one_thread)
+        self.started = time.time()
+        self.last_active = time.monotonic()
+        self.served = 0
+        self.numbered = 0  # requests started
+        self.connections: dict[int, Connection] = {}  # by id()
+        self.selector = selectors.DefaultSelector()
+        self.listener: socket.socket | None = None
+        self.wake = os.pipe()
+        self.signalled: int | None = None
+        self.stopping: str | None = None
+        self.exit_code = 0
+        self.held_fds: list[int] = []  # the pid-file lock and the log, closed in children
+
+    # ---------------------------------------------------------------- models
+
+    def keep(self, name: str, shown: str | None = None, **options: Any) -> None:
+        """Load a model on the CPU into the server's cache, or mark it as just used (a model whose files changed is
+        read again). PosembError when it cannot be loaded. `shown`: its name in --status; `options`: load()'s."""
+        from ..models import load
+
+        self._one_thread()
+        self.cache.used.clear()
+        loaded = load(name, **{**options, "device": "cpu"})
+        self.names[self.cache.used[-1]] = shown or loaded.info.name
+        self.cache.used.clear()
+
+    def _keep_used(self, used: list[dict[str, Any]]) -> None:
+        for entry in used:
+            if entry.get("device") != "cpu" or entry.get("trust_remote_code") is not False:
+                continue  # CUDA cannot be shared with forked children; a model's own code never runs in the server
+            options = {k: v for k, v in entry.items() if k not in ("folder", "name")}  # the CacheKey's other fields
+            try:
+                self.keep(str(entry["folder"]), str(entry.get("name") or entry["folder"]), **options)
+            except Exception as exc:  # the request itself told its user about any error
+                self.log(f"could not keep {entry.get('folder')}: {exc}")
+        for key in list(self.names):
+            if key not in self.cache.entries:
+                del self.names[key]
+
+    def _one_thread(self) -> None:
+        """Before torch does anything here: note the thread count a fresh process would use (each child sets it),
+        and keep the server at one, so that it never starts the OpenMP pool that would hang its forked children."""
+        if not self.threads:
+            import torch
+
+            self.threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self, listener: socket.socket) -> int:
+        self.listener = listener
+        for fd in self.wake:
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self.wake[1])
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        self.selector.register(listener, selectors.EVENT_READ, "listen")
+        self.selector.register(self.wake[0], selectors.EVENT_READ, "wake")
+        while not (self.stopping and not self.connections):
+            for key, _ in self.selector.select(timeout=1.0):
+                if key.data == "listen":
+                    self._accept()
+                elif key.data == "wake":
+                    _drain_pipe(self.wake[0])
+                else:
+                    self._readable(key.data)
+            if self.signalled is not None:
+                name = signal.Signals(self.signalled).name
+                self.exit_code = 130 if self.signalled == signal.SIGINT else 0
+                self.signalled = None
+                self.stop(f"{name} received")
+            self._reap()
+            self._expire()
+        return self.exit_code
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum != signal.SIGCHLD:
+            self.signalled = signum  # acted on in the loop, not here
+
+    def stop(self, reason: str) -> None:
+        """Take no more requests (the socket goes at once, so clients run commands themselves); end when the running
+        ones have ended."""
+        if self.stopping:
+            return
+        self.stopping = reason
+        self.log(f"stopping: {reason}; {self._running()} request(s) still running")
+        if self.listener is not None:
+            self.selector.unregister(self.listener)
+            self.listener.close()
+            remove_socket(self.folder)
+        for conn in list(self.connections.values()):
+            if conn.pid is None:
+                self._close(conn)
+
+    def _running(self) -> int:
+        return sum(conn.pid is not None for conn in self.connections.values())
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors: let the client run the command itself
+                self.log(f"accept failed: {exc}")
+                return
+            uid = peer_uid(sock)
+            if uid != os.getuid() or len(self.connections) >= MAX_CONNECTIONS:
+                why = f"refused: uid {uid} is not this server's user" if uid != os.getuid() else "busy"
+                self.log(f"connection {why}")
+                _send_quietly(sock, {"error": why})
+                _drain_and_close(sock)
+                continue
+            sock.setblocking(False)
+            conn = Connection(sock, time.monotonic())
+            self.connections[id(conn)] = conn
+            self.selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _readable(self, conn: Connection) -> None:
+        try:
+            data, fds, flags, _ = socket.recv_fds(conn.sock, 65536, protocol.FDS + 1)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, fds, flags = b"", [], 0
+        if conn.pid is not None:  # running: only a cancel may come, or the client going away
+            _close_fds(fds)
+            if not data:
+                self._unwatch(conn)
+                self._interrupt(conn, "the client went away")
+                return
+            try:
+                messages = conn.reader.feed(data)
+            except protocol.ProtocolError:
+                messages = []
+            if any(message.get("op") == "cancel" for message in messages):
+                self._interrupt(conn, "the client pressed Ctrl-C")
+            return
+        conn.fds += fds
+        if flags & socket.MSG_CTRUNC or len(conn.fds) > protocol.FDS:
+            self._reject(conn, f"more than {protocol.FDS} file descriptors")
+            return
+        if not data:
+            self._close(conn)
+            return
+        try:
+            messages = conn.reader.feed(data)
+        except protocol.ProtocolError as exc:
+            self._reject(conn, str(exc))
+            return
+        if messages:
+            self._handle(conn, messages[0])
+
+    def _handle(self, conn: Connection, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "status":
+            _send_quietly(conn.sock, self.status())
+            self._close(conn)
+        elif op == "stop":
+            _send_quietly(conn.sock, {"stopping": os.getpid()})
+            self._close(conn)
+            self.stop("asked by posemb serve --stop")
+        elif op != "run":
+            self._reject(conn, f"unknown op {op!r}")
+        elif not isinstance(message.get("identity"), dict):
+            self._reject(conn, "a run request must carry the client's identity")
+        elif differences := protocol.differences(message["identity"], self.identity):
+            self.log(f"refused a client: {'; '.join(differences)}")
+            _send_quietly(conn.sock, {"refused": "; ".join(differences)})
+            self._close(conn)
+        elif self._running() >= MAX_RUNNING:
+            _send_quietly(conn.sock, {"refused": f"busy with {MAX_RUNNING} requests"})
+            self._close(conn)
+        else:
+            try:
+                request = protocol.check_run(message, len(conn.fds))
+            except protocol.ProtocolError as exc:
+                self._reject(conn, str(exc))
+                return
+            if _send_quietly(conn.sock, {"accepted": True}):
+                self._start(conn, request)
+            else:
+                self._close(conn)
+
+    def _reject(self, conn: Connection, why: str) -> None:
+        self.log(f"invalid request: {why}")
+        _send_quietly(conn.sock, {"error": f"invalid request: {why}"})
+        self._close(conn)
+
+    def _unwatch(self, conn: Connection) -> None:
+        if not conn.closed:
+            self.selector.unregister(conn.sock)
+            _drain_and_close(conn.sock)
+            conn.closed = True
+
+    def _close(self, conn: Connection) -> None:
+        self._unwatch(conn)
+        _close_fds(conn.fds)
+        conn.fds = []
+        self.connections.pop(id(conn), None)
+
+    # ---------------------------------------------------------------- requests
+
+    def _start(self, conn: Connection, request: dict[str, Any]) -> None:
+        self._one_thread()
+        gc.freeze()  # the child's garbage collector leaves the server's objects alone: no copying of their pages
+        report_read, report_write = os.pipe()
+        self.numbered += 1
+        conn.number, conn.argv, conn.started = self.numbered, request["argv"], time.monotonic()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 1
+            try:
+                os.close(report_read)
+                self._forget_in_child(conn)
+                code = run_request(request, conn.fds, self.threads, self.cache)
+            except KeyboardInterrupt:
+                code = 130
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                _report(report_write, self.cache)
+                os._exit(code)
+        os.close(report_write)
+        _close_fds(conn.fds)
+        conn.fds, conn.pid, conn.report = [], pid, report_read
+        self.last_active = time.monotonic()
+        self.log(f"request {conn.number} (pid {pid}): {_shorten(conn.argv)}")
+
+    def _forget_in_child(self, conn: Connection) -> None:
+        """In a new child: its own session (no terminal signals, no job control), death with the server, default
+        signal handling, and none of the server's sockets, pipes or locks (only the request's own descriptors)."""
+        os.setsid()
+        _die_with_parent()
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.selector.close()
+        if self.listener is not None:
+            self.listener.close()
+        _close_fds([*self.wake, *self.held_fds])
+        for other in self.connections.values():
+            if not other.closed:
+                other.sock.close()
+            if other is not conn:
+                _close_fds([*other.fds, *([other.report] if other.report is not None else [])])
+
+    def _interrupt(self, conn: Connection, why: str) -> None:
+        if conn.pid is not None and conn.interrupted is None:
+            self.log(f"request {conn.number}: interrupted ({why})")
+            conn.interrupted = time.monotonic()
+            _kill(conn.pid, signal.SIGINT)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = next((c for c in self.connections.values() if c.pid == pid), None)
+            if conn is not None:
+                self._finish(conn, os.waitstatus_to_exitcode(status))
+
+    def _finish(self, conn: Connection, code: int) -> None:
+        seconds = time.monotonic() - conn.started
+        if code >= 0 or conn.interrupted is not None:
+            reply: dict[str, Any] = {"exit": code if code >= 0 else 130}
+        else:
+            reply = {"failed": f"the server's process for this command was killed by {signal.Signals(-code).name}"}
+        if not conn.closed:
+            _send_quietly(conn.sock, reply)
+        self.log(f"request {conn.number}: {reply} in {seconds:.2f} s")
+        used = _read_report(conn.report)
+        conn.pid = None
+        self._close(conn)
+        self.served += 1
+        self.last_active = time.monotonic()
+        if not self.stopping:
+            self._keep_used(used)  # after the reply: the client is not kept waiting
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for conn in list(self.connections.values()):
+            if conn.pid is None and now - conn.opened > REQUEST_DEADLINE:
+                self._reject(conn, f"no whole request within {REQUEST_DEADLINE:.0f} s")
+            elif conn.pid is not None and conn.interrupted is not None and now - conn.interrupted > CANCEL_GRACE:
+                _kill(conn.pid, signal.SIGKILL)
+        idle = now - self.last_active
+        if self.idle_timeout and not self.connections and not self.stopping and idle > self.idle_timeout:
+            self.stop(f"idle for {_duration(self.idle_timeout)}")
+
+    # ---------------------------------------------------------------- status
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        models = []
+        for key, (_, loaded) in self.cache.entries.items():  # least recently used first
+            tensors = [*loaded.model.parameters(), *loaded.model.buffers()]
+            memory = sum(t.numel() * t.element_size() for t in tensors)
+            models.append({"name": self.names.get(key, key.folder), **key._asdict(), "memory_bytes": memory})
+        running = [
+            {"pid": c.pid, "argv": c.argv[1:], "seconds": round(now - c.started, 3)}
+            for c in self.connections.values()
+            if c.pid is not None
+        ]
+        return {
+            "pid": os.getpid(),
+            "version": self.identity["version"],
+            "package": self.identity["package"],
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "socket": str(self.folder / protocol.SOCKET),
+            "log": str(self.folder / protocol.LOG_FILE),
+            "requests_served": self.served,
+            "requests_running": running,
+            "models": models,
+            "max_models": self.cache.max_models,
+            "memory_bytes": _resident_bytes(),
+            "idle_timeout_seconds": self.idle_timeout,
+            "idle_seconds": round(now - self.last_active, 3) if not running else 0.0,
+            "torch_threads": self.threads,
+        }
+
+
+# ---------------------------------------------------------------- the child's work
+
+
+def run_request(request: dict[str, Any], fds: list[int], threads: int, cache: Any) -> int:
+    """Become the client's process (working directory, umask, environment, stdin/stdout/stderr, argv) and run the
+    command line as `posemb` does; returns the exit code."""
+    import torch
+    from typer._click.utils import _detect_program_name  # the name Click shows in usage lines, as in the client
+
+    from ..cli import app
+
+    stdin, stdout, stderr, cwd = fds
+    os.fchdir(cwd)
+    os.close(cwd)
+    os.umask(request["umask"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    for target, fd in enumerate((stdin, stdout, stderr)):
+        os.dup2(fd, target)
+        os.close(fd)
+    streams = [_text_stream(fd, "r" if fd == 0 else "w", request["stdio"][fd]) for fd in (0, 1, 2)]
+    sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams  # type: ignore[misc]
+    argv = request["argv"]
+    sys.argv = list(argv)
+    torch.set_num_threads(threads)
+    cache.used.clear()
+    prog = _detect_program_name(argv[0], SimpleNamespace(__package__=request["package"]))  # type: ignore[arg-type]
+    try:
+        app(args=argv[1:], prog_name=prog)
+        code = 0
+    except SystemExit as exc:
+        code = _exit_code(exc.code)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:
+        sys.excepthook(*sys.exc_info())  # what Python prints for an uncaught exception (there: with --debug)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            pass
+    return code
+
+
+def _text_stream(fd: int, mode: str, spec: dict[str, Any]) -> Any:
+    """sys.stdin/stdout/stderr as Python makes them at start-up, with the client's encoding and buffering."""
+    stream: Any = open(  # noqa: SIM115 - the child's standard streams live until it exits
+        fd, mode, encoding=spec["encoding"], errors=spec["errors"], newline="\n", closefd=False
+    )
+    stream.reconfigure(line_buffering=spec["line_buffering"], write_through=spec["write_through"])
+    return stream
+
+
+def _exit_code(code: Any) -> int:
+    """The exit status Python gives SystemExit(code)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _report(fd: int, cache: Any) -> None:
+    """Tell the server which models the request used (at most 100), so that it can keep them for the next one."""
+    used = []
+    for key in list(dict.fromkeys(cache.used))[:100]:
+        entry = cache.entries.get(key)
+        used.append({**key._asdict(), "name": entry[1].info.name if entry else key.folder})
+    try:
+        os.write(fd, json.dumps(used).encode())
+    except OSError:
+        pass
+    os.close(fd)
+
+
+def _read_report(fd: int | None) -> list[dict[str, Any]]:
+    if fd is None:
+        return []
+    try:
+        data = b""
+        while chunk := os.read(fd, 65536):
+            data += chunk
+        used = json.loads(data or b"[]")
+        return [entry for entry in used if isinstance(entry, dict) and isinstance(entry.get("folder"), str)]
+    except (OSError, ValueError):
+        return []
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- start and stop
+
+
+def serve(models: list[str], max_models: int, idle_timeout: float, announce: Callable[[str], None]) -> int:
+    """Run a server in this process until it is stopped (--stop, SIGTERM, Ctrl-C: exit 130) or idle for
+    `idle_timeout` seconds (0: never). Loads `models` first; PosembError for anything that prevents serving."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        raise PosembError("posemb serve needs SO_PEERCRED (Linux) to check who connects; run commands directly")
+    try:
+        folder = protocol.runtime_dir(create=True)
+    except protocol.UnsafeFolder as exc:
+        raise PosembError(f"refusing to serve: {exc}") from None
+    identity = protocol.identity()
+    lock, previous = _lock_pid_file(folder)
+    log_file = _open_log(folder)
+
+    def log(message: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        log_file.write(f"{stamp} [{os.getpid()}] {message}\n")
+        log_file.flush()
+
+    try:
+        if previous:
+            log(f"took over from server pid {previous}, which is gone")
+        for removed in _remove_stale_socket(folder):
+            log(f"removed {removed}")
+        _import_everything()
+        server = Server(folder, identity, max_models, idle_timeout, log)
+        server.held_fds = [lock, log_file.fileno()]
+        for name in models:
+            server.keep(name)
+            log(f"loaded {name}")
+        server.cache.used.clear()
+        listener = _listen(folder / protocol.SOCKET)
+        log(f"posemb {server.identity['version']} serving on {folder / protocol.SOCKET} (pid {os.getpid()})")
+        where = f"socket {folder / protocol.SOCKET}, log {folder / protocol.LOG_FILE}"
+        idle = f", stops after {_duration(idle_timeout)} idle" if idle_timeout else ""
+        announce(f"posemb server running: pid {os.getpid()}, {where}{idle}")
+        code = server.run(listener)
+        log(f"stopped ({server.stopping}) after {server.served} request(s)")
+        return code
+    finally:
+        remove_socket(folder)
+        (folder / protocol.PID_FILE).unlink(missing_ok=True)
+        os.close(lock)
+        log_file.close()
+
+
+def _lock_pid_file(folder: Path) -> tuple[int, str]:
+    """Hold the pid file locked for the server's life: one server per user, and a lock that dies with the process
+    tells the next one that a socket and pid file left behind are stale."""
+    import fcntl
+
+    path = folder / protocol.PID_FILE
+    for _ in range(40):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode("ascii", "replace").strip()
+            os.close(fd)
+            if pid:
+                message = f"a posemb server is already running (pid {pid}); `posemb serve --stop` stops it"
+                raise PosembError(message) from None
+            time.sleep(0.05)  # a client is removing a stale pid file, or a server is starting: look again
+            continue
+        if os.path.exists(path) and os.fstat(fd).st_ino == os.stat(path).st_ino:
+            previous = os.read(fd, 32).decode("ascii", "replace").strip()  # a server that died without cleaning up
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            return fd, previous
+        os.close(fd)  # the file was removed as stale while we waited for it: lock the new one
+    raise PosembError(f"could not lock {path}")
+
+
+def _remove_stale_socket(folder: Path) -> list[str]:
+    path = folder / protocol.SOCKET
+    if path.exists() or path.is_symlink():
+        path.unlink()
+        return [f"a stale socket ({path})"]
+    return []
+
+
+def remove_socket(folder: Path) -> None:
+    (folder / protocol.SOCKET).unlink(missing_ok=True)
+
+
+def _open_log(folder: Path) -> Any:
+    path = folder / protocol.LOG_FILE
+    if path.exists() and path.stat().st_size > LOG_LIMIT:
+        path.replace(folder / (protocol.LOG_FILE + ".1"))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return open(fd, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115 - open for the server's life
+
+
+def _listen(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # the socket is born 0600: no moment where another user could connect
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        why = exc.strerror or str(exc)
+        raise PosembError(f"cannot listen on {path}: {why} (set XDG_RUNTIME_DIR to a short path)") from None
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+def _import_everything() -> None:
+    """Import what requests use (every posemb module, and what they import lazily: rich's tables and emoji, the
+    matplotlib backends, the rotary embedding of scheme:rotary) once, here, so that no child spends time on it.
+    A module missing from this list only makes requests slower, never different."""
+    import importlib
+    import io
+    import pkgutil
+
+    import posemb_cli
+
+    for module in pkgutil.walk_packages(posemb_cli.__path__, "posemb_cli."):
+        if not module.name.startswith(("posemb_cli.server", "posemb_cli.__main__")):
+            importlib.import_module(module.name)
+    for name in (
+        "rich._emoji_codes",
+        "rich.progress",
+        "matplotlib.figure",
+        "matplotlib.backends.backend_agg",
+        "matplotlib.backends.backend_svg",
+        "matplotlib.backends.backend_pdf",
+        "transformers.models.llama.modeling_llama",
+    ):
+        importlib.import_module(name)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("warm", "up")
+    table.add_row("我", "1.0")
+    Console(file=io.StringIO(), width=80).print(table)  # loads rich's lazily read unicode width tables
+
+
+# ---------------------------------------------------------------- small tools
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end (SO_PEERCRED: pid, uid, gid as the kernel recorded them at connect)."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    return struct.unpack("3i", creds)[1]
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGKILL when the server dies, so no orphan keeps writing to a client that has moved on."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the server died before prctl took effect
+        os._exit(1)
+
+
+def _send_quietly(sock: socket.socket, message: dict[str, Any]) -> bool:
+    """Send a (small) reply; False when the client is gone. Never blocks the loop for long."""
+    try:
+        sock.settimeout(1.0)
+        protocol.send(sock, message)
+        return True
+    except OSError:
+        return False
+    finally:
+        try:
+            sock.setblocking(False)
+        except OSError:
+            pass
+
+
+def _drain_and_close(sock: socket.socket) -> None:
+    """Close a connection after reading what is waiting on it (a Unix socket closed with unread data resets the
+    connection, and the peer could lose the reply it was sent)."""
+    try:
+        sock.setblocking(False)
+        for _ in range(16):
+            data, fds, _, _ = socket.recv_fds(sock, 65536, protocol.FDS + 1)
+            _close_fds(fds)
+            if not data:
+                break
+    except OSError:
+        pass
+    sock.close()
+
+
+def _drain_pipe(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _resident_bytes() -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
+def _shorten(argv: list[str]) -> str:
+    text = " ".join(argv[1:])
+    return "posemb " + (text if len(text) <= 200 else text[:200] + "...")
