@@ -1202,12 +1202,20 @@ def serve(
         bool, typer.Option("--stop", help="Stop the running server (it finishes the commands it is running).")
     ] = False,
     max_models: Annotated[
-        int, typer.Option("--max-models", min=1, metavar="N", help="Models kept; the least recently used goes first.")
+        int,
+        number_option(
+            "--max-models", low=1, high=64, metavar="N", help="Models kept; the least recently used goes first."
+        ),
     ] = 2,
     idle_timeout: Annotated[
         float,
-        typer.Option(
-            "--idle-timeout", min=0, metavar="MINUTES", help="Stop after this long without a command (0: never)."
+        number_option(
+            "--idle-timeout",
+            low=0,
+            high=10**6,
+            metavar="MINUTES",
+            help="Stop after this long without a command (0: never).",
+            kind=float,
         ),
     ] = 15,
     output_format: FormatOpt = Format.table,

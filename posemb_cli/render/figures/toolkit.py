@@ -202,7 +202,11 @@ def save(fig: Any, path: Path, dpi: float) -> None:
     metadata = {"png": {"Software": "posemb (matplotlib)"}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
 
     def write(temp: str) -> None:
-        fig.savefig(temp, format=fmt, dpi=dpi, metadata=metadata[fmt])
+        import matplotlib
+
+        # SVG ids are salted with a random uuid per process unless svg.hashsalt is set: fix it, same bytes every run
+        with matplotlib.rc_context({"svg.hashsalt": "posemb"}):
+            fig.savefig(temp, format=fmt, dpi=dpi, metadata=metadata[fmt])
 
     write_atomic(path, write)
 
