@@ -1,7 +1,9 @@
 """Every `$ ` command in the README's console blocks runs, and its shown output is what it prints.
 
 A plain `posemb ...` example runs in-process (conftest.run_cli, stdout and stderr together as with `2>&1`, COLUMNS=120
-as in a pipe); one with a shell pipe, a redirection or another program (`| head`, `python -c`) runs in a real shell."""
+as in a pipe), and so does `posemb ... | head -c N` (or `-n N`): its stdout, cut as head cuts it (what a closed pipe
+does to posemb is tested with real pipes in test_cli and test_io_limits). One with any other pipe, a redirection or
+another program (`printf ... |`, `| wc`, `python -c`) runs in a real shell."""
 
 from __future__ import annotations
 
@@ -44,6 +46,15 @@ def test_readme_has_examples():
     assert any(cmd.startswith("posemb models") for cmd in commands)
 
 
+HEAD = re.compile(r"^(posemb [^|<>;&$`]*) \| head -([cn]) (\d+)$")
+
+
+def _head_cut(command: str) -> tuple[list[str], str, int] | None:
+    """`posemb ARGS | head -c N` (or -n N): (ARGS, "c" or "n", N); None for any other command."""
+    match = HEAD.match(command)
+    return (shlex.split(match[1])[1:], match[2], int(match[3])) if match else None
+
+
 def _in_process(command: str) -> list[str] | None:
     """The arguments of a plain `posemb ...` command; None when it needs a shell (pipe, redirection, other program)."""
     if not command.startswith("posemb ") or any(c in command for c in "|<>;&$`"):
@@ -66,14 +77,16 @@ def _params() -> list:
     """Pipes into posemb and out of it run in the background from the session start (conftest: `early`)."""
     params = []
     for command, expected in _examples():
-        piped = _in_process(command) is None and command.startswith(("posemb ", "printf "))
+        piped = (
+            _in_process(command) is None and _head_cut(command) is None and command.startswith(("posemb ", "printf "))
+        )
         marks = [pytest.mark.early(job=functools.partial(_shell, command))] if piped else []
         params.append(pytest.param(command, expected, marks=marks, id=command[:60]))
     return params
 
 
 def test_shell_examples_are_only_the_piped_ones():
-    shell = [cmd for cmd, _ in _examples() if _in_process(cmd) is None]
+    shell = [cmd for cmd, _ in _examples() if _in_process(cmd) is None and _head_cut(cmd) is None]
     assert shell and all("|" in cmd or cmd.startswith("python -c") for cmd in shell), shell
     assert any(_in_process(cmd) for cmd, _ in _examples())
 
@@ -82,11 +95,18 @@ def test_shell_examples_are_only_the_piped_ones():
 def test_readme_example(command, expected, tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "120")  # what the shell is given; posemb's width when stdout is not a terminal
-    args = _in_process(command)
+    args, cut = _in_process(command), _head_cut(command)
     if args is not None:
         result = run_cli(*args)
         assert result.exit_code == 0, result.output
         printed = result.output  # stdout and stderr, in order, as `2>&1` shows them
+    elif cut is not None:
+        args, unit, count = cut
+        result = run_cli(*args)
+        assert result.exit_code == 0, result.output
+        out = result.stdout_bytes  # only stdout goes through head; stderr reaches the terminal
+        kept = out[:count] if unit == "c" else b"".join(out.splitlines(keepends=True)[:count])
+        printed = kept.decode("utf-8", errors="replace")
     else:
         if request.node.get_closest_marker("early"):
             proc = request.getfixturevalue("early")
