@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.4.0"
 __all__ = ["__version__", "inspect_text"]
 
 
