@@ -300,7 +300,7 @@ def _killed_and_resumed() -> dict:
     rng = random.Random()
     seed = rng.randrange(1 << 30)
     rng.seed(seed)
-    texts = [LINES[k % len(LINES)] + ("" if k % 7 else f" number {k}") for k in range(240)]
+    texts = [LINES[k % len(LINES)] + ("" if k % 7 else f" number {k}") for k in range(480)]
     (work / "corpus.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
     checkpoint = work / "run.ckpt"
     args = ["stats", str(work / "corpus.txt"), "-m", str(folder), "--batch-size", "2", "--device", "cpu", "--json"]
@@ -313,13 +313,16 @@ def _killed_and_resumed() -> dict:
             return 0
 
     stops = []
+    total = sum(1 for text in texts if text.strip())
     for sig in (signal.SIGINT, signal.SIGKILL):
         before = done()
+        # a random point in the first half of what is left: after some progress, well before the end (the tiny
+        # model reads the rest in well under a second, so a random delay alone can land after the last text)
+        target = before + 1 + rng.randrange(max(1, (total - before) // 2))
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 120
-        while done() <= before and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.25))
+        while done() < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
         stops.append({"signal": sig.name, "code": proc.returncode, "stderr": err.decode(), "texts": done()})
