@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,11 @@ def read_partial(path: str | Path) -> Partial:
 
     name = str(path)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block or never end
+            raise PosembError(f"{name} is not a posemb stats partial (not a regular file)")
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"PK\x03\x04":  # every .npz is a zip file
+                raise PosembError(f"{name} is not a posemb stats partial (not an .npz file)")
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(data["header"].item())
             sums = {key[4:]: np.asarray(data[key], dtype=np.float64) for key in data.files if key.startswith("sum_")}

@@ -224,7 +224,13 @@ def test_merge_refuses_what_does_not_fit(pieces, corpus, bert, tiny_models, tmp_
     assert other_count.exit_code == 1 and "cannot merge: shard count 3 in" in other_count.stderr
 
     not_a_partial = merge(str(corpus))
-    assert not_a_partial.exit_code == 1 and f"{corpus} is not a posemb stats partial" in not_a_partial.stderr
+    assert (
+        not_a_partial.exit_code == 1 and f"{corpus} is not a posemb stats partial (not an .npz" in not_a_partial.stderr
+    )
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)  # opening it would wait for a writer forever
+    not_a_file = merge(str(fifo))
+    assert not_a_file.exit_code == 1 and "is not a posemb stats partial (not a regular file)" in not_a_file.stderr
     newer = tmp_path / "newer.npz"
     partial = partials.read_partial(parts[0])
     partial.header["version"] = 99
