@@ -903,7 +903,7 @@ def stats(
     from .models import load
 
     loaded = load(model, device=device.value, trust_remote_code=trust_remote_code, dtype=dtype.value)
-    total = count_lines(corpus, (piece.index, piece.count)) if out.progress and corpus != "-" else None
+    total = count_lines(corpus, piece) if out.progress and corpus != "-" else None
     out.done = 0
     if checkpoint is not None:
         out.saved = f"checkpoint {checkpoint} saved: run the same command to go on from there."
@@ -927,7 +927,7 @@ def stats(
             checkpoint_texts=checkpoint_texts,
             checkpoint_seconds=checkpoint_seconds,
             on_batch=on_batch,
-            fingerprint=partial is not None or checkpoint is not None,
+            fingerprint=False,  # run_shard fingerprints the model anyway when it saves a partial or checkpoint
         )
     _print_stats(out, result.stats(), fmt, sort, reverse, plot)
     if partial is not None:

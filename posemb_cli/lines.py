@@ -11,9 +11,12 @@ import stat
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from .errors import PosembError
+
+if TYPE_CHECKING:
+    from .partials import Shard
 
 MAX_LINE_BYTES = 1_000_000  # one text (a line, a TEXT argument); models read at most a few thousand tokens of it
 LINE_LIMIT = f"lines up to {MAX_LINE_BYTES // 10**6} MB"  # the limit as --help states it
@@ -164,17 +167,16 @@ def check_corpus(corpus: str) -> None:
         open_lines(corpus)[0].close()
 
 
-def count_lines(path: str, shard: tuple[int, int] = (0, 1)) -> int | None:
+def count_lines(path: str, shard: Shard | None = None) -> int | None:
     """Non-empty lines of a regular file, streamed (for the progress bar's total; a 1 GB file is never held in
-    memory); with `shard` (index, count), only lines k (from 0) with k mod count = index. None for anything else:
-    counting would drain a pipe (`<(...)`, a FIFO) or never end (/dev/zero)."""
-    index, count = shard
+    memory); with `shard`, only the lines it takes. None for anything else: counting would drain a pipe (`<(...)`,
+    a FIFO) or never end (/dev/zero)."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None
         with open(path, "rb") as handle:
             lines = iter(lambda: handle.readline(MAX_LINE_BYTES + 2), b"")
-            return sum(1 for k, line in enumerate(lines) if k % count == index and line.strip())
+            return sum(1 for k, line in enumerate(lines, start=1) if (shard is None or shard.takes(k)) and line.strip())
     except OSError:
         return None
 
