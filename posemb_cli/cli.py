@@ -647,7 +647,7 @@ def positions(
     if output is not None and is_report(output):
         from .render.html import positions_report
 
-        positions_report(output, analysis, bias=plot is not None)
+        positions_report(output, analysis)
         out.info(f"Wrote {output}")
     elif plot is not None and output is not None:
         from .render.figures.positions import plot_bias

@@ -530,7 +530,6 @@ def fingerprint(path: str | Path) -> str:
     file's name and the SHA-256 of its bytes, in name order. Equal fingerprints: the same model. A file of the Hugging
     Face cache links to a blob named by the SHA-256 of its bytes (weights); that name is used instead of reading it."""
     import hashlib
-    import re
 
     folder = Path(path)
     files = sorted({file for pattern in FINGERPRINT_FILES for file in folder.glob(pattern) if file.is_file()})

@@ -355,7 +355,7 @@ def inspect_report(
     return page
 
 
-def positions_report(path: Path, analysis: PositionAnalysis, bias: bool = False) -> None:
+def positions_report(path: Path, analysis: PositionAnalysis) -> None:
     """`positions -o FILE.html`: Φ interactive, the tables of the terminal, the bias picture where there is one."""
     from .figures.positions import plot_bias
     from .positions_table import print_positions

@@ -17,6 +17,7 @@ from ...ablate import ATTENTION_KEYS, Ablation
 from .labels import plain, shorten
 from .toolkit import (
     DEFAULT_DPI,
+    LINE_COLOURS,
     TITLE_INCHES,
     PlotData,
     add_axes,
@@ -29,7 +30,6 @@ from .toolkit import (
     save_figure,
 )
 
-LINE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 PANEL_W, PANEL_H, GAP, LEFT, BOTTOM, LEGEND = 3.4, 2.6, 0.8, 0.75, 0.75, 1.5
 UNITS = {"entropy": "nats", "distance": "tokens", "self": "share", "prev": "share", "next": "share"}
 

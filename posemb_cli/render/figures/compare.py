@@ -24,6 +24,7 @@ from .labels import plain, shorten
 from .toolkit import (
     ATTENTION_CMAP,
     DEFAULT_DPI,
+    LINE_COLOURS,
     SIMILARITY_CMAP,
     TITLE_INCHES,
     PlotData,
@@ -46,7 +47,6 @@ STATISTICS = (
     ("prev", "share on previous"),
     ("next", "share on next"),
 )
-LINE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 PANEL, GAP, LEFT, RIGHT = 2.3, 0.75, 0.7, 0.8
 ANNOTATE_MAX_CELLS = 14  # CKA values are written in the cells up to this many layers a side
 

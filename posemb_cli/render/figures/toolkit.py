@@ -32,6 +32,16 @@ FOLDER_KINDS = ("attention", "positions", "embeddings")  # --plot all: one file 
 FOLDER_FORMAT = "png"  # --plot all into a folder: attention.png, positions.png, embeddings.png
 
 ATTENTION_CMAP = "viridis"
+LINE_COLOURS = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#ff7f0e",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+)  # one per model or mode
 SIMILARITY_CMAP = "RdBu_r"
 
 TITLE_INCHES = 0.95  # room for three title lines
