@@ -388,9 +388,10 @@ def stats_report(path: Path, result: Any, sort: str | None = None, reverse: bool
     """`stats -o FILE.html`: a layers × heads heatmap per statistic (the PNG's panels, drawn by the page, with the
     value under the pointer) and the heads table (numbers sort as numbers)."""
     from .figures.stats import panels
+    from .stats_output import stats_title
 
     info = result.model
-    title = f"{info.name} · {result.texts} texts · {result.tokens} tokens · per head, means over all query rows"
+    title = stats_title(result)
     grids = {name: finite(result.grid(name), 6) for name in panels(result) if name != "pattern"}
     blocks: list[dict[str, Any]] = [
         {

@@ -13,10 +13,14 @@ def print_stats(out: Output, result: CorpusStats, fmt: str, sort: str | None = N
     if fmt == "json":
         out.json({**result.to_json(), "heads": heads})
         return
-    info = result.model
-    title = f"{info.name} · {result.texts} texts · {result.tokens} tokens · per head, means over all query rows"
+    render_rows(out, heads, fmt, title=stats_title(result), columns=result.columns())
+
+
+def stats_title(result: CorpusStats) -> str:
+    """The heads table's title: model, texts, tokens, and the shards a merged or sharded run holds."""
+    title = f"{result.model.name} · {result.texts} texts · {result.tokens} tokens · per head, means over all query rows"
     if result.shards is not None:
         held, count, missing = result.shards["indices"], result.shards["count"], result.shards["missing"]
         title += f" · shard{'s' if len(held) > 1 else ''} {','.join(map(str, held))} of {count}"
         title += f" (missing: {','.join(map(str, missing))})" if len(held) > 1 and missing else ""
-    render_rows(out, heads, fmt, title=title, columns=result.columns())
+    return title
