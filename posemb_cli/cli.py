@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
 from . import __version__
 from .errors import ExitCode, PosembError, PosembUsageError
@@ -44,7 +44,23 @@ class Commands(TyperGroup):
     - `posemb stats merge ...` runs the command named "stats merge" (a corpus file named `merge` is still read with
       `posemb stats ./merge`).
     - A bad option value reads as one clean line: Typer validates with Pydantic, which puts "Value error, " before
-      the message of a parser or a choice (`--format xml`)."""
+      the message of a parser or a choice (`--format xml`).
+    - `posemb` alone prints the help on stdout and exits 0 (Click's `no_args_is_help` exits 2, help on stderr).
+    - Usage lines and argument lists read as a person writes them: `TEXT...`, `[TEXT...]`, `FILE|-` (see
+      `CleanArgument`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():
+            for param in command.params:
+                if type(param) is TyperArgument:
+                    param.__class__ = CleanArgument
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing:
+            typer.echo(ctx.get_help())
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         if args[:2] == ["stats", "merge"]:
@@ -57,6 +73,20 @@ class Commands(TyperGroup):
         except typer.BadParameter as exc:
             exc.message = exc.message.removeprefix("Value error, ")
             raise
+
+
+class CleanArgument(TyperArgument):
+    """An argument shown by its metavar alone: Typer would write a required list `{TEXT...}...` in the usage line
+    and add the Python type (`TEXT... <list[str]>`) in the argument list."""
+
+    def get_usage_pieces(self, ctx: Any) -> list[str]:
+        name = self.display_name_raw
+        if self.nargs != 1 and not name.endswith("..."):
+            name += "..."
+        return [name if self.required else f"[{name}]"]
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
 
 
 app = typer.Typer(
@@ -115,6 +145,10 @@ FormatOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Short for --format json.")]
 DeviceOpt = Annotated[Device, typer.Option("--device", metavar="auto|cpu|cuda|mps", help="Where the model runs.")]
+TABLE_JSON = ("table", "json")
+TableJsonFormatOpt = Annotated[
+    Format, typer.Option("--format", "-f", metavar="|".join(TABLE_JSON), help="Output format on stdout.")
+]
 StatsFormatOpt = Annotated[
     Optional[Format],
     typer.Option("--format", "-f", metavar="table|json|csv", help="Output format on stdout [default: table]."),
@@ -601,7 +635,7 @@ def positions(
         ),
     ] = None,
     dpi: DpiOpt = 150,
-    output_format: FormatOpt = Format.table,
+    output_format: TableJsonFormatOpt = Format.table,
     json_flag: JsonOpt = False,
     device: DeviceOpt = Device.cpu,
     trust_remote_code: TrustOpt = False,
@@ -613,7 +647,7 @@ def positions(
     from . import positions as compute
 
     out: Output = ctx.obj
-    fmt = out.format("positions", output_format.value, json_flag, ("table", "json"), "table")
+    fmt = out.format("positions", output_format.value, json_flag, TABLE_JSON, "table")
     if plot is not None:
         if plot != "bias":
             raise PosembUsageError(f"--plot {plot}: positions draws only --plot bias")
@@ -736,7 +770,7 @@ def compare(
     ] = None,
     dpi: DpiOpt = 150,
     font: Annotated[Optional[Path], typer.Option("--font", metavar="PATH", help="Font file for the labels.")] = None,
-    output_format: FormatOpt = Format.table,
+    output_format: TableJsonFormatOpt = Format.table,
     json_flag: JsonOpt = False,
     batch_size: BatchSizeOpt = 16,
     encoding_errors: Annotated[
@@ -755,7 +789,7 @@ def compare(
     from .lines import argument_text, read_corpus
 
     out: Output = ctx.obj
-    fmt = out.format("compare", output_format.value, json_flag, ("table", "json"), "table")
+    fmt = out.format("compare", output_format.value, json_flag, TABLE_JSON, "table")
     parse_specs(model or [])
     if (text is None) == (corpus is None):
         raise PosembUsageError("give one TEXT or --corpus FILE (not both)")
@@ -1218,7 +1252,7 @@ def serve(
             kind=float,
         ),
     ] = 15,
-    output_format: FormatOpt = Format.table,
+    output_format: TableJsonFormatOpt = Format.table,
     json_flag: JsonOpt = False,
 ) -> None:
     """Keep models loaded in a background server: every later posemb command is answered by it, much faster.
@@ -1228,7 +1262,7 @@ def serve(
     from .server import client, protocol
 
     out: Output = ctx.obj
-    fmt = out.format("serve", output_format.value, json_flag, ("table", "json"), "table")
+    fmt = out.format("serve", output_format.value, json_flag, TABLE_JSON, "table")
     if status + stop + detach > 1:
         raise PosembUsageError("give at most one of --status, --stop and --detach")
     try:

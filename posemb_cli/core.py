@@ -6,13 +6,13 @@ Nothing here knows about Typer, rich or matplotlib.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from . import charsets
 from .attention import layer_summary
 from .errors import PosembError
 from .lines import chunks
@@ -284,13 +284,32 @@ def _unknown_warnings(tokens: list[Token], text: str, pair: str | None, info: Mo
         for char in source[t.start : t.end] if t.start is not None else "":
             if char not in chars:
                 chars.append(char)
-    cjk = any(unicodedata.east_asian_width(c) in ("W", "F") for c in chars)
-    suggestion = "bert-base-chinese" if cjk else "a multilingual model such as xlm-roberta-base"
     shown = "".join(chars[:40]) + ("..." if len(chars) > 40 else "")
+    advice = _vocabulary_advice("".join(chars))
     return [
         f"{len(unknown)} of {len(tokens)} tokens are {unknown[0].token}: the vocabulary of {info.name} has no entry "
-        f"for {shown!r}; try a model whose vocabulary covers them, e.g. {suggestion}"
+        f"for {shown!r}; try a model whose vocabulary covers them, {advice}"
     ]
+
+
+# A model to suggest for characters of each kind (charsets.kind). A byte-level BPE vocabulary has a piece for every
+# byte, so it never needs an unknown token.
+SUGGESTED_MODELS = {
+    "han": "bert-base-chinese",
+    "cjk": "a multilingual model such as xlm-roberta-base",
+    "emoji": "a byte-level BPE model such as roberta-base or gpt2 (no [UNK]: it spells any character in byte pieces)",
+    "other": "a multilingual model such as xlm-roberta-base",
+}
+
+
+def _vocabulary_advice(chars: str) -> str:
+    """`e.g. MODEL`, or with characters of several kinds, one model per kind and the characters it is for."""
+    models: dict[str, str] = {}
+    for kind, group in charsets.by_kind(chars).items():
+        models[SUGGESTED_MODELS[kind]] = models.get(SUGGESTED_MODELS[kind], "") + group
+    if len(models) == 1:
+        return f"e.g. {next(iter(models))}"
+    return "e.g. " + "; ".join(f"{model} for {group[:20]!r}" for model, group in models.items())
 
 
 def _pair_warnings(loaded: LoadedModel, tokens: list[Token], pair: str | None) -> list[str]:

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .. import charsets
 from ..errors import PosembError
 
 DEFAULT_FAMILY = "DejaVu Sans"  # matplotlib's bundled default: always present
@@ -65,6 +66,21 @@ INSTALL_HINT = (
     "or `apt-get install fonts-wqy-microhei`; Fedora: `dnf install google-noto-sans-cjk-fonts`; macOS and Windows "
     "ship one) or pass --font PATH to a .ttf, .otf or .ttc file"
 )
+# posemb finds a CJK font by itself; for the other kinds (charsets.kind) the user passes one with --font.
+FONT_HINTS = {
+    "emoji": "for emoji and symbols pass --font PATH to a monochrome font that has them, e.g. Symbola (Debian/Ubuntu: "
+    "`apt-get install fonts-symbola`, then --font /usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf); "
+    "matplotlib cannot draw colour emoji fonts such as Noto Color Emoji",
+    "other": "for other scripts pass --font PATH to a font of that script (Debian/Ubuntu: `apt-get install "
+    "fonts-noto-core` puts one file per script in /usr/share/fonts/truetype/noto)",
+}
+
+
+def install_hint(missing: str) -> str:
+    """How to get glyphs for the `missing` characters: a CJK font, an emoji font or a font of another script."""
+    kinds = {"cjk" if kind == "han" else kind for kind in charsets.by_kind(missing)}
+    hints = [INSTALL_HINT] if "cjk" in kinds else []
+    return "; ".join(hints + [FONT_HINTS[kind] for kind in ("emoji", "other") if kind in kinds])
 
 
 def _manager() -> Any:
@@ -166,6 +182,6 @@ def font_settings(text_sample: str, font_path: str | Path | None = None) -> tupl
         shown = missing[:20] + ("..." if len(missing) > 20 else "")
         warnings.append(
             f"no installed font has glyphs for {shown!r} ({', '.join(families)} were tried), so the plot draws "
-            f"empty boxes for them; {INSTALL_HINT}"
+            f"empty boxes for them; {install_hint(missing)}"
         )
     return rc, warnings
