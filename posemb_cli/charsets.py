@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import unicodedata
 
-# Unicode character names of the scripts a CJK font draws: Han, kana, Hangul, Bopomofo, CJK punctuation, full-width forms.
+# Unicode names of the characters a CJK font draws: Han, kana, Hangul, Bopomofo, CJK punctuation, full-width forms.
 _CJK_NAMES = ("CJK ", "HIRAGANA", "KATAKANA", "HANGUL", "BOPOMOFO", "IDEOGRAPHIC", "KANGXI", "FULLWIDTH", "HALFWIDTH")
 _HAN_NAMES = ("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH")
 # Characters that join, tint or select emoji: zero-width joiner, emoji variation selector, keycap, tags (flags).
