@@ -7,9 +7,10 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
-DEMO_TEXT ?= 我爱自然语言处理
+# First a text the bundled (English) model covers, then one whose characters it mostly lacks: [UNK], with a warning.
+DEMO_TEXTS ?= "position matters" "我爱自然语言处理"
 
-.PHONY: install demo test fuzz lint bench examples fonts browser clean
+.PHONY: install demo test docs fuzz lint bench examples fonts browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,13 +25,22 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -e ".[test]"
 	touch $@
 
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(PIP) install -e ".[docs]"
+	touch $@
+
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(BIN)/posemb inspect "$(DEMO_TEXT)"
+	HF_HUB_OFFLINE=1 $(BIN)/posemb inspect $(DEMO_TEXTS)
 
 test: $(VENV)/.installed-test fonts browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15
+
+# The documentation site (mkdocs.yml, docs/) into site/, offline; --strict turns every warning (a broken link, a page
+# missing from the nav, a missing image) into an error.
+docs: $(VENV)/.installed-docs
+	$(BIN)/mkdocs build --strict --site-dir site
 
 # The long property-based run: many more random texts per family than `make test` tries.
 FUZZ_EXAMPLES ?= 1000
@@ -64,4 +74,4 @@ bench: $(VENV)/.installed-test
 	HF_HUB_OFFLINE=1 $(BIN)/python examples/bench.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache
