@@ -1,9 +1,11 @@
-"""Every `$ ` command in the README's console blocks runs, and its shown output is what it prints.
+"""Every `$ ` command in the console blocks of README.md and of the pages in docs/ runs, and its shown output is what it
+prints; every command of the app has a page.
 
 A plain `posemb ...` example runs in-process (conftest.run_cli, stdout and stderr together as with `2>&1`, COLUMNS=120
 as in a pipe), and so does `posemb ... | head -c N` (or `-n N`): its stdout, cut as head cuts it (what a closed pipe
 does to posemb is tested with real pipes in test_cli and test_io_limits). One with any other pipe, a redirection or
-another program (`printf ... |`, `| wc`, `python -c`) runs in a real shell."""
+another program (`printf ... |`, `| wc`, `python -c`) runs in a real shell. A command shown on several pages runs once
+and must print what each page shows."""
 
 from __future__ import annotations
 
@@ -18,19 +20,48 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 NUMBER = re.compile(r"-?\d+\.\d+")
 
 
-def _examples() -> list[tuple[str, list[str]]]:
+def _pages() -> list[Path]:
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def _page_examples(page: Path) -> list[tuple[str, list[str]]]:
+    """The `$ ` commands of one page's console blocks, each with the output lines shown under it."""
     examples: list[tuple[str, list[str]]] = []
-    for block in re.findall(r"```console\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S):
+    for block in re.findall(r"```console\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S):
         for line in block.splitlines():
             if line.startswith("$ "):
                 examples.append((line[2:], []))
             elif examples and line.strip() and not block.startswith("make"):
                 examples[-1][1].append(line.rstrip())
     return [(cmd, out) for cmd, out in examples if not cmd.startswith("make")]
+
+
+def _shown() -> dict[str, list[tuple[str, list[str]]]]:
+    """Each distinct command -> (page name, shown output) for every page that shows it."""
+    shown: dict[str, list[tuple[str, list[str]]]] = {}
+    for page in _pages():
+        for cmd, out in _page_examples(page):
+            shown.setdefault(cmd, []).append((str(page.relative_to(ROOT)), out))
+    return shown
+
+
+def _examples() -> list[tuple[str, list[str]]]:
+    """Each distinct command once, with the longest output a page shows for it (the others must be its beginning:
+    test_a_command_shown_twice_shows_the_same_output)."""
+    return [(cmd, max((out for _, out in pages), key=len)) for cmd, pages in _shown().items()]
+
+
+def test_a_command_shown_twice_shows_the_same_output():
+    for cmd, pages in _shown().items():
+        longest = max((out for _, out in pages), key=len)
+        for page, out in pages:
+            assert all(_same(a, b) for a, b in zip(out, longest, strict=False)), f"{page} shows other output for: {cmd}"
 
 
 def _same(expected: str, actual: str) -> bool:
@@ -41,9 +72,9 @@ def _same(expected: str, actual: str) -> bool:
 
 
 def test_readme_has_examples():
-    commands = [cmd for cmd, _ in _examples()]
+    commands = [cmd for cmd, _ in _page_examples(README)]
     assert any(cmd.startswith("posemb inspect") for cmd in commands)
-    assert any(cmd.startswith("posemb models") for cmd in commands)
+    assert len(_examples()) >= 25  # the pages' examples are found too
 
 
 HEAD = re.compile(r"^(posemb [^|<>;&$`]*) \| head -([cn]) (\d+)$")
@@ -119,20 +150,41 @@ def test_readme_example(command, expected, tmp_path, monkeypatch, request):
     assert "Traceback" not in printed
     actual = [line.rstrip() for line in printed.splitlines() if line.strip()]
     for want, got in zip(expected, actual[: len(expected)], strict=False):
-        assert _same(want, got), f"README shows:\n{want}\nposemb printed:\n{got}"
+        assert _same(want, got), f"the docs show:\n{want}\nposemb printed:\n{got}"
     assert len(actual) >= len(expected)
 
 
-def test_every_command_has_help_and_a_readme_section():
-    """The commands are read from the app: a new command needs help text and a README section, and the README
-    documents no command the app lacks."""
+def _command_names() -> list[str]:
     from posemb_cli.cli import app
 
-    text = README.read_text(encoding="utf-8")
-    names = [command.name or command.callback.__name__ for command in app.registered_commands]
+    return [command.name or command.callback.__name__ for command in app.registered_commands]
+
+
+def test_every_command_has_help_and_a_docs_page():
+    """The commands are read from the app: a new command needs help text and a page docs/NAME.md whose title names
+    it (`stats merge` may be a section of the stats page), and no command page names a command the app lacks."""
+    from posemb_cli.cli import app
+
+    names = _command_names()
     assert "inspect" in names and len(names) == len(set(names))
-    assert sorted(re.findall(r"^### `posemb ([\w ]+)`", text, flags=re.M)) == sorted(names)
     for command in app.registered_commands:
-        name = command.name or command.callback.__name__
-        assert (command.callback.__doc__ or "").strip(), f"{name} has no help text"
-        assert f"### `posemb {name}`" in text, f"README has no section for posemb {name}"
+        assert (command.callback.__doc__ or "").strip(), f"{command.name} has no help text"
+    for name in names:
+        page = DOCS / f"{name.replace(' ', '-')}.md"
+        if name == "stats merge" and not page.exists():
+            page, heading = DOCS / "stats.md", r"^##+ `posemb stats merge`"
+        else:
+            heading = rf"^# `posemb {name}`"
+        assert page.exists(), f"posemb {name} has no page: write docs/{page.name}"
+        assert re.search(heading, page.read_text(encoding="utf-8"), flags=re.M), f"{page.name} has no title {heading}"
+    titled = [re.match(r"# `posemb ([\w ]+)`", p.read_text(encoding="utf-8")) for p in DOCS.glob("*.md")]
+    assert {m[1] for m in titled if m} <= set(names), "a page documents a command the app lacks"
+
+
+def test_readme_has_one_example_per_command_as_its_page_shows_it():
+    """The README's table of commands: every command of the app has a row, and each row's example appears word for
+    word on the page it links to (where the tests run it, if it is a `$` example)."""
+    rows = re.findall(r"^\| `?([\w ]+?)`? \| `(.+?)` \| \[[^]]+\]\(docs/([\w-]+\.md)", README.read_text("utf-8"), re.M)
+    assert set(_command_names()) <= {name for name, _, _ in rows}
+    for _, example, page in rows:
+        assert example in (DOCS / page).read_text(encoding="utf-8"), f"README: {example!r} is not on docs/{page}"

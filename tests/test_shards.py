@@ -1,5 +1,5 @@
 """`posemb stats` in pieces: shards merged equal one run, the partial file as documented, refused merges and resumes,
-checkpoints that survive SIGINT, SIGTERM and SIGKILL, --dtype, and the README's recipes (GNU parallel or a shell loop,
+checkpoints that survive SIGINT, SIGTERM and SIGKILL, --dtype, and the docs' recipes (GNU parallel or a shell loop,
 run for real; Ray, run against a stand-in for `ray`; Slurm, syntax-checked).
 
 The per-head numbers themselves are checked against transformers in test_stats.py; here the reference is one
@@ -28,7 +28,7 @@ from conftest import run_cli, tiny_model_folder
 from posemb_cli import partials
 from posemb_cli.stats import STATISTICS
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+SHARDS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "shards.md"
 LINES = [
     "The cat sat on the mat.",
     "Position matters, and so does order!",
@@ -120,7 +120,7 @@ def test_merged_shards_equal_one_run(pieces, corpus):
 
 
 def test_batched_shards_differ_from_one_run_only_by_forward_rounding(corpus, bert, tmp_path):
-    """With batches the forward pass's float32 rounding depends on the batch's shape (README: Exactness)."""
+    """With batches the forward pass's float32 rounding depends on the batch's shape (docs/shards.md: Exactness)."""
     parts = []
     for index in range(2):
         parts.append(tmp_path / f"p{index}.npz")
@@ -362,7 +362,7 @@ def test_sigint_and_sigkill_at_random_points_then_resume_equals_one_run(early, t
 
 
 def test_bfloat16_on_the_cpu_stays_near_float32():
-    """Stated tolerance (README): masses within 0.01, entropy and distance within 1% or 0.02 (nats, tokens). (Pattern
+    """Stated tolerance (docs): masses within 0.01, entropy and distance within 1% or 0.02 (nats, tokens). (Pattern
     labels are thresholds on these means: a head near a threshold may flip.)"""
     from posemb_cli.models import load
     from posemb_cli.stats import corpus_stats
@@ -395,19 +395,19 @@ def test_dtype_the_device_cannot_run_is_a_clear_error(bert, corpus, monkeypatch)
     assert "use float32" in result.stderr and "Traceback" not in result.output
 
 
-# ---------------------------------------------------------------- the README's recipes
+# ---------------------------------------------------------------- the recipes of docs/shards.md
 
 
 def _block(title: str, language: str) -> str:
-    """The code block of that language right after a README line that contains `title`."""
-    text = README.read_text(encoding="utf-8")
+    """The code block of that language right after a line of docs/shards.md that contains `title`."""
+    text = SHARDS_PAGE.read_text(encoding="utf-8")
     match = re.search(re.escape(title) + r".*?```" + language + r"\n(.*?)```", text, flags=re.S)
-    assert match, f"README has no {language} block after {title!r}"
+    assert match, f"docs/shards.md has no {language} block after {title!r}"
     return match.group(1)
 
 
 def _recipe_run() -> tuple[str, subprocess.CompletedProcess]:
-    """The README's one-machine recipe in a real shell: GNU parallel if installed, else the plain shell loop; with
+    """The shards page's one-machine recipe in a real shell: GNU parallel if installed, else the plain shell loop; with
     N=2 shards and a small corpus. Returns which recipe ran and its result."""
     which = "GNU parallel" if shutil.which("parallel") else "shell loop"
     script = _block(f"Recipe: {which}", "sh").replace("N=4", "N=2")
