@@ -40,7 +40,7 @@ test: $(VENV)/.installed-test fonts browser
 # The documentation site (mkdocs.yml, docs/) into site/, offline; --strict turns every warning (a broken link, a page
 # missing from the nav, a missing image) into an error.
 docs: $(VENV)/.installed-docs
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site  # the variable: mkdocs-material's banner
 
 # The long property-based run: many more random texts per family than `make test` tries.
 FUZZ_EXAMPLES ?= 1000
