@@ -38,9 +38,9 @@ test: $(VENV)/.installed-test fonts browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15
 
 # The documentation site (mkdocs.yml, docs/) into site/, offline; --strict turns every warning (a broken link, a page
-# missing from the nav, a missing image) into an error.
+# missing from the nav, a missing image) into an error. NO_MKDOCS_2_WARNING: mkdocs-material prints no banner.
 docs: $(VENV)/.installed-docs
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site  # the variable: mkdocs-material's banner
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # The long property-based run: many more random texts per family than `make test` tries.
 FUZZ_EXAMPLES ?= 1000
