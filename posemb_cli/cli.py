@@ -35,7 +35,7 @@ from typer.core import TyperArgument, TyperGroup
 from . import __version__
 from .errors import ExitCode, PosembError, PosembUsageError
 from .lines import LINE_LIMIT
-from .output import Output, is_report
+from .output import PICTURE_SUFFIXES, Output, is_report
 from .schemes import ANALYTIC as ANALYTIC_SCHEMES
 
 
@@ -163,8 +163,9 @@ StatsPlotOpt = Annotated[
         "--plot",
         "--output",
         "-o",
-        metavar="FILE",
-        help="Heatmaps layers x heads, one per statistic (.png/.svg/.pdf), or an interactive report (.html).",
+        metavar="FILE|FOLDER",
+        help="Heatmaps layers x heads, one per statistic (.png/.svg/.pdf; a folder: FOLDER/stats.png), or an "
+        "interactive report (.html).",
     ),
 ]
 QuietOpt = Annotated[
@@ -374,7 +375,8 @@ def inspect(
             "--output",
             "-o",
             metavar="FILE|FOLDER",
-            help="Picture file (.png/.svg/.pdf), or an interactive report (.html; without --plot: every view).",
+            help="Picture file (.png/.svg/.pdf; without --plot: the attention grid), a folder (every picture), or an "
+            "interactive report (.html; without --plot: every view).",
         ),
     ] = None,
     dpi: DpiOpt = 150,
@@ -393,8 +395,8 @@ def inspect(
     Example: posemb inspect "position matters" --pair "so does order" --json --vectors --attention
     """
     out: Output = ctx.obj
-    if plot is None and is_report(output):
-        plot = PlotKind.all  # -o FILE.html alone: every view in one page
+    if plot is None and output is not None:  # -o alone: the attention picture; a folder or a page: every view
+        plot = PlotKind.attention if _output_target(output) == "picture" else PlotKind.all
     # --plot or --save alone print nothing on stdout; --format/--json ask for output as well
     default = None if plot or save else "table"
     fmt = out.format("inspect", output_format and output_format.value, json_flag, FORMATS, default)
@@ -450,6 +452,19 @@ def _check_plot_options(plot: PlotKind, output: Optional[Path], texts: list[str]
     _check_font(font)
     if plot is not PlotKind.all or is_report(output):
         Output.picture_path(output, report=True)
+
+
+def _output_target(output: Path) -> str:
+    """What -o names: "report" (.html), "picture" (.png/.svg/.pdf) or "folder" (no suffix, or an existing folder:
+    every picture of the command); any other suffix is a usage error."""
+    if is_report(output):
+        return "report"
+    if output.suffix.lower() in PICTURE_SUFFIXES and not output.is_dir():
+        return "picture"
+    if not output.suffix or output.is_dir():
+        return "folder"
+    Output.picture_path(output, report=True)  # raises: names the suffixes -o takes
+    raise AssertionError("unreachable")
 
 
 def _check_font(font: Optional[Path]) -> None:
@@ -626,12 +641,17 @@ def positions(
     ] = 0,
     matrix: Annotated[bool, typer.Option("--matrix", help="Add the matrix Φ to JSON.")] = False,
     plot: Annotated[
-        Optional[str], typer.Option("--plot", metavar="bias", help="Draw the relative bias per head (needs -o).")
+        Optional[str],
+        typer.Option("--plot", metavar="phi|bias", help="Draw Φ as a heatmap, or the bias per head (needs -o)."),
     ] = None,
     output: Annotated[
         Optional[Path],
         typer.Option(
-            "--output", "-o", metavar="FILE", help="Picture file (.png/.svg/.pdf), or an interactive report (.html)."
+            "--output",
+            "-o",
+            metavar="FILE|FOLDER",
+            help="Picture file (.png/.svg/.pdf; without --plot: Φ), a folder (Φ, and the bias where the scheme has "
+            "one), or an interactive report (.html).",
         ),
     ] = None,
     dpi: DpiOpt = 150,
@@ -649,12 +669,20 @@ def positions(
     out: Output = ctx.obj
     fmt = out.format("positions", output_format.value, json_flag, TABLE_JSON, "table")
     if plot is not None:
-        if plot != "bias":
-            raise PosembUsageError(f"--plot {plot}: positions draws only --plot bias")
+        if plot not in ("phi", "bias"):
+            raise PosembUsageError(f"--plot {plot}: positions draws --plot phi or --plot bias")
         if output is None:
-            raise PosembUsageError("--plot bias needs -o FILE")
-    if output is not None and (plot is not None or is_report(output)):
+            raise PosembUsageError(f"--plot {plot} needs -o FILE")
+    target = None if output is None else _output_target(output)
+    if output is not None and target == "folder":
+        if plot is not None:
+            raise PosembUsageError(f"--plot {plot} draws one picture: give -o FILE.png (a folder gets every picture)")
+        from .render.figures.toolkit import folder_paths
+
+        folder_paths(output, ["phi"])
+    elif output is not None:
         Output.picture_path(output, report=True)
+        plot = plot or ("phi" if target == "picture" else None)
     if scheme is not None:
         if model is not None or probe is not None:
             raise PosembUsageError("--scheme analyses a formula; it takes no --model and no --probe")
@@ -683,12 +711,17 @@ def positions(
 
         positions_report(output, analysis)
         out.info(f"Wrote {output}")
-    elif plot is not None and output is not None:
-        from .render.figures.positions import plot_bias
+    elif output is not None:
+        from .render.figures import positions as figures
+        from .render.figures.toolkit import folder_paths
 
-        for warning in plot_bias(analysis, output, dpi=dpi).warnings:
-            out.warn(warning)
-        out.info(f"Wrote {output}")
+        kinds = ["phi"] + (["bias"] if analysis.bias is not None else [])
+        jobs = folder_paths(output, kinds) if target == "folder" else [(plot or "phi", output)]
+        for kind, path in jobs:
+            draw = figures.plot_phi if kind == "phi" else figures.plot_bias
+            for warning in draw(analysis, path, dpi=dpi).warnings:
+                out.warn(warning)
+            out.info(f"Wrote {path}")
 
 
 def _pairs(values: Optional[list[str]]) -> Optional[dict[str, float]]:
@@ -764,8 +797,9 @@ def compare(
             "--plot",
             "--output",
             "-o",
-            metavar="FILE",
-            help="Also draw one figure (.png/.svg/.pdf), or write an interactive report (.html).",
+            metavar="FILE|FOLDER",
+            help="Also draw the comparison figure (.png/.svg/.pdf; a folder: FOLDER/compare.png), or write an "
+            "interactive report (.html).",
         ),
     ] = None,
     dpi: DpiOpt = 150,
@@ -794,6 +828,10 @@ def compare(
     if (text is None) == (corpus is None):
         raise PosembUsageError("give one TEXT or --corpus FILE (not both)")
     if plot is not None:
+        if _output_target(plot) == "folder":
+            from .render.figures.toolkit import folder_paths
+
+            plot = folder_paths(plot, ["compare"])[0][1]
         Output.picture_path(plot, report=True)
         _check_font(font)
     if corpus is None:
@@ -925,8 +963,7 @@ def stats(
     fmt = out.format("stats", output_format and output_format.value, json_flag, ("table", "json", "csv"), default)
     compute.check_sort_column(sort, pairs)
     piece = compute.Shard.parse(shard or "0/1")
-    if plot is not None:
-        Output.picture_path(plot, report=True)
+    plot = _stats_picture(plot)
     for path in (partial, checkpoint):
         if path is not None:
             check_writable(path)
@@ -1006,8 +1043,7 @@ def stats_merge(
     default = None if partial is not None else "table"
     fmt = out.format("stats merge", output_format and output_format.value, json_flag, ("table", "json", "csv"), default)
     check_sort_column(sort, pairs=True)  # within/across: checked again once the pieces say whether they are pairs
-    if plot is not None:
-        Output.picture_path(plot, report=True)
+    plot = _stats_picture(plot)
     if partial is not None:
         check_writable(partial)
     merged = merge(parts, allow_missing=allow_missing)
@@ -1021,6 +1057,17 @@ def stats_merge(
         plural = "s" if len(missing) > 1 else ""
         result.warnings.append(f"missing shard{plural} {shown} of {merged.shard_count}: the numbers leave it out")
     _print_stats(out, result, fmt, sort, reverse, plot)
+
+
+def _stats_picture(plot: Optional[Path]) -> Optional[Path]:
+    """The file `stats -o` writes (a folder: FOLDER/stats.png), checked before any work."""
+    if plot is not None and _output_target(plot) == "folder":
+        from .render.figures.toolkit import folder_paths
+
+        plot = folder_paths(plot, ["stats"])[0][1]
+    if plot is not None:
+        Output.picture_path(plot, report=True)
+    return plot
 
 
 def _print_stats(out: Output, result: Any, fmt: str, sort: Optional[str], reverse: bool, plot: Optional[Path]) -> None:
@@ -1042,7 +1089,7 @@ def _print_stats(out: Output, result: Any, fmt: str, sort: Optional[str], revers
         plot_stats(result, plot)
         out.info(f"Wrote {plot}")
     elif plot is not None:
-        out.warn(f"{plot} was not written: there were no texts to draw")
+        raise PosembError(f"{plot} was not written: there were no texts to draw")
 
 
 @contextlib.contextmanager
@@ -1118,8 +1165,9 @@ def ablate(
         typer.Option(
             "--output",
             "-o",
-            metavar="FILE",
-            help="Picture file (.png/.svg/.pdf), or an interactive report (.html; without --plot: both pictures).",
+            metavar="FILE|FOLDER",
+            help="Picture file (.png/.svg/.pdf; without --plot: similarity), a folder (similarity and attention), "
+            "or an interactive report (.html; without --plot: both pictures).",
         ),
     ] = None,
     dpi: DpiOpt = 150,
@@ -1141,19 +1189,27 @@ def ablate(
     from .ablate import ablate_texts, applicable_modes, parse_modes
 
     out: Output = ctx.obj
-    report = is_report(output)
-    default = None if plot or report else "table"  # --plot (or -o FILE.html) alone prints nothing on stdout
+    target = None if output is None else _output_target(output)
+    report = target == "report"
+    if target == "folder" and plot is not None:
+        raise PosembUsageError(f"--plot {plot.value} draws one picture: give -o FILE.png (a folder gets both)")
+    default = None if plot or output else "table"  # --plot or -o alone print nothing on stdout
     fmt = out.format("ablate", output_format and output_format.value, json_flag, ("table", "json"), default)
     modes = parse_modes(mode)
     texts = texts or []
     if not texts and corpus is None:
         raise PosembUsageError("give one or more TEXT arguments, `-` for stdin, or --corpus FILE")
-    if plot is not None or report:
+    if plot is not None or output is not None:
         if output is None:
             raise PosembUsageError(f"--plot {plot.value if plot else ''} needs -o FILE")
         if not corpus_mean and (len(texts) != 1 or texts[0] == "-" or corpus is not None):
-            raise PosembUsageError("--plot draws one result: give exactly one TEXT, or add --corpus-mean")
-        Output.picture_path(output, report=True)
+            raise PosembUsageError("-o draws one result: give exactly one TEXT, or add --corpus-mean")
+        if target == "folder":
+            from .render.figures.toolkit import folder_paths
+
+            folder_paths(output, ["similarity"])
+        else:
+            Output.picture_path(output, report=True)
         _check_font(font)
 
     from .lines import read_corpus, read_texts
@@ -1175,18 +1231,25 @@ def ablate(
             loaded, source, modes, seed=seed, corpus_mean=corpus_mean, truncate=not no_truncate, on_text=advance
         )
         drawn = _render_ablations(out, results, fmt, single)
-    if report and output is not None and drawn is not None:
+    if output is not None and drawn is None:
+        raise PosembError(f"{output} was not written: there was no text to draw")
+    if report and output is not None:
         from .render.html import ablate_report
 
         for warning in ablate_report(output, drawn, [plot.value] if plot else None, font=font):
             out.warn(warning)
         out.info(f"Wrote {output}")
-    elif plot is not None and output is not None and drawn is not None:
+    elif output is not None:
+        from .render.ablate_table import attention_section
         from .render.figures.ablate import plot_ablation
+        from .render.figures.toolkit import folder_paths
 
-        for warning in plot_ablation(drawn, plot.value, output, dpi=dpi, font=font).warnings:
-            out.warn(warning)
-        out.info(f"Wrote {output}")
+        kinds = ["similarity"] + (["attention"] if attention_section(drawn) is not None else [])
+        jobs = folder_paths(output, kinds) if target == "folder" else [(plot.value if plot else "similarity", output)]
+        for kind, path in jobs:
+            for warning in plot_ablation(drawn, kind, path, dpi=dpi, font=font).warnings:
+                out.warn(warning)
+            out.info(f"Wrote {path}")
 
 
 def _render_ablations(out: Output, results: Iterator[Any], fmt: str, single: bool) -> Any:

@@ -5,10 +5,15 @@ script draws from and writes the file.
 The file needs nothing else: no CDN, no web font, no image from elsewhere (pictures are inline `data:` SVG). Every
 text, token and model name travels as JSON data inside `<script type="application/json">` with `<`, `>`, `&`,
 U+2028 and U+2029 escaped, and the script only ever sets `textContent`, so nothing the user typed becomes markup.
-A Content-Security-Policy allows the page's own script (by hash) and nothing else: no request leaves the page.
+The page is assembled in one pass over the package's template (its `{{NAME}}` slots are found in the template, never
+in what was put in them), so a text that contains `{{SCRIPT}}` stays a text. A Content-Security-Policy allows the
+page's own script (by hash) and nothing else: no request leaves the page.
 
-Attention and position maps are stored as uint16 integers, base64: value = offset + scale·q, q = round((v −
-offset) / scale), so a stored value is within scale/2 of the true one; the page states the scale.
+Maps (attention, Φ) are stored as 8- or 16-bit integers, zlib-compressed, base64: value = offset + scale·q with
+q = round((v − offset) / scale), so a stored value is within scale/2 of the true one; the largest integer (255 or
+65535) marks a value that was not finite, drawn blank. The page inflates them with the browser's own
+DecompressionStream and states the rounding. The attention of a text is stored as precisely as ATTENTION_BUDGET
+allows (`attention_data`): a 512-token report of the bundled model holds every layer and head at 8 bits, about 3 MB.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import base64
 import hashlib
 import io
 import json
+import re
 import tempfile
+import zlib
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -34,9 +41,8 @@ if TYPE_CHECKING:
     from ..core import TextResult
     from ..schemes.base import PositionAnalysis, PositionPicture
 
-LEVELS = 65535  # uint16 quantization steps between offset and offset + 65535·scale
-MAX_FULL_TOKENS = 512  # beyond this many tokens only the first layer (or the chosen --layer/--head) is stored
-MAX_ATTENTION_VALUES = 8_000_000  # at most this many weights (16 MB before base64): more must be chosen
+ATTENTION_BUDGET = 4_000_000  # characters of stored attention (base64 of the compressed integers) in one report
+PAGE_BUDGET = 5_000_000  # bytes: what a report of a text the model accepts stays within (stated in docs/html.md)
 INSPECT_VIEWS = ("attention", "positions", "embeddings")
 
 
@@ -52,17 +58,20 @@ def write_report(path: Path, page: dict[str, Any]) -> None:
     if "</" in style or "</script" in script.lower():
         raise AssertionError("report.css/report.js must not contain a closing tag")
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
-    html = (
-        template.replace("{{SCRIPT_HASH}}", f"sha256-{digest}")
-        .replace("{{STYLE}}", style)
-        .replace("{{DATA}}", script_json(page))
-        .replace("{{SCRIPT}}", script)
-    )
+    slots = {"SCRIPT_HASH": f"sha256-{digest}", "STYLE": style, "DATA": script_json(page), "SCRIPT": script}
+    html = fill(template, slots)
 
     def write(temp: str) -> None:
         Path(temp).write_text(html, encoding="utf-8")
 
     write_atomic(path, write)
+
+
+def fill(template: str, slots: dict[str, str]) -> str:
+    """The template with each `{{NAME}}` replaced, in one pass over the template only: what a slot receives is never
+    searched again, so user text holding `{{SCRIPT}}` or `{{DATA}}` is left as it is."""
+    pieces = re.split(r"\{\{([A-Z_]+)\}\}", template)
+    return "".join(slots[piece] if k % 2 else piece for k, piece in enumerate(pieces))
 
 
 def script_json(data: Any) -> str:
@@ -73,17 +82,33 @@ def script_json(data: Any) -> str:
     return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
-def quantized(values: np.ndarray, low: float, high: float) -> dict[str, Any]:
-    """An array as uint16 integers (little-endian, base64) with the offset and scale that give the values back."""
+def quantized(values: np.ndarray, low: float, high: float, bits: int = 16) -> dict[str, Any]:
+    """An array as 8- or 16-bit integers (little-endian, zlib, base64) with the offset and scale that give the values
+    back: value = offset + scale·q, within scale/2; q = 2^bits − 1 ("blank") marks a value that was not finite."""
     values = np.asarray(values, dtype=np.float64)
-    scale = (high - low) / LEVELS if high > low else 1.0
-    q = np.rint((np.nan_to_num(values, nan=low) - low) / scale).clip(0, LEVELS).astype("<u2")
+    blank = (1 << bits) - 1
+    steps = blank - 1
+    scale = (high - low) / steps if high > low else 1.0
+    finite = np.isfinite(values)
+    q = np.rint((np.where(finite, values, low) - low) / scale).clip(0, steps)
+    q = np.where(finite, q, blank).astype("<u2" if bits == 16 else "u1")
     return {
         "shape": list(values.shape),
         "offset": float(low),
         "scale": float(scale),
-        "data": base64.b64encode(q.tobytes()).decode("ascii"),
+        "bits": bits,
+        "blank": blank,
+        "zlib": base64.b64encode(zlib.compress(q.tobytes(), 6)).decode("ascii"),
     }
+
+
+def finite_range(values: Any, low: float | None = None, high: float | None = None) -> tuple[float, float]:
+    """min and max of the finite values (0, 1 when there are none)."""
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return (0.0, 1.0)
+    return (float(finite.min()) if low is None else low, float(finite.max()) if high is None else high)
 
 
 def finite(values: Any, digits: int = 6) -> Any:
@@ -128,6 +153,7 @@ def inspect_page(
             if on_warning is not None:
                 on_warning(shown)
         page_views += [{"kind": "head"}, {"kind": "model"}]  # both draw from the page's one "attention"
+        notes.append(attention["rounding"])
     if "positions" in views and position_picture is not None:
         page_views.append(positions_view(position_picture, used=len(result.tokens)))
     if "embeddings" in views and result.token is not None:
@@ -148,38 +174,86 @@ def inspect_page(
 def attention_data(
     result: TextResult, layers: Sequence[int] | None, heads: Sequence[int] | None
 ) -> tuple[dict[str, Any], str | None]:
-    """The chosen layers × heads as uint16 (scale 1/65535); beyond MAX_FULL_TOKENS tokens only layer 0 (and only
-    the heads that fit in MAX_ATTENTION_VALUES) unless --layer/--head chose; a choice beyond MAX_ATTENTION_VALUES is
-    a usage error. Returns the data and, when not everything is stored, the sentence saying what is."""
+    """The chosen layers × heads (all by default), one packed array per layer, as precisely as ATTENTION_BUDGET
+    allows: every layer at 16 bits (a shown weight within 0.00001 of the model's); else the first layer at 16 bits
+    and the others at 8 (within 0.002); else all at 8; else (default choice only) the first layers that fit at 8.
+    Returns the data and, when not every layer is stored, the sentence saying what is; a text whose first layer
+    does not fit, or an explicit choice that does not fit, is a usage error naming what would."""
     n_layers, n_heads, n = result.attention.shape[:3]
     layer_ids = list(range(n_layers)) if layers is None else [int(x) for x in layers]
     head_ids = list(range(n_heads)) if heads is None else [int(x) for x in heads]
+    per_layer = [result.attention[layer][head_ids] for layer in layer_ids]
+    eight = [quantized(maps, 0.0, 1.0, bits=8) for maps in per_layer]
+    size = [len(packed["zlib"]) for packed in eight]
+    raw16 = 2 * len(head_ids) * n * n  # bytes of one layer at 16 bits, before compression
+    sixteen: dict[int, dict[str, Any]] = {}
+
+    def precise(k: int) -> dict[str, Any]:
+        if k not in sixteen:
+            sixteen[k] = quantized(per_layer[k], 0.0, 1.0, bits=16)
+        return sixteen[k]
+
+    stored: list[dict[str, Any]] | None = None
+    if raw16 * len(layer_ids) <= 3 * ATTENTION_BUDGET:  # 16-bit weights compress about 2:1 at best
+        candidate = [precise(k) for k in range(len(layer_ids))]
+        if sum(len(x["zlib"]) for x in candidate) <= ATTENTION_BUDGET:
+            stored = candidate
+    if stored is None and raw16 <= 3 * ATTENTION_BUDGET and len(precise(0)["zlib"]) + sum(size[1:]) <= ATTENTION_BUDGET:
+        stored = [precise(0), *eight[1:]]
+    if stored is None and sum(size) <= ATTENTION_BUDGET:
+        stored = eight
     shown = None
-    if n > MAX_FULL_TOKENS and layers is None and heads is None:
-        fit = max(1, MAX_ATTENTION_VALUES // (n * n))
-        layer_ids, head_ids = [0], head_ids[:fit]
-        heads_shown = f"all {n_heads} heads" if fit >= n_heads else f"heads 0 to {len(head_ids) - 1}"
+    if stored is None:
+        fit = int(np.searchsorted(np.cumsum(size), ATTENTION_BUDGET, side="right"))
+        if layers is not None or fit == 0:
+            raise PosembUsageError(
+                f"{len(layer_ids)} layer(s) × {len(head_ids)} head(s) of {n} tokens do not fit in one HTML report "
+                f"(even at 8 bits): choose fewer with --layer N --head N, or a shorter text with --max-length"
+            )
+        stored, layer_ids = eight[:fit], layer_ids[:fit]
         shown = (
-            f"{n} tokens: to keep the file small the report holds only layer 0, {heads_shown}; "
-            "choose others with --layer N --head N"
+            f"{n} tokens: to keep the file within {PAGE_BUDGET // 1_000_000} MB the report holds only layers "
+            f"{layer_ids[0]} to {layer_ids[-1]}; choose others with --layer N"
         )
-    values = len(layer_ids) * len(head_ids) * n * n
-    if values > MAX_ATTENTION_VALUES and len(layer_ids) * len(head_ids) > 1:
-        raise PosembUsageError(
-            f"{len(layer_ids)} layers × {len(head_ids)} heads of {n} tokens are too many attention values for one "
-            "HTML report: choose fewer with --layer N --head N"
+    bits = [packed["bits"] for packed in stored]
+    rounding = {16: "within 0.00001", 8: "within 0.002"}
+    if len(set(bits)) == 1:
+        held = f"every layer at {bits[0]} bits (a shown weight is {rounding[bits[0]]} of the model's)"
+    else:
+        held = (
+            f"layer {layer_ids[0]} at 16 bits ({rounding[16]} of the model's weight), the other layers at 8 bits "
+            f"({rounding[8]})"
         )
-    matrix = result.attention[np.ix_(layer_ids, head_ids)]
+    first_head, first_token = strongest_head(result, layer_ids[0], head_ids)
     data = {
         "layers": layer_ids,
         "heads": head_ids,
-        "attention": quantized(matrix, 0.0, 1.0),
-        "rounding": (
-            "Weights are stored as integers q = round(65535 · weight) and shown as q / 65535 to 4 decimals: "
-            "a shown weight is within 0.0001 of the model's"
-        ),
+        "maps": stored,
+        "first": {"layer": 0, "head": first_head, "token": first_token},  # indices into layers, heads, tokens
+        "rounding": (f"The page holds layers {describe(layer_ids)} × heads {describe(head_ids)} of {n} tokens: {held}"),
     }
     return data, shown
+
+
+def describe(ids: Sequence[int]) -> str:
+    """[0, 1, 2, 3] -> "0–3"; [1, 4] -> "1, 4"."""
+    if len(ids) > 2 and list(ids) == list(range(ids[0], ids[0] + len(ids))):
+        return f"{ids[0]}–{ids[-1]}"
+    return ", ".join(map(str, ids))
+
+
+def strongest_head(result: TextResult, layer: int, head_ids: Sequence[int]) -> tuple[int, int]:
+    """What the head view shows before any hover: of the chosen heads of `layer`, the one whose attention between
+    the text's own tokens is most concentrated (the largest mean, over the text's queries, of the largest weight on
+    one of the text's keys; special tokens left out), and on it the query with the strongest such weight. Returns
+    (index into head_ids, token index)."""
+    text = np.array([not t.special for t in result.tokens], dtype=bool)
+    if not text.any():
+        text[:] = True
+    maps = np.asarray(result.attention[layer][list(head_ids)], dtype=np.float64)
+    strongest = np.nan_to_num(maps[:, text][:, :, text].max(axis=2), nan=-1.0)  # (heads, text queries)
+    head = int(np.argmax(strongest.mean(axis=1)))
+    return head, int(np.flatnonzero(text)[int(np.argmax(strongest[head]))])
 
 
 def positions_view(picture: PositionPicture, used: int | None = None) -> dict[str, Any]:
@@ -187,9 +261,9 @@ def positions_view(picture: PositionPicture, used: int | None = None) -> dict[st
     matrices = picture.panels
     if picture.diverging:
         low, high = -1.0, 1.0
-    else:
-        low = float(min(np.nanmin(m) for m in matrices.values()))
-        high = max(0.0, float(max(np.nanmax(m) for m in matrices.values())))
+    else:  # non-finite values are left out of the scale and drawn blank
+        low, high = finite_range(np.concatenate([np.ravel(m) for m in matrices.values()]))
+        high = max(0.0, high)
     return {
         "kind": "positions",
         "title": picture.title,
@@ -298,7 +372,9 @@ def picture_block(draw: Callable[[Path], Any], alt: str) -> dict[str, Any]:
     return {"type": "picture", "alt": alt, "svg": base64.b64encode(svg).decode("ascii")}
 
 
-def report_page(title: str, blocks: list[dict[str, Any]], extra_views: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+def report_page(
+    title: str, blocks: list[dict[str, Any]], extra_views: Sequence[dict[str, Any]] = (), tab: str = "tables"
+) -> dict[str, Any]:
     """A page of tables, lines and pictures (compare, stats, positions, ablate), plus any interactive views."""
     return {
         "title": title,
@@ -306,7 +382,7 @@ def report_page(title: str, blocks: list[dict[str, Any]], extra_views: Sequence[
         "tokens": [],
         "notes": [],
         "warnings": [],
-        "views": [*extra_views, {"kind": "report", "title": "tables", "blocks": blocks}],
+        "views": [*extra_views, {"kind": "report", "title": tab, "blocks": blocks}],
     }
 
 
@@ -314,7 +390,7 @@ def analysis_view(analysis: PositionAnalysis) -> dict[str, Any]:
     """`posemb positions`: Φ as an interactive heatmap (its own range) with its properties."""
     from ..schemes.base import PositionPicture
 
-    low, high = float(np.nanmin(analysis.matrix)), float(np.nanmax(analysis.matrix))
+    low, high = finite_range(analysis.matrix)
     diverging = low < 0 < high and analysis.metric == "cosine"
     picture = PositionPicture(
         {"Φ": analysis.matrix},
@@ -380,30 +456,63 @@ def compare_report(path: Path, comparison: Any, font: Path | None = None) -> lis
     draw = lambda svg: warnings.extend(plot_comparison(comparison, svg, font=font).warnings)  # noqa: E731
     blocks = [*recorder.blocks, picture_block(draw, "comparison of the models")]
     names = ", ".join(report.name for report in comparison.models)
-    write_report(path, report_page(f"posemb compare · {names}", blocks))
+    views = [cka_view(comparison)] if comparison.similarity else []
+    write_report(path, report_page(f"posemb compare · {names}", blocks, views))
     return warnings
+
+
+def cka_view(comparison: Any) -> dict[str, Any]:
+    """Layer similarity of each pair of models: the linear CKA matrix (rows: layers of a, columns: layers of b)."""
+    pairs = []
+    for pair in comparison.similarity:
+        a, b = comparison.models[pair.a], comparison.models[pair.b]
+        pairs.append(
+            {
+                "a": a.name,
+                "b": b.name,
+                "labels_a": list(a.layer_labels or []),
+                "labels_b": list(b.layer_labels or []),
+                "shape": list(pair.cka.shape),
+                "values": finite(pair.cka, 4),
+                "words": pair.words,
+                "note": pair.note,
+            }
+        )
+    return {"kind": "cka", "title": "layer similarity (CKA)", "pairs": pairs}
 
 
 def stats_report(path: Path, result: Any, sort: str | None = None, reverse: bool = False) -> None:
     """`stats -o FILE.html`: a layers × heads heatmap per statistic (the PNG's panels, drawn by the page, with the
     value under the pointer) and the heads table (numbers sort as numbers)."""
-    from .figures.stats import panels
+    from ..stats import PATTERNS
+    from .figures.stats import PATTERN_COLOURS, panels
     from .stats_output import stats_title
 
     info = result.model
     title = stats_title(result)
     grids = {name: finite(result.grid(name), 6) for name in panels(result) if name != "pattern"}
+    labels = [p for p in PATTERNS if p != "block" or result.pairs]  # the PNG's pattern panel: block needs pairs
+    pattern = [None] * (info.layers * info.heads)
+    for row in result.heads:
+        if row["pattern"] is not None:  # None: the head's maps were not finite (left blank)
+            pattern[row["layer"] * info.heads + row["head"]] = row["pattern"]
     blocks: list[dict[str, Any]] = [
         {
             "type": "grids",
-            "title": "per layer × head (hover a cell)",
+            "title": "per layer × head (point at a cell)",
             "layers": info.layers,
             "heads": info.heads,
             "values": grids,
+            "pattern": {
+                "title": "pattern (Kovaleva et al.)",
+                "labels": labels,
+                "colours": [PATTERN_COLOURS[p] for p in labels],
+                "values": pattern,
+            },
         },
         rows_block(title, result.sorted_heads(sort, reverse), result.columns()),
     ]
-    write_report(path, report_page(f"posemb stats · {info.name}", blocks))
+    write_report(path, report_page(f"posemb stats · {info.name}", blocks, tab="heads"))
 
 
 def ablate_report(path: Path, result: Any, kinds: Sequence[str] | None = None, font: Path | None = None) -> list[str]:
@@ -421,5 +530,34 @@ def ablate_report(path: Path, result: Any, kinds: Sequence[str] | None = None, f
     for kind in kinds:
         draw = lambda svg, kind=kind: warnings.extend(plot_ablation(result, kind, svg, font=font).warnings)  # noqa: E731
         blocks.append(picture_block(draw, f"{kind} per layer and mode"))
-    write_report(path, report_page(f"posemb ablate · {result.model.name}", blocks))
+    write_report(path, report_page(f"posemb ablate · {result.model.name}", blocks, [ablation_view(result)]))
     return warnings
+
+
+def ablation_view(result: Any) -> dict[str, Any]:
+    """Per-layer lines, one per mode: mean cosine and CKA of the ablated run against the normal one, and the change
+    of each attention statistic where the mode has attention maps."""
+    layers = [str(layer.layer) for layer in result.modes[0].layers] if result.modes else []
+    charts = [
+        {
+            "title": title,
+            "ylabel": ylabel,
+            "series": [
+                {"name": mode.mode, "values": finite([getattr(x, key) for x in mode.layers], 4)}
+                for mode in result.modes
+            ],
+        }
+        for key, title, ylabel in (
+            ("cosine_mean", "mean cosine, normal against ablated run (1 = no change)", "mean cosine"),
+            ("cka", "linear CKA, normal against ablated run", "CKA"),
+        )
+    ]
+    with_attention = [m for m in result.modes if any(x.attention is not None for x in m.layers)]
+    keys = list(dict.fromkeys(k for m in with_attention for x in m.layers if x.attention for k in x.attention))
+    for key in keys:
+        series = [
+            {"name": m.mode, "values": finite([(x.attention or {}).get(key, np.nan) for x in m.layers], 4)}
+            for m in with_attention
+        ]
+        charts.append({"title": f"change in attention {key}, ablated − normal", "ylabel": f"Δ{key}", "series": series})
+    return {"kind": "lines", "title": "per layer", "layers": layers, "charts": charts}

@@ -83,6 +83,12 @@ def output_paths(kind: str, path: Path, image_format: str | None = None) -> list
         picture_format(path)
         check_writable(path)
         return [(kind, path)]
+    return folder_paths(path, FOLDER_KINDS, image_format)
+
+
+def folder_paths(path: Path, names: Sequence[str], image_format: str | None = None) -> list[tuple[str, Path]]:
+    """(name, path/name.ext) for each picture of a command drawn into the folder `path` (`-o FOLDER`), checked
+    before any drawing; the folder is created when missing (its parent must exist)."""
     ext = (image_format or FOLDER_FORMAT).lower().lstrip(".")
     if f".{ext}" not in FORMATS:
         raise PosembUsageError(f"unknown picture format {ext!r}; use png, svg or pdf")
@@ -98,7 +104,7 @@ def output_paths(kind: str, path: Path, image_format: str | None = None) -> list
             path.mkdir()
         except OSError as exc:
             raise PosembError(f"cannot create folder {path}: {exc.strerror or exc}") from None
-    jobs = [(name, path / f"{name}.{ext}") for name in FOLDER_KINDS]
+    jobs = [(name, path / f"{name}.{ext}") for name in names]
     for _, file in jobs:
         check_writable(file)
     return jobs
