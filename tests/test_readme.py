@@ -188,3 +188,29 @@ def test_readme_has_one_example_per_command_as_its_page_shows_it():
     assert set(_command_names()) <= {name for name, _, _ in rows}
     for _, example, page in rows:
         assert example in (DOCS / page).read_text(encoding="utf-8"), f"README: {example!r} is not on docs/{page}"
+
+
+def _hooks():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mkdocs_hooks", ROOT / "mkdocs_hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_page_is_in_the_nav_and_every_nav_entry_is_a_page():
+    """What `make docs` (mkdocs build --strict) would refuse, checked without mkdocs: a page left out of the nav, or a
+    nav entry with no page that is not one of the pages other work adds (mkdocs_hooks.OPTIONAL)."""
+    nav = re.findall(r"^\s+- (?:[^:\n]+: )?([\w-]+\.md)$", (ROOT / "mkdocs.yml").read_text(encoding="utf-8"), re.M)
+    pages = {page.name for page in DOCS.glob("*.md")}
+    assert pages <= set(nav), f"pages missing from the nav of mkdocs.yml: {sorted(pages - set(nav))}"
+    assert set(nav) - pages <= _hooks().OPTIONAL, f"nav entries without a page: {sorted(set(nav) - pages)}"
+
+
+def test_the_nav_leaves_out_only_optional_pages_not_written_yet(tmp_path):
+    hooks = _hooks()
+    (tmp_path / "long-context.md").write_text("# Long context\n")
+    nav = [{"Home": "index.md"}, {"Commands": [{"a": "extrapolate.md"}, {"b": "long-context.md"}, {"c": "typo.md"}]}]
+    kept = hooks.on_config({"docs_dir": str(tmp_path), "nav": nav})["nav"]
+    assert kept == [{"Home": "index.md"}, {"Commands": [{"b": "long-context.md"}, {"c": "typo.md"}]}]
