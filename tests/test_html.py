@@ -268,11 +268,11 @@ def test_changing_layer_and_heads_changes_the_drawing(page, report):
 def strongest(data, attention) -> tuple[int, int]:
     """The head view's first picture, as docs/html.md defines it: in layer 0, the head with the largest mean over
     the text's queries of the largest weight on one of the text's keys (special tokens left out), and its query
-    with the largest such weight."""
+    with the largest such weight among the text's first 24 tokens."""
     text = np.array([not t["special"] for t in data["tokens"]])
     best = attention[0][:, text][:, :, text].max(axis=2)
     head = int(np.argmax(best.mean(axis=1)))
-    return head, int(np.flatnonzero(text)[np.argmax(best[head])])
+    return head, int(np.flatnonzero(text)[np.argmax(best[head][:24])])
 
 
 def test_head_view_shows_the_strongest_head_of_layer_0_before_any_hover(browser, report):

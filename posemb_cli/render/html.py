@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 ATTENTION_BUDGET = 4_000_000  # characters of stored attention (base64 of the compressed integers) in one report
 PAGE_BUDGET = 5_000_000  # bytes: what a report of a text the model accepts stays within (stated in docs/html.md)
 INSPECT_VIEWS = ("attention", "positions", "embeddings")
+FIRST_SCREEN = 24  # the head view's first token is one of the text's first 24 (on the first screen)
 
 
 # ---------------------------------------------------------------- the file
@@ -245,15 +246,16 @@ def describe(ids: Sequence[int]) -> str:
 def strongest_head(result: TextResult, layer: int, head_ids: Sequence[int]) -> tuple[int, int]:
     """What the head view shows before any hover: of the chosen heads of `layer`, the one whose attention between
     the text's own tokens is most concentrated (the largest mean, over the text's queries, of the largest weight on
-    one of the text's keys; special tokens left out), and on it the query with the strongest such weight. Returns
-    (index into head_ids, token index)."""
+    one of the text's keys; special tokens left out), and on it the query with the strongest such weight among the
+    text's first FIRST_SCREEN tokens (so that the lines are on the first screen). Returns (index into head_ids, token
+    index)."""
     text = np.array([not t.special for t in result.tokens], dtype=bool)
     if not text.any():
         text[:] = True
     maps = np.asarray(result.attention[layer][list(head_ids)], dtype=np.float64)
     strongest = np.nan_to_num(maps[:, text][:, :, text].max(axis=2), nan=-1.0)  # (heads, text queries)
     head = int(np.argmax(strongest.mean(axis=1)))
-    return head, int(np.flatnonzero(text)[int(np.argmax(strongest[head]))])
+    return head, int(np.flatnonzero(text)[int(np.argmax(strongest[head][:FIRST_SCREEN]))])
 
 
 def positions_view(picture: PositionPicture, used: int | None = None) -> dict[str, Any]:
