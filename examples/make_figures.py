@@ -104,14 +104,15 @@ def html_screenshots(loaded, ablation) -> None:
                 page.wait_for_selector("html[data-ready=true]")
                 if view is not None:
                     page.click(f'[role=tab][data-view="{view}"]')
-                if view == "model":
+                if view == "model" and report == "inspect":
                     page.click('button.cell[data-layer="3"][data-head="7"]')
                     if width > 400:
                         page.hover("canvas.large-map", position={"x": 120, "y": 40})
+                    page.evaluate("window.scrollTo(0, 0)")
                 if view == "positions":
                     page.hover("canvas[data-panel]", position={"x": 150, "y": 60})
                 path = FIGURES / f"{name}{suffix}.png"
-                page.screenshot(path=str(path))
+                page.screenshot(path=str(path), full_page=report == "inspect" and view == "model" and width > 400)
                 print(f"examples/figures/{path.name}  {path.stat().st_size // 1024} KB")
                 page.close()
         browser.close()

@@ -934,6 +934,7 @@
     }
     header(root);
     tabs(root);
+    document.documentElement.dataset.readyMs = String(Math.round(performance.now()));  // read by the tests
     document.documentElement.dataset.ready = "true";
   }
 
