@@ -596,3 +596,32 @@ def test_hostile_text_and_folder_names_are_inert_data(browser, tiny_models, tmp_
     assert after[1] > last[1] + 1 or after[0] >= last[0] - 1
     opened.check_clean()
     p.close()
+
+
+def test_non_finite_values_are_drawn_blank(browser, tmp_path):
+    """A Φ with NaN and inf cells: the page draws them grey (as the PNGs leave them blank), reads "–" under the
+    pointer, keeps the colour scale of the finite cells, and its JSON stays valid."""
+    from posemb_cli.render.html import positions_view, report_page, write_report
+    from posemb_cli.schemes.base import PositionPicture
+
+    matrix = np.arange(16, dtype=float).reshape(4, 4) / 15
+    matrix[1, 2], matrix[3, 0] = np.nan, np.inf
+    picture = PositionPicture({"Φ": matrix}, "a Φ with holes", "NaN and inf cells", "Φ", False)
+    path = tmp_path / "holes.html"
+    write_report(path, report_page("holes", [], [positions_view(picture)]))
+    opened = Page(browser, path)
+    p = opened.page
+    pixels = p.evaluate(
+        """() => { const c = document.querySelector('canvas[data-panel]');
+            const d = c.getContext('2d').getImageData(0, 0, 4, 4).data;  // one read: the 4 x 4 map
+            return [[1, 2], [3, 0], [0, 0], [3, 3]].map(([i, j]) => [...d.slice(4 * (4 * i + j), 4 * (4 * i + j) + 3)]);
+        }"""
+    )
+    assert pixels[0] == [238, 238, 238] and pixels[1] == [238, 238, 238]
+    assert pixels[2] == [68, 1, 84] and pixels[3] == [253, 231, 37]  # viridis ends: the finite range 0 .. 1
+    canvas = p.locator("canvas[data-panel]")
+    box = canvas.bounding_box()
+    canvas.hover(position={"x": 2.5 * box["width"] / 4, "y": 1.5 * box["height"] / 4})
+    assert "(i 1, j 2, value –)" in p.locator('[data-view="positions"] .readout').text_content()
+    opened.check_clean()
+    p.close()
