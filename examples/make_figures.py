@@ -8,8 +8,11 @@ positions.png       cosine similarity of the first 128 learned position embeddin
 embeddings.png      token / position / segment / sum norms per token of "position matters"
 bias.png            ALiBi's bias per head against the offset (8 heads, offsets -32..32)
 ablate.png          mean cosine and CKA per layer when the positions of "the cat sat on the mat" are altered
-html_*.png          the four views of `posemb inspect "我爱自然语言处理" -o report.html`, screenshots taken in headless
-                    Chromium (Debian's `chromium`, driven by Playwright; skipped with a note where there is none)
+html_*.png          screenshots of the HTML reports in headless Chromium (Debian's `chromium`, driven by Playwright;
+                    skipped with a note where there is none), at desktop width (1280 px) and, *_phone.png, on a
+                    390 px phone screen: the four views of `posemb inspect "我爱自然语言处理 ..." -o report.html`
+                    (html_head, html_model, html_positions, html_embeddings), the model view of a 512-token text
+                    (html_long_model), `posemb stats` (html_stats) and `posemb ablate` (html_ablate)
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ FIGURES = Path(__file__).resolve().parent / "figures"
 HEADLINE = "我爱自然语言处理"
 ENGLISH = "position matters"
 ABLATED = "the cat sat on the mat"
+REPORT_TEXT = "我爱自然语言处理 Position embeddings tell the model where each token sits."
+LONG_WORDS = "position embeddings tell the model where each token sits while attention decides what to read".split()
+CORPUS = ["the cat sat on the mat", "position embeddings tell the model where each token sits", "attention reads."]
 
 
 def main() -> None:
@@ -55,12 +61,13 @@ def main() -> None:
     ablation = next(ablate_texts(loaded, [ABLATED], parse_modes(list(DEFAULT_MODES)) or []))
     ablate = plot_ablation(ablation, "similarity", FIGURES / "ablate.png")
     print(f"examples/figures/ablate.png  {ablate.path.stat().st_size // 1024} KB")
-    html_screenshots(chinese, position_picture(loaded))
+    html_screenshots(loaded, ablation)
 
 
-def html_screenshots(result, picture) -> None:
-    """The report of `posemb inspect "我爱自然语言处理" -o report.html`, one screenshot per view."""
-    from posemb_cli.render.html import inspect_report
+def html_screenshots(loaded, ablation) -> None:
+    """The HTML reports at 1280 px and at 390 px (a phone), one screenshot per view."""
+    from posemb_cli.render.html import ablate_report, inspect_report, stats_report
+    from posemb_cli.stats import run_shard
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     try:
@@ -71,28 +78,43 @@ def html_screenshots(result, picture) -> None:
         print("note: no chromium/playwright: html_*.png not remade (apt-get install chromium; pip install playwright)")
         return
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as playwright:
-        report = Path(folder) / "report.html"
-        inspect_report(report, result, "all", picture)
+        folder = Path(folder)
+        (result,) = inspect_texts(loaded, [REPORT_TEXT])
+        inspect_report(folder / "inspect.html", result, "all", position_picture(loaded))
+        (long,) = inspect_texts(loaded, [" ".join(LONG_WORDS[k % len(LONG_WORDS)] for k in range(600))])
+        inspect_report(folder / "long.html", long, "attention", None)
+        corpus = folder / "corpus.txt"
+        corpus.write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
+        stats_report(folder / "stats.html", run_shard(str(corpus), "0/1", model=loaded).stats())
+        ablate_report(folder / "ablate.html", ablation)
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1100, "height": 760}, device_scale_factor=1)
-        page.goto(report.as_uri())
-        page.select_option("select.layer", "2")
-        for head in ("0", "4", "9"):  # three heads at once, one colour each
-            page.check(f'.heads input[value="{head}"]')
-        page.click('.tok[data-side="query"][data-i="2"]')
-        page.mouse.move(1, 1)
-        shots = [("html_head.png", None), ("html_model.png", "model"), ("html_positions.png", "positions")]
-        shots.append(("html_embeddings.png", "embeddings"))
-        for name, view in shots:
-            if view is not None:
-                page.click(f'[role=tab][data-view="{view}"]')
-            if view == "model":
-                page.click('button.cell[data-layer="3"][data-head="7"]')
-                page.hover("canvas.large-map", position={"x": 120, "y": 40})
-            if view == "positions":
-                page.hover("canvas[data-panel]", position={"x": 150, "y": 60})
-            page.screenshot(path=str(FIGURES / name), full_page=True)
-            print(f"examples/figures/{name}  {(FIGURES / name).stat().st_size // 1024} KB")
+        shots = [
+            ("inspect", "html_head", "head"),
+            ("inspect", "html_model", "model"),
+            ("inspect", "html_positions", "positions"),
+            ("inspect", "html_embeddings", "embeddings"),
+            ("long", "html_long_model", "model"),
+            ("stats", "html_stats", None),
+            ("ablate", "html_ablate", None),
+        ]
+        for width, suffix in ((1280, ""), (390, "_phone")):
+            for report, name, view in shots:
+                page = browser.new_page(viewport={"width": width, "height": 820 if width > 400 else 844})
+                page.goto((folder / f"{report}.html").as_uri())
+                page.wait_for_selector("html[data-ready=true]")
+                if view is not None:
+                    page.click(f'[role=tab][data-view="{view}"]')
+                if view == "model" and report == "inspect":
+                    page.click('button.cell[data-layer="3"][data-head="7"]')
+                    if width > 400:
+                        page.hover("canvas.large-map", position={"x": 120, "y": 40})
+                    page.evaluate("window.scrollTo(0, 0)")
+                if view == "positions":
+                    page.hover("canvas[data-panel]", position={"x": 150, "y": 60})
+                path = FIGURES / f"{name}{suffix}.png"
+                page.screenshot(path=str(path), full_page=report == "inspect" and view == "model" and width > 400)
+                print(f"examples/figures/{path.name}  {path.stat().st_size // 1024} KB")
+                page.close()
         browser.close()
 
 

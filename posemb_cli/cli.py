@@ -448,7 +448,7 @@ def _check_plot_options(plot: PlotKind, output: Optional[Path], texts: list[str]
     if output is None:
         raise PosembUsageError(f"--plot {plot.value} needs -o FILE (or -o FOLDER for --plot all)")
     if len(texts) != 1 or texts[0] == "-":
-        raise PosembUsageError("--plot draws one text: give exactly one TEXT argument")
+        raise PosembUsageError("a picture or report (-o) draws one text: give exactly one TEXT argument")
     _check_font(font)
     if plot is not PlotKind.all or is_report(output):
         Output.picture_path(output, report=True)

@@ -44,9 +44,6 @@ def test_inspect_file_draws_attention_and_folder_draws_every_picture(bert, tmp_p
     names = ["attention", "positions", "embeddings"]
     wrote(result, *(folder / f"{name}.png" for name in names))
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{name}.png" for name in names)
-    svg = tmp_path / "pic.svg"
-    wrote(run_cli("inspect", "the cat sat", "-m", bert, "-o", str(svg)), svg)
-    assert b"<svg" in svg.read_bytes()[:500]
 
 
 def test_positions_file_draws_phi_and_folder_adds_the_bias(tmp_path):

@@ -43,7 +43,9 @@ if TYPE_CHECKING:
 
 ATTENTION_BUDGET = 4_000_000  # characters of stored attention (base64 of the compressed integers) in one report
 PAGE_BUDGET = 5_000_000  # bytes: what a report of a text the model accepts stays within (stated in docs/html.md)
+RAW_LAYER_LIMIT = 25 * ATTENTION_BUDGET  # bytes of one layer's chosen heads at 8 bits that are compressed at all
 INSPECT_VIEWS = ("attention", "positions", "embeddings")
+FIRST_SCREEN = 24  # the head view's first token is one of the text's first 24 (on the first screen)
 
 
 # ---------------------------------------------------------------- the file
@@ -182,10 +184,21 @@ def attention_data(
     n_layers, n_heads, n = result.attention.shape[:3]
     layer_ids = list(range(n_layers)) if layers is None else [int(x) for x in layers]
     head_ids = list(range(n_heads)) if heads is None else [int(x) for x in heads]
-    per_layer = [result.attention[layer][head_ids] for layer in layer_ids]
-    eight = [quantized(maps, 0.0, 1.0, bits=8) for maps in per_layer]
-    size = [len(packed["zlib"]) for packed in eight]
     raw16 = 2 * len(head_ids) * n * n  # bytes of one layer at 16 bits, before compression
+    if raw16 > 2 * RAW_LAYER_LIMIT:  # not even worth compressing: say what would fit before any work
+        raise PosembUsageError(
+            f"{len(head_ids)} head(s) of {n} tokens are too many attention weights for one HTML report: choose fewer "
+            "with --layer N --head N, or a shorter text with --max-length"
+        )
+    per_layer = [result.attention[layer][head_ids] for layer in layer_ids]
+    eight: list[dict[str, Any]] = []
+    for maps in per_layer:  # at 8 bits, until the budget is spent (the rest could not be stored anyway)
+        eight.append(quantized(maps, 0.0, 1.0, bits=8))
+        if sum(len(packed["zlib"]) for packed in eight) > ATTENTION_BUDGET:
+            break
+    size = [len(packed["zlib"]) for packed in eight]
+    if len(eight) < len(per_layer):
+        size.append(ATTENTION_BUDGET + 1)  # the layers not packed: over the budget
     sixteen: dict[int, dict[str, Any]] = {}
 
     def precise(k: int) -> dict[str, Any]:
@@ -200,7 +213,7 @@ def attention_data(
             stored = candidate
     if stored is None and raw16 <= 3 * ATTENTION_BUDGET and len(precise(0)["zlib"]) + sum(size[1:]) <= ATTENTION_BUDGET:
         stored = [precise(0), *eight[1:]]
-    if stored is None and sum(size) <= ATTENTION_BUDGET:
+    if stored is None and len(eight) == len(per_layer) and sum(size) <= ATTENTION_BUDGET:
         stored = eight
     shown = None
     if stored is None:
@@ -210,7 +223,7 @@ def attention_data(
                 f"{len(layer_ids)} layer(s) × {len(head_ids)} head(s) of {n} tokens do not fit in one HTML report "
                 f"(even at 8 bits): choose fewer with --layer N --head N, or a shorter text with --max-length"
             )
-        stored, layer_ids = eight[:fit], layer_ids[:fit]
+        stored, layer_ids = eight[:fit], layer_ids[:fit]  # fit ≤ len(eight): the packed layers within budget
         shown = (
             f"{n} tokens: to keep the file within {PAGE_BUDGET // 1_000_000} MB the report holds only layers "
             f"{layer_ids[0]} to {layer_ids[-1]}; choose others with --layer N"
@@ -245,15 +258,16 @@ def describe(ids: Sequence[int]) -> str:
 def strongest_head(result: TextResult, layer: int, head_ids: Sequence[int]) -> tuple[int, int]:
     """What the head view shows before any hover: of the chosen heads of `layer`, the one whose attention between
     the text's own tokens is most concentrated (the largest mean, over the text's queries, of the largest weight on
-    one of the text's keys; special tokens left out), and on it the query with the strongest such weight. Returns
-    (index into head_ids, token index)."""
+    one of the text's keys; special tokens left out), and on it the query with the strongest such weight among the
+    text's first FIRST_SCREEN tokens (so that the lines are on the first screen). Returns (index into head_ids, token
+    index)."""
     text = np.array([not t.special for t in result.tokens], dtype=bool)
     if not text.any():
         text[:] = True
     maps = np.asarray(result.attention[layer][list(head_ids)], dtype=np.float64)
     strongest = np.nan_to_num(maps[:, text][:, :, text].max(axis=2), nan=-1.0)  # (heads, text queries)
     head = int(np.argmax(strongest.mean(axis=1)))
-    return head, int(np.flatnonzero(text)[int(np.argmax(strongest[head]))])
+    return head, int(np.flatnonzero(text)[int(np.argmax(strongest[head][:FIRST_SCREEN]))])
 
 
 def positions_view(picture: PositionPicture, used: int | None = None) -> dict[str, Any]:
