@@ -17,8 +17,6 @@ imported); without one, it runs here.
 Output (stdout/stderr, console width, formats, output paths) goes through one `output.Output`, the context object.
 """
 
-from __future__ import annotations
-
 import contextlib
 import functools
 import itertools
