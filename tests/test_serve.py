@@ -253,6 +253,28 @@ def test_the_client_imports_nothing_heavy(server, tmp_path):
     assert json.loads(proc.stdout)["tokens"][1]["token"] == "position"
 
 
+HELP_IMPORTS = (
+    "import sys\n"
+    "sys.argv = ['posemb', '--help']\n"
+    "from posemb_cli import __main__, cli\n"
+    "try:\n"
+    "    __main__.main()\n"
+    "except SystemExit:\n"
+    "    pass\n"
+    "loaded = [m for m in ('posemb_cli.server.protocol', 'socket', 'json', 'torch') if m in sys.modules]\n"
+    "strings = [name for name, value in cli.inspect.__annotations__.items() if isinstance(value, str)]\n"
+    "print('LIGHT', loaded, strings, file=sys.stderr)\n"
+)
+
+
+def test_help_skips_the_client_and_typer_gets_evaluated_annotations(server):
+    """`posemb --help` (no command: nothing to hand to a server) imports neither the protocol nor socket and json, and
+    cli.py's annotations are objects, not strings Typer would evaluate at each start (~25 ms of `--help`)."""
+    proc = subprocess.run([sys.executable, "-c", HELP_IMPORTS], env=server.env, capture_output=True, timeout=60)
+    assert b"LIGHT [] []" in proc.stderr, proc.stderr
+    assert proc.stdout.startswith(b"Usage: posemb [OPTIONS] COMMAND"), proc.stdout[:80]
+
+
 def test_eight_clients_at_once(server):
     texts = [f"client {i} asks about position {i * 7}" for i in range(8)]
     with ThreadPoolExecutor(8) as pool:

@@ -8,6 +8,12 @@ functions, same renderers, and the models already in memory (models.enable_load_
 back to the client. After a request the server loads the models it used (CPU only, never with --trust-remote-code)
 into its own cache, so the next request finds them warm.
 
+Before it forks, the server compares the client's process setting with its own (protocol.setting_differences:
+groups, namespaces, root folder, memory limits; the client runs the command itself when they differ), and the child
+applies the client's other resource limits and ignored signals. Signals the client receives (Ctrl-C, Ctrl-Z, SIGTERM,
+...) come as messages and are passed on to the child; a child killed by one of them is reported as such, and the
+client then dies of the same signal. Out of file descriptors, the loop pauses accepting rather than spin.
+
 Why a child per request: every request starts from the same clean state (environment, working directory, warnings,
 matplotlib settings), a crash or a hostile model cannot take the server down, Ctrl-C is a SIGINT to the child, and
 several clients are answered at once. The server itself never runs a forward pass and keeps torch at one thread: a
