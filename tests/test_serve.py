@@ -667,8 +667,9 @@ def _more_memory_limit() -> None:
 
 def test_a_client_whose_setting_a_fork_cannot_take_runs_the_command_itself(server):
     """Other groups (files would get another group), a memory limit (ulimit -v, which a fork of the server would reach
-    at other points), another mount namespace (a PrivateTmp or container client): the client runs the command itself
-    and --debug says why. (`posemb inspect` with no text: a quick usage error in-process.)"""
+    at other points), other CPUs (taskset: another thread count), another mount namespace (a PrivateTmp or container
+    client): the client runs the command itself and --debug says why. (`posemb inspect` with no text: a quick usage
+    error in-process.)"""
     served = _status(server)["requests_served"]
     cases = {
         "it runs with other groups": _other_group,
@@ -676,6 +677,8 @@ def test_a_client_whose_setting_a_fork_cannot_take_runs_the_command_itself(serve
     }
     if os.getuid() != 0:
         del cases["it runs with other groups"]
+    if len(os.sched_getaffinity(0)) > 1:
+        cases["it may run on other CPUs (taskset)"] = lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     for why, preexec in cases.items():
         proc = subprocess.run(
             [str(server.script), "--debug", "inspect"], env=server.env, capture_output=True, preexec_fn=preexec

@@ -331,7 +331,9 @@ def process_setting() -> dict[str, Any]:
         except (OSError, ValueError):
             continue
     ignored = [name for name in FORWARDED_SIGNALS if signal.getsignal(getattr(signal, name)) is signal.SIG_IGN]
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
+        "cpus": cpus,  # taskset: torch's thread count (and so the rounding of sums) follows it
         "gid": os.getegid(),
         "groups": sorted(os.getgroups()),
         "namespaces": namespaces,
@@ -353,6 +355,8 @@ def setting_differences(client: dict[str, Any], server: dict[str, Any]) -> list[
         found.append(f"it runs in other namespaces ({', '.join(names)}): it would see other files or network")
     if client.get("root") != server.get("root"):
         found.append("it runs with another root folder")
+    if client.get("cpus") != server.get("cpus"):
+        found.append("it may run on other CPUs (taskset): torch would use another number of threads")
     theirs, ours = server.get("limits") or {}, client.get("limits") or {}
     for name in sorted(set(theirs) | set(ours)):
         if name not in theirs or name not in ours:
@@ -387,6 +391,9 @@ def check_setting(value: Any) -> dict[str, Any]:
     groups = value.get("groups")
     if not whole(value.get("gid")) or not isinstance(groups, list) or not all(whole(g) for g in groups):
         raise ProtocolError("setting: gid and groups must be integers")
+    cpus = value.get("cpus")
+    if cpus is not None and (not isinstance(cpus, list) or len(cpus) > 2**16 or not all(whole(c) for c in cpus)):
+        raise ProtocolError("setting: cpus must be a list of CPU numbers or null")
     if not isinstance(limits, dict) or len(limits) > 64:
         raise ProtocolError("setting: limits must map at most 64 names to [soft, hard]")
     for name, pair in limits.items():
