@@ -170,7 +170,8 @@ class Server:
         self.stopping = reason
         self.log(f"stopping: {reason}; {self._running()} request(s) still running")
         if self.listener is not None:
-            self.selector.unregister(self.listener)
+            if not self.paused_until:  # a paused listener is not watched
+                self.selector.unregister(self.listener)
             self.listener.close()
             remove_socket(self.folder)
         for conn in list(self.connections.values()):
