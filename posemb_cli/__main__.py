@@ -1,5 +1,5 @@
-"""The `posemb` command (and `python -m posemb_cli`): a running `posemb serve` answers it when there is one
-(server/client.py, which imports nothing heavy); otherwise it runs here, in cli.py."""
+"""The `posemb` command (and `python -m posemb_cli`): the per-user `posemb serve` answers it (server/client.py, which
+imports nothing heavy; the first command with no server running starts one); otherwise it runs here, in cli.py."""
 
 import sys
 

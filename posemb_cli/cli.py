@@ -12,12 +12,11 @@ Commands and where their work lives:
   ablate    -> ablate.ablate_texts; render/ablate_table.py, render/figures/ablate.py
   -o FILE.html (inspect, positions, compare, stats, ablate) -> render/html.py, the page in render/static/
   serve     -> server/server.py (forks a child per command that runs this app); render/serve_status.py
-Every command goes first to a running `posemb serve` (server/client.py, called from __main__.py before this module is
-imported); without one, it runs here.
+Every command goes first to the per-user `posemb serve` (server/client.py, called from __main__.py before this module
+is imported; the first command starts it); without one, it runs here. No `from __future__ import annotations` here:
+Typer would evaluate every command's string annotations at each start, which costs `posemb --help` ~25 ms.
 Output (stdout/stderr, console width, formats, output paths) goes through one `output.Output`, the context object.
 """
-
-from __future__ import annotations
 
 import contextlib
 import functools

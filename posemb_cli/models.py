@@ -298,17 +298,47 @@ class CacheKey(NamedTuple):
     dtype: str | None = None
 
 
-def files_stamp(path: Path) -> tuple[tuple[str, int, int, int], ...]:
-    """(name, size, mtime, inode) of each file in a model folder: a model whose files changed on disk is reloaded."""
+def files_stamp(path: Path) -> tuple[tuple[str, int, int, int, int, str], ...]:
+    """(name, size, mtime, change time, inode, content digest) of each file in a model folder: a model whose files
+    changed on disk is reloaded, even one rewritten in place with its size and mtime put back (the change time, which
+    no user can set, moves; and the content is compared: see _content_digest)."""
     stamp = []
     for entry in os.scandir(path):
         try:
             info = entry.stat()  # follows the symlinks of a hub snapshot to their blobs
+            if entry.is_dir():
+                continue
+            digest = _content_digest(entry.path, info.st_size)
         except OSError:
             continue
-        if not entry.is_dir():
-            stamp.append((entry.name, info.st_size, info.st_mtime_ns, info.st_ino))
+        stamp.append((entry.name, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, digest))
     return tuple(sorted(stamp))
+
+
+STAMP_WHOLE = 4 * 2**20  # files up to this size (configs, tokenizers, small weights) are hashed whole
+STAMP_HEAD, STAMP_SAMPLES, STAMP_SAMPLE = 2**20, 32, 4096
+
+
+def _content_digest(file: str, size: int) -> str:
+    """SHA-256 of a file's bytes; of a larger one (weights), of its first MiB (a safetensors header: names, dtypes,
+    shapes, offsets), its last 4 KiB and 32 blocks of 4 KiB spread evenly between: about 1.2 MB read per file."""
+    import hashlib
+    import stat
+
+    digest = hashlib.sha256()
+    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block here
+    with open(fd, "rb", buffering=0) as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""  # a FIFO or device is refused later by check_folder
+        if size <= STAMP_WHOLE:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+        else:
+            digest.update(handle.read(STAMP_HEAD))
+            for k in range(STAMP_SAMPLES + 1):
+                handle.seek(STAMP_HEAD + (size - STAMP_HEAD - STAMP_SAMPLE) * k // STAMP_SAMPLES)
+                digest.update(handle.read(STAMP_SAMPLE))
+    return digest.hexdigest()
 
 
 class LoadCache:

@@ -24,7 +24,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_COLOR", "1")
 os.environ.setdefault("COLUMNS", "200")
-# Commands run in this process (tests/test_serve.py starts its own server, in a temp folder, and says so).
+# Commands run in this process, and none starts a server (the first command on a machine would: auto-start); the real
+# processes that tests start inherit it. tests/test_serve.py starts its own, in a temp XDG_RUNTIME_DIR, and stops it.
 os.environ["POSEMB_SERVER"] = "off"
 # Each model folder is loaded once per test run: later load() calls (the CLI run in-process included) get the same
 # tokenizer and model back. No test changes a loaded model; one that must would load a copy of the folder.

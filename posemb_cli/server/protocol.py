@@ -64,10 +64,15 @@ def runtime_dir(create: bool = False) -> Path:
         cache = os.environ.get("XDG_CACHE_HOME", "")
         folder = (Path(cache) if os.path.isabs(cache) else Path.home() / ".cache") / "posemb" / "run"
     if create:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except FileExistsError:  # a file (or a symlink to one) of that name: refused below
+            pass
     info = os.lstat(folder)
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafeFolder(f"{folder} is a symlink, not a folder of its own: remove it")
     if not stat.S_ISDIR(info.st_mode):
-        raise UnsafeFolder(f"{folder} is not a folder")
+        raise UnsafeFolder(f"{folder} is not a folder: remove it")
     if info.st_uid != os.getuid():
         raise UnsafeFolder(f"{folder} belongs to uid {info.st_uid}, not to this user (uid {os.getuid()})")
     if info.st_mode & 0o077:
@@ -134,6 +139,8 @@ def decode(body: bytes) -> dict[str, Any]:
         message = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"not JSON ({exc})") from None
+    except RecursionError:  # JSON nested deeper than Python's recursion limit
+        raise ProtocolError("JSON nested too deeply") from None
     if not isinstance(message, dict):
         raise ProtocolError("a message must be a JSON object")
     return message
@@ -263,7 +270,8 @@ def check_run(message: dict[str, Any], fds: int) -> dict[str, Any]:
     stdio = message.get("stdio")
     if not isinstance(stdio, list) or len(stdio) != 3 or not all(_stream(s) for s in stdio):
         raise ProtocolError("stdio must describe three text streams (encoding, errors, line_buffering, write_through)")
-    return {"argv": argv, "env": env, "umask": umask, "package": package, "stdio": stdio}
+    setting = check_setting(message.get("setting"))
+    return {"argv": argv, "env": env, "umask": umask, "package": package, "stdio": stdio, "setting": setting}
 
 
 def _text(value: Any) -> bool:
@@ -280,3 +288,119 @@ def _stream(value: Any) -> bool:
     except (LookupError, TypeError):
         return False
     return True
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end (SO_PEERCRED: pid, uid, gid as the kernel recorded them at connect)."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (OSError, AttributeError):
+        return None
+    return struct.unpack("3i", creds)[1]
+
+
+# ---------------------------------------------------------------- the process setting
+
+# What a fork of the server cannot take over from its client, and so must be equal for the server to answer: the
+# groups that own and may open files, the namespaces (a PrivateTmp or container client sees its own /tmp, network,
+# users), the root folder, and the memory-related limits, which a fork of a process already holding models would
+# reach at other points than a fresh one. The other resource limits (ulimit -f, -n, -t, ...) are applied to the
+# child, as long as the server may set them (a limit above the server's own hard limit cannot be).
+NAMESPACES = ("mnt", "net", "user", "ipc", "uts", "pid")
+EQUAL_LIMITS = ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_RSS", "RLIMIT_MEMLOCK")
+FORWARDED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+
+
+def process_setting() -> dict[str, Any]:
+    """This process's groups, namespaces, root folder, resource limits and the signals it ignores (a client started
+    with `nohup`, or in the background of a script, ignores SIGHUP or SIGINT; the server's child must as well)."""
+    import resource
+    import signal
+
+    namespaces: dict[str, str | None] = {}
+    for name in NAMESPACES:
+        try:
+            namespaces[name] = os.readlink(f"/proc/self/ns/{name}")
+        except OSError:
+            namespaces[name] = None
+    root = os.stat("/")
+    limits = {}
+    for name in sorted(n for n in dir(resource) if n.startswith("RLIMIT_")):
+        try:
+            limits[name] = list(resource.getrlimit(getattr(resource, name)))
+        except (OSError, ValueError):
+            continue
+    ignored = [name for name in FORWARDED_SIGNALS if signal.getsignal(getattr(signal, name)) is signal.SIG_IGN]
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "cpus": cpus,  # taskset: torch's thread count (and so the rounding of sums) follows it
+        "gid": os.getegid(),
+        "groups": sorted(os.getgroups()),
+        "namespaces": namespaces,
+        "root": [root.st_dev, root.st_ino],
+        "limits": limits,
+        "ignored": ignored,
+    }
+
+
+def setting_differences(client: dict[str, Any], server: dict[str, Any]) -> list[str]:
+    """Why a fork of the server cannot behave as the client would, in words; empty when it can."""
+    found = []
+    if client.get("gid") != server.get("gid") or client.get("groups") != server.get("groups"):
+        found.append("it runs with other groups (files it wrote would get another group)")
+    names = [
+        n for n in NAMESPACES if (client.get("namespaces") or {}).get(n) != (server.get("namespaces") or {}).get(n)
+    ]
+    if names:
+        found.append(f"it runs in other namespaces ({', '.join(names)}): it would see other files or network")
+    if client.get("root") != server.get("root"):
+        found.append("it runs with another root folder")
+    if client.get("cpus") != server.get("cpus"):
+        found.append("it may run on other CPUs (taskset): torch would use another number of threads")
+    theirs, ours = server.get("limits") or {}, client.get("limits") or {}
+    for name in sorted(set(theirs) | set(ours)):
+        if name not in theirs or name not in ours:
+            found.append(f"it cannot apply {name}")
+        elif name in EQUAL_LIMITS and theirs[name] != ours[name]:
+            found.append(f"its {name} limit is {_limit(theirs[name])}, this one's {_limit(ours[name])}")
+        elif _above(ours[name][1], theirs[name][1]) or _above(ours[name][0], ours[name][1]):
+            found.append(f"it cannot raise {name} to {_limit(ours[name])}")
+    return found
+
+
+def _above(value: int, limit: int) -> bool:
+    infinity = -1  # resource.RLIM_INFINITY on Linux
+    if limit == infinity:
+        return False
+    return value == infinity or value > limit
+
+
+def _limit(pair: list[int]) -> str:
+    return "/".join("unlimited" if v == -1 else str(v) for v in pair)
+
+
+def check_setting(value: Any) -> dict[str, Any]:
+    """A client's process setting, checked (see process_setting); ProtocolError when it is malformed."""
+
+    def whole(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and -1 <= x < 2**63
+
+    if not isinstance(value, dict):
+        raise ProtocolError("a run request must carry the client's process setting")
+    limits, ignored = value.get("limits"), value.get("ignored")
+    groups = value.get("groups")
+    if not whole(value.get("gid")) or not isinstance(groups, list) or not all(whole(g) for g in groups):
+        raise ProtocolError("setting: gid and groups must be integers")
+    cpus = value.get("cpus")
+    if cpus is not None and (not isinstance(cpus, list) or len(cpus) > 2**16 or not all(whole(c) for c in cpus)):
+        raise ProtocolError("setting: cpus must be a list of CPU numbers or null")
+    if not isinstance(limits, dict) or len(limits) > 64:
+        raise ProtocolError("setting: limits must map at most 64 names to [soft, hard]")
+    for name, pair in limits.items():
+        if not (isinstance(name, str) and name.startswith("RLIMIT_") and isinstance(pair, list) and len(pair) == 2):
+            raise ProtocolError("setting: limits must map RLIMIT_ names to [soft, hard]")
+        if not all(whole(v) for v in pair):
+            raise ProtocolError(f"setting: {name} must be two integers")
+    if not isinstance(ignored, list) or not all(name in FORWARDED_SIGNALS for name in ignored):
+        raise ProtocolError(f"setting: ignored must list signals among {', '.join(FORWARDED_SIGNALS)}")
+    return value

@@ -8,6 +8,12 @@ functions, same renderers, and the models already in memory (models.enable_load_
 back to the client. After a request the server loads the models it used (CPU only, never with --trust-remote-code)
 into its own cache, so the next request finds them warm.
 
+Before it forks, the server compares the client's process setting with its own (protocol.setting_differences:
+groups, namespaces, root folder, memory limits; the client runs the command itself when they differ), and the child
+applies the client's other resource limits and ignored signals. Signals the client receives (Ctrl-C, Ctrl-Z, SIGTERM,
+...) come as messages and are passed on to the child; a child killed by one of them is reported as such, and the
+client then dies of the same signal. Out of file descriptors, the loop pauses accepting rather than spin.
+
 Why a child per request: every request starts from the same clean state (environment, working directory, warnings,
 matplotlib settings), a crash or a hostile model cannot take the server down, Ctrl-C is a SIGINT to the child, and
 several clients are answered at once. The server itself never runs a forward pass and keeps torch at one thread: a
@@ -22,7 +28,6 @@ import os
 import selectors
 import signal
 import socket
-import struct
 import sys
 import time
 import traceback
@@ -54,6 +59,7 @@ class Connection:
     number: int = 0
     started: float = 0.0
     interrupted: float | None = None  # when the child was sent SIGINT
+    forwarded: set[int] = field(default_factory=set)  # the signals the client passed on to the child
     closed: bool = False
 
 
@@ -82,6 +88,10 @@ class Server:
         self.stopping: str | None = None
         self.exit_code = 0
         self.held_fds: list[int] = []  # the pid-file lock and the log, closed in children
+        self.setting = protocol.process_setting()  # groups, namespaces, limits: a client's must match (or be applied)
+        self.paused_until = 0.0  # accepting paused (out of file descriptors) until then
+        self.accept_failures = 0  # since the last line about them in the log
+        self.accept_logged = -1e9
 
     # ---------------------------------------------------------------- models
 
@@ -130,7 +140,9 @@ class Server:
         self.selector.register(listener, selectors.EVENT_READ, "listen")
         self.selector.register(self.wake[0], selectors.EVENT_READ, "wake")
         while not (self.stopping and not self.connections):
-            for key, _ in self.selector.select(timeout=1.0):
+            self._resume_accepting()
+            timeout = min(1.0, max(0.01, self.paused_until - time.monotonic())) if self.paused_until else 1.0
+            for key, _ in self.selector.select(timeout=timeout):
                 if key.data == "listen":
                     self._accept()
                 elif key.data == "wake":
@@ -158,7 +170,8 @@ class Server:
         self.stopping = reason
         self.log(f"stopping: {reason}; {self._running()} request(s) still running")
         if self.listener is not None:
-            self.selector.unregister(self.listener)
+            if not self.paused_until:  # a paused listener is not watched
+                self.selector.unregister(self.listener)
             self.listener.close()
             remove_socket(self.folder)
         for conn in list(self.connections.values()):
@@ -176,9 +189,9 @@ class Server:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # out of file descriptors: let the client run the command itself
-                self.log(f"accept failed: {exc}")
+                self._pause_accepting(exc)
                 return
-            uid = peer_uid(sock)
+            uid = protocol.peer_uid(sock)
             if uid != os.getuid() or len(self.connections) >= MAX_CONNECTIONS:
                 why = f"refused: uid {uid} is not this server's user" if uid != os.getuid() else "busy"
                 self.log(f"connection {why}")
@@ -189,6 +202,24 @@ class Server:
             conn = Connection(sock, time.monotonic())
             self.connections[id(conn)] = conn
             self.selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        """Out of file descriptors (or memory): the connection stays queued and the listener stays readable, so stop
+        watching it for a moment instead of spinning; the log says so at most once a minute."""
+        self.accept_failures += 1
+        now = time.monotonic()
+        if now - self.accept_logged >= 60:
+            self.log(f"accept failed ({exc.strerror or exc}); pausing ({self.accept_failures} failure(s))")
+            self.accept_logged, self.accept_failures = now, 0
+        if self.listener is not None and not self.paused_until:
+            self.selector.unregister(self.listener)
+        self.paused_until = now + 0.5
+
+    def _resume_accepting(self) -> None:
+        if self.paused_until and time.monotonic() >= self.paused_until:
+            self.paused_until = 0.0
+            if self.listener is not None and not self.stopping:
+                self.selector.register(self.listener, selectors.EVENT_READ, "listen")
 
     def _readable(self, conn: Connection) -> None:
         try:
@@ -207,12 +238,15 @@ class Server:
                 messages = conn.reader.feed(data)
             except protocol.ProtocolError:
                 messages = []
-            if any(message.get("op") == "cancel" for message in messages):
-                self._interrupt(conn, "the client pressed Ctrl-C")
+            for message in messages:
+                if message.get("op") == "cancel":
+                    self._interrupt(conn, "the client pressed Ctrl-C")
+                elif message.get("op") == "signal":
+                    self._signal(conn, message.get("signal"))
             return
         conn.fds += fds
         if flags & socket.MSG_CTRUNC or len(conn.fds) > protocol.FDS:
-            self._reject(conn, f"more than {protocol.FDS} file descriptors")
+            self._reject(conn, f"more than {protocol.FDS} file descriptors (or the server had no free ones)")
             return
         if not data:
             self._close(conn)
@@ -248,13 +282,36 @@ class Server:
         else:
             try:
                 request = protocol.check_run(message, len(conn.fds))
+                _check_descriptors(conn.fds)
             except protocol.ProtocolError as exc:
                 self._reject(conn, str(exc))
                 return
-            if _send_quietly(conn.sock, {"accepted": True}):
-                self._start(conn, request)
+            if differences := protocol.setting_differences(request["setting"], self.setting):
+                _send_quietly(conn.sock, {"refused": "; ".join(differences)})  # the client runs it, as it would
+                self._close(conn)
+            elif _send_quietly(conn.sock, {"accepted": True}):
+                try:
+                    self._start(conn, request)
+                except OSError as exc:  # no free descriptors or processes: the client runs the command itself
+                    self.log(f"could not start request: {exc}")
+                    _send_quietly(conn.sock, {"refused": f"the server could not start it ({exc.strerror or exc})"})
+                    self._close(conn)
             else:
                 self._close(conn)
+
+    def _signal(self, conn: Connection, name: Any) -> None:
+        """A signal the client received, passed on to the child as the client's process would have taken it. Ctrl-Z
+        stops the child with SIGSTOP (in its own session it would ignore SIGTSTP), and `fg` continues it."""
+        if conn.pid is None or name not in (*protocol.FORWARDED_SIGNALS, "SIGTSTP", "SIGCONT"):
+            return
+        if name == "SIGINT":
+            self._interrupt(conn, "the client pressed Ctrl-C")
+            return
+        sig = {"SIGTSTP": signal.SIGSTOP}.get(name) or getattr(signal, name)
+        if name not in ("SIGTSTP", "SIGCONT"):
+            conn.forwarded.add(int(sig))
+            self.log(f"request {conn.number}: {name} from the client")
+        _kill(conn.pid, sig)
 
     def _reject(self, conn: Connection, why: str) -> None:
         self.log(f"invalid request: {why}")
@@ -279,9 +336,13 @@ class Server:
         self._one_thread()
         gc.freeze()  # the child's garbage collector leaves the server's objects alone: no copying of their pages
         report_read, report_write = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:
+            _close_fds([report_read, report_write])
+            raise
         self.numbered += 1
         conn.number, conn.argv, conn.started = self.numbered, request["argv"], time.monotonic()
-        pid = os.fork()
         if pid == 0:  # the child: never returns
             code = 1
             try:
@@ -325,6 +386,7 @@ class Server:
             self.log(f"request {conn.number}: interrupted ({why})")
             conn.interrupted = time.monotonic()
             _kill(conn.pid, signal.SIGINT)
+            _kill(conn.pid, signal.SIGCONT)  # a child stopped by Ctrl-Z takes it now
 
     def _reap(self) -> None:
         while True:
@@ -340,8 +402,10 @@ class Server:
 
     def _finish(self, conn: Connection, code: int) -> None:
         seconds = time.monotonic() - conn.started
-        if code >= 0 or conn.interrupted is not None:
-            reply: dict[str, Any] = {"exit": code if code >= 0 else 130}
+        if code < 0 and -code in conn.forwarded:  # killed by a signal the client passed on: the client takes it too
+            reply: dict[str, Any] = {"signal": -code}
+        elif code >= 0 or conn.interrupted is not None:
+            reply = {"exit": code if code >= 0 else 130}
         else:
             reply = {"failed": f"the server's process for this command was killed by {signal.Signals(-code).name}"}
         if not conn.closed:
@@ -401,9 +465,33 @@ class Server:
 # ---------------------------------------------------------------- the child's work
 
 
+def _check_descriptors(fds: list[int]) -> None:
+    """The working directory must be a folder, and stdin/stdout/stderr open files of any kind but a folder."""
+    import stat
+
+    for number, fd in enumerate(fds):
+        mode = os.fstat(fd).st_mode
+        if (number == 3) != stat.S_ISDIR(mode):
+            what = "the working directory is not a folder" if number == 3 else f"descriptor {number} is a folder"
+            raise protocol.ProtocolError(what)
+
+
+def _apply_setting(setting: dict[str, Any]) -> None:
+    """The client's resource limits (ulimit -f, -n, -t, ...; the server checked that it may set them) and the signals
+    it ignores."""
+    import resource
+
+    for name, (soft, hard) in setting["limits"].items():
+        number = getattr(resource, name, None)
+        if number is not None and name not in protocol.EQUAL_LIMITS:
+            resource.setrlimit(number, (soft, hard))
+    for name in setting["ignored"]:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def run_request(request: dict[str, Any], fds: list[int], threads: int, cache: Any) -> int:
-    """Become the client's process (working directory, umask, environment, stdin/stdout/stderr, argv) and run the
-    command line as `posemb` does; returns the exit code."""
+    """Become the client's process (working directory, umask, environment, limits, stdin/stdout/stderr, argv) and run
+    the command line as `posemb` does; returns the exit code."""
     import torch
     from typer._click.utils import _detect_program_name  # the name Click shows in usage lines, as in the client
 
@@ -412,6 +500,7 @@ def run_request(request: dict[str, Any], fds: list[int], threads: int, cache: An
     stdin, stdout, stderr, cwd = fds
     os.fchdir(cwd)
     os.close(cwd)
+    _apply_setting(request["setting"])
     os.umask(request["umask"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -634,15 +723,6 @@ def _import_everything() -> None:
 
 
 # ---------------------------------------------------------------- small tools
-
-
-def peer_uid(sock: socket.socket) -> int | None:
-    """The uid of the process at the other end (SO_PEERCRED: pid, uid, gid as the kernel recorded them at connect)."""
-    try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return None
-    return struct.unpack("3i", creds)[1]
 
 
 def _die_with_parent() -> None:
