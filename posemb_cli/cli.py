@@ -651,6 +651,8 @@ def positions(
         options = dict(dim=dim, base=base, heads=heads, buckets=buckets, max_distance=max_distance)
         rope = dict(rope_type=rope_type, factor=factor, original_max=original_max, rope_params=rope_param)
         rope["rope_params"] = parse_rope_params(rope_param)
+        if vectors:
+            compute.check_export_request(scheme.value, length, dim)
         analysis = compute.analyse_scheme(
             scheme.value,
             length,

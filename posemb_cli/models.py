@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
+from . import eager_fixes
 from .errors import PosembError
 from .registry import CONFIG_KEYS, FAMILIES, GENERIC, SIZE_BOUNDS, Family, describe, family_for
 
@@ -281,6 +282,7 @@ def load(
     vocabulary = check_weights(display, path, config, raw_config, trust_remote_code)
     _check_token_ids(path, tokenizer, vocabulary)
     model = _load_model(display, path, config, trust_remote_code, torch_dtype).to(device).eval()
+    eager_fixes.apply(model, family)
     info = model_info(display, path, model.config, family)
     loaded = LoadedModel(info, family, tokenizer, model, device, dtype=_dtype_name(model))
     if _CACHE is not None:

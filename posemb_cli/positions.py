@@ -139,6 +139,19 @@ def check_export_size(analysis: PositionAnalysis) -> None:
         )
 
 
+def check_export_request(scheme: str, length: int | None, dim: int | None) -> None:
+    """Before any work: an analytic sinusoidal table of --length × --dim beyond MAX_EXPORT_VALUES."""
+    found = schemes.get(scheme)
+    if found is not None and found.name == "sinusoidal":
+        options = found.options or {}
+        count = (length or DEFAULT_LENGTH) * (dim or options.get("dim", 512))
+        if count > MAX_EXPORT_VALUES:
+            raise PosembUsageError(
+                f"--vectors would write {count:,} numbers, more than {MAX_EXPORT_VALUES:,}: choose a smaller --length "
+                "(or --dim)"
+            )
+
+
 def _leaves(value: Any) -> list[Any]:
     if isinstance(value, dict):
         return [leaf for item in value.values() for leaf in _leaves(item)]

@@ -131,7 +131,7 @@ def _quietly(compute: Any) -> Any:
 # rope type -> the parameters it reads (besides rope_type, rope_theta, partial_rotary_factor), as transformers does
 ROPE_PARAMETERS: dict[str, tuple[str, ...]] = {
     "default": (),
-    "linear": ("factor",),
+    "linear": ("factor", "original_max_position_embeddings"),
     "dynamic": ("factor", "original_max_position_embeddings"),
     "yarn": (
         "factor",
