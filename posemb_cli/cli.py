@@ -649,7 +649,7 @@ def positions(
         from .schemes.rotary import parse_rope_params
 
         options = dict(dim=dim, base=base, heads=heads, buckets=buckets, max_distance=max_distance)
-        rope = dict(rope_type=rope_type, factor=factor, original_max=original_max, rope_params=rope_param)
+        rope: dict[str, Any] = dict(rope_type=rope_type, factor=factor, original_max=original_max)
         rope["rope_params"] = parse_rope_params(rope_param)
         if vectors:
             compute.check_export_request(scheme.value, length, dim)
@@ -806,7 +806,10 @@ def compare(
         batch_size=batch_size,
         on_progress=(lambda m: out.info(f"Running {m}")) if out.progress else None,
     )
-    for warning in [w for report in comparison.models for w in report.warnings] + comparison.warnings:
+    for report in comparison.models:  # a warning about one of several models names it
+        for warning in report.warnings:
+            out.warn(warning if report.name in warning else f"{report.name}: {warning}")
+    for warning in comparison.warnings:
         out.warn(warning)
     if fmt == "json":
         out.json(comparison.to_json())

@@ -132,7 +132,11 @@ def test_rope_reference_vs_transformers(rope_type):
 
     params, formula = ROPE_REFERENCE[rope_type]
     config = _rope_config(rope_type=rope_type, rope_theta=1e4, **params)
-    init = LlamaRotaryEmbedding.compute_default_rope_parameters if rope_type == "default" else ROPE_INIT_FUNCTIONS[rope_type]
+    init = (
+        LlamaRotaryEmbedding.compute_default_rope_parameters
+        if rope_type == "default"
+        else ROPE_INIT_FUNCTIONS[rope_type]
+    )
     for length in (32, 33, 256, 1024):  # LongRoPE switches between 32 and 33; dynamic grows past 256
         given = init(config, seq_len=length)[0].double().numpy()
         assert _rel(given, formula(length)) < 2e-6, (rope_type, length)

@@ -6,9 +6,9 @@ import math
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from ..output import shown
 from ..schemes.base import PositionAnalysis
 from .table import fmt, print_table
 
@@ -29,9 +29,9 @@ def property_value(properties: dict[str, Any], key: str | tuple[str, str]) -> An
 
 
 def header(analysis: PositionAnalysis) -> str:
-    who = f"[bold]{escape(analysis.model)}[/bold] · " if analysis.model else ""
+    who = f"[bold]{shown(analysis.model)}[/bold] · " if analysis.model else ""
     return (
-        f"{who}position scheme [bold]{analysis.scheme}[/bold] · {escape(analysis.source)} · "
+        f"{who}position scheme [bold]{analysis.scheme}[/bold] · {shown(analysis.source)} · "
         f"first {analysis.length} positions"
     )
 
@@ -241,4 +241,4 @@ def print_positions(console: Console, analysis: PositionAnalysis) -> None:
     for line in vector_lines(analysis):
         console.print(line, soft_wrap=True)
     for note in analysis.notes:
-        console.print(f"[dim]note: {escape(note)}[/dim]", soft_wrap=True)
+        console.print(f"[dim]note: {shown(note)}[/dim]", soft_wrap=True)

@@ -38,7 +38,9 @@ def bucket_map(loaded: LoadedModel, length: int) -> dict[str, Any]:
     from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_position
 
     family = loaded.family
-    attention = family.module(loaded.model, family.attention_module.format(layer=0) if family.attention_module else None)
+    attention = family.module(
+        loaded.model, family.attention_module.format(layer=0) if family.attention_module else None
+    )
     buckets = int(getattr(attention, "position_buckets", -1))
     maximum = int(getattr(attention, "max_relative_positions", -1))
     offsets = torch.arange(-(length - 1), length)

@@ -37,13 +37,15 @@ def alibi_slopes(heads: int) -> list[float]:
 # ------------------------------------------------------------------------------------------ relative buckets
 
 
-def t5_bucket(relative_position: int, bidirectional: bool = True, num_buckets: int = 32, max_distance: int = 128) -> int:
+def t5_bucket(
+    relative_position: int, bidirectional: bool = True, num_buckets: int = 32, max_distance: int = 128
+) -> int:
     """T5's bucket of one offset (memory position − query position; Raffel et al. 2020, §2.1).
 
-    Source: tensorflow/mesh, mesh_tensorflow/transformer/transformer_layers.py, `_relative_position_bucket`: n = −offset;
-    bidirectional: half the buckets for n < 0 (keys after the query); |n| < max_exact gets its own bucket, beyond that
-    max_exact + int(log(n / max_exact) / log(max_distance / max_exact) · (buckets − max_exact)), capped. `mtf.log` of
-    `mtf.to_float` runs in float32, as here.
+    Source: tensorflow/mesh, mesh_tensorflow/transformer/transformer_layers.py, `_relative_position_bucket`:
+    n = −offset; bidirectional: half the buckets for n < 0 (keys after the query); |n| < max_exact gets its own
+    bucket, beyond that max_exact + int(log(n / max_exact) / log(max_distance / max_exact) · (buckets − max_exact)),
+    capped. `mtf.log` of `mtf.to_float` runs in float32, as here.
     """
     ret, n = 0, -relative_position
     if bidirectional:
@@ -172,8 +174,8 @@ def rope_yarn(
     def correction_dim(rotations: float) -> float:
         return (dim * math.log(original / (rotations * 2 * math.pi))) / (2 * math.log(base))
 
-    low = max(math.floor(correction_dim(beta_fast)), 0)
-    high = min(math.ceil(correction_dim(beta_slow)), dim - 1)
+    low: float = max(math.floor(correction_dim(beta_fast)), 0)
+    high: float = min(math.ceil(correction_dim(beta_slow)), dim - 1)
     if low == high:
         high += 0.001
     ramp = np.clip((np.arange(dim // 2) - low) / (high - low), 0, 1)

@@ -76,12 +76,13 @@ def rope_layer_types(config: Any, rotary_class: Any, where: str = "config.json")
     for name in names:
         params = parameters[name] if name is not None else parameters
         prefix = f"rope_parameters.{name}." if name else "rope_parameters."
-        check_rope_parameters(params, lambda key, p=prefix: f"{where}: {p}{key}", PosembError)  # type: ignore[misc]
+        check_rope_parameters(params, lambda key, p=prefix: f"{where}: {p}{key}", PosembError)
         rope_type = params.get("rope_type", "default")
         init = (
             rotary_class.compute_default_rope_parameters if rope_type == "default" else ROPE_INIT_FUNCTIONS[rope_type]
         )
-        inv_freq, attention_factor = _quietly(lambda: init(config, layer_type=name) if name else init(config))
+        extra = {"layer_type": name} if name else {}
+        inv_freq, attention_factor = _quietly(lambda init=init, extra=extra: init(config, **extra))
         maximum = getattr(config, "max_position_embeddings", None)
         original = params.get("original_max_position_embeddings") or getattr(
             config, "original_max_position_embeddings", None
@@ -90,7 +91,7 @@ def rope_layer_types(config: Any, rotary_class: Any, where: str = "config.json")
         if factor is None and rope_type in ("longrope", "yarn") and original and maximum:
             factor = maximum / original  # what transformers itself uses when the config leaves it out
         inferred = rope_type == "linear" and not original and bool(maximum) and bool(factor)
-        if inferred:
+        if inferred and maximum and factor:
             original = max(1, round(maximum / factor))  # position interpolation: the table was stretched by factor
         out.append(
             RopeLayerType(
@@ -189,7 +190,14 @@ def check_rope_parameters(params: dict[str, Any], name: Any, error: type[Excepti
         values = value if key in ("short_factor", "long_factor") else [value]
         if key in ("short_factor", "long_factor") and (not isinstance(value, (list, tuple)) or not value):
             raise error(f"{name(key)} must be a list of numbers, one per rotary pair, got {value!r}")
-        if value is None and key in ("factor", "attention_factor", "mscale", "mscale_all_dim", "beta_fast", "beta_slow"):
+        if value is None and key in (
+            "factor",
+            "attention_factor",
+            "mscale",
+            "mscale_all_dim",
+            "beta_fast",
+            "beta_slow",
+        ):
             continue  # transformers fills these in
         low, high, closed = PARAMETER_RANGES.get(key, (-math.inf, math.inf, True))
         for item in values:
@@ -210,8 +218,10 @@ def check_rope_parameters(params: dict[str, Any], name: Any, error: type[Excepti
             if key not in params:
                 raise error(f"{name(key)} is missing: longrope needs a short and a long factor per rotary pair")
         if len(params["short_factor"]) != len(params["long_factor"]):
-            raise error(f"{name('long_factor')} has {len(params['long_factor'])} values, short_factor "
-                        f"{len(params['short_factor'])}: one each per rotary pair")
+            raise error(
+                f"{name('long_factor')} has {len(params['long_factor'])} values, short_factor "
+                f"{len(params['short_factor'])}: one each per rotary pair"
+            )
 
 
 def parse_rope_params(values: list[str] | None) -> dict[str, Any] | None:
@@ -239,7 +249,10 @@ def parse_rope_params(values: list[str] | None) -> dict[str, Any] | None:
             except ValueError:
                 raise PosembUsageError(f"--rope-param {value!r}: {number.strip()!r} is not a number") from None
     lists = ("short_factor", "long_factor")
-    return {key: numbers if key in lists else (numbers[0] if len(numbers) == 1 else numbers) for key, numbers in pairs.items()}
+    return {
+        key: numbers if key in lists else (numbers[0] if len(numbers) == 1 else numbers)
+        for key, numbers in pairs.items()
+    }
 
 
 def transformers_frequencies(config: Any, kind: RopeLayerType, rotary_class: Any, length: int) -> np.ndarray:
@@ -332,7 +345,7 @@ def audit(
     """The RoPE audit, per layer type and length (`audit_lengths`): transformers' frequencies for the config against
     the authors' formula (`reference_frequencies`) and against the model's live buffers (`live_frequencies`); the
     largest relative difference of each check; ok when every one is within AUDIT_TOLERANCE."""
-    checks = []
+    checks: list[dict[str, Any]] = []
     for kind in kinds:
         for length in audit_lengths(kinds, at_length):
             given = transformers_frequencies(config, kind, rotary_class, length)
@@ -386,8 +399,9 @@ def audit_warnings(kinds: list[RopeLayerType], result: dict[str, Any], path: str
         elif kind.rope_type == "longrope":
             warnings.append(
                 f"RoPE audit{where}: LongRoPE switches to its long factors past original_max_position_embeddings "
-                f"({kind.original_max_positions} positions use the short ones, {(kind.original_max_positions or 0) + 1} "
-                f"the long ones); transformers' frequencies differ from Phi-3's rule {size}"
+                f"({kind.original_max_positions} positions use the short ones, "
+                f"{(kind.original_max_positions or 0) + 1} the long ones); transformers' frequencies differ from "
+                f"Phi-3's rule {size}"
             )
         else:
             warnings.append(
@@ -594,7 +608,7 @@ def rope_notes(kinds: list[RopeLayerType]) -> list[str]:
     if main.rope_type == "longrope":
         notes.append(
             f"LongRoPE: texts of up to {main.original_max_positions} positions rotate with the short factors, longer "
-            f"ones (from {(main.original_max_positions or 0) + 1}) with the long factors, for every position of the text"
+            f"ones (from {(main.original_max_positions or 0) + 1}) with the long factors, at every position"
         )
     return notes
 
