@@ -216,7 +216,8 @@ def handle_errors(command: F) -> F:
             ctx.obj = Output()
         out: Output = ctx.obj
         try:
-            return command(ctx, *args, **kwargs)
+            with _library_warnings(out):
+                return command(ctx, *args, **kwargs)
         except typer.Exit:
             raise
         except PosembError as exc:
@@ -250,6 +251,22 @@ def handle_errors(command: F) -> F:
             raise typer.Exit(int(ExitCode.ERROR)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _library_warnings(out: Output) -> Iterator[None]:
+    """Python warnings of the libraries posemb calls (transformers, torch, NumPy) are kept off stderr: what matters
+    of them posemb says itself, once (non-finite numbers, truncation, RoPE conventions). --debug shows them."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            yield
+        finally:
+            if out.debug:
+                for item in caught:
+                    print(f"Warning (from {item.category.__name__}): {item.message}", file=sys.stderr)
 
 
 def _version(value: bool) -> None:

@@ -517,15 +517,21 @@ class Rotary(PositionScheme):
         rope_type = options["rope_type"]
         if rope_type not in ROPE_TYPES:
             raise PosembUsageError(f"unknown --rope-type {rope_type!r}; choose one of {', '.join(ROPE_TYPES)}")
-        factor = options["factor"]
+        extra = dict(options["rope_params"] or {})
+        check_rope_parameters({"rope_type": rope_type, **extra}, lambda key: f"--rope-param {key}")
+        # --rope-param may also give what a named option does; the named option wins where both are given
+        factor = options["factor"] if options["factor"] is not None else extra.pop("factor", None)
+        extra.pop("factor", None)
+        original = extra.pop("original_max_position_embeddings", None)
+        original = options["original_max"] if options["original_max"] is not None else original
+        if "rope_theta" in extra:
+            raise PosembUsageError("--rope-param rope_theta: give the base with --base")
         if factor is not None:
             positive("--factor", float(factor))
-        config = analytic_config(
-            dim, base, rope_type, factor, options["original_max"], **(options["rope_params"] or {})
-        )
+        config = analytic_config(dim, base, rope_type, factor, None if original is None else int(original), **extra)
         kinds = rope_layer_types(config, LlamaRotaryEmbedding, where="--rope-param")
         phi = rotary_phi(length, kinds[0].inv_freq, metric)
-        scaled = "" if rope_type == "default" else f", {rope_type} ×{factor:g} from {options['original_max']}"
+        scaled = "" if rope_type == "default" else f", {rope_type} ×{factor:g} from {original}"
         analysis = self.analysis(
             None, f"analytic: rotary, dim {dim}, base {base:g}{scaled}", length, metric, phi, window
         )
