@@ -141,7 +141,7 @@ def rope_lines(rope: dict[str, Any], audit: dict[str, Any] | None) -> list[str]:
     lines = [
         f"RoPE [bold]{rope['type']}{scaled}[/bold] · base {rope['base']:g} · {rope['dim']} rotated dimensions "
         f"({waves['pairs']} pairs) · trained on {rope['original_max_positions']} positions, extended to "
-        f"{rope['max_positions']} · attention factor {rope['attention_factor']:.4g}",
+        f"{rope.get('extended_positions') or rope['max_positions']} · attention factor {rope['attention_factor']:.4g}",
         f"{waves['full_turn_within_original']} of {waves['pairs']} pairs turn a full circle (wavelength 2π/θ) within "
         f"the original {rope['original_max_positions']} positions; {never} never do (YaRN, Peng et al. 2023, §3)",
     ]

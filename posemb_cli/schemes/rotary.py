@@ -118,7 +118,7 @@ def _quietly(compute: Any) -> Any:
     import logging
     import warnings
 
-    logger = logging.getLogger("transformers.modeling_rope_utils")
+    logger = logging.getLogger("transformers")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
@@ -426,6 +426,7 @@ def analytic_config(dim: int, base: float, rope_type: str, factor: float | None,
         maximum = int(original * factor)
     if rope_type == "dynamic":
         maximum = original  # transformers' dynamic rule reads max_position_embeddings as the training length
+        del params["original_max_position_embeddings"]  # ... and nothing else: the key would only be warned about
     flags = {"rope_theta": "--base", "factor": "--factor", "original_max_position_embeddings": "--original-max"}
     check_rope_parameters(params, lambda key: flags.get(key, f"--rope-param {key}"))
     if rope_type == "longrope":
@@ -434,14 +435,16 @@ def analytic_config(dim: int, base: float, rope_type: str, factor: float | None,
                 raise PosembUsageError(
                     f"--rope-param {key} has {len(params[key])} values; --dim {dim} has {dim // 2} rotary pairs"
                 )
-    return LlamaConfig(
-        hidden_size=dim,
-        num_attention_heads=1,
-        head_dim=dim,
-        max_position_embeddings=maximum or 2048,
-        rope_parameters=params,
-        num_hidden_layers=1,
-        vocab_size=8,
+    return _quietly(
+        lambda: LlamaConfig(
+            hidden_size=dim,
+            num_attention_heads=1,
+            head_dim=dim,
+            max_position_embeddings=maximum or 2048,
+            rope_parameters=params,
+            num_hidden_layers=1,
+            vocab_size=8,
+        )
     )
 
 
@@ -720,7 +723,7 @@ def wavelength_table(kind: RopeLayerType, groups: int = 8) -> list[dict[str, Any
                 "wavelength_min": float(part.min()),
                 "wavelength_max": float(part.max()),
                 "full_turn_within_original": int((part <= (kind.original_max_positions or 0)).sum()),
-                "full_turn_within_extended": int((part <= (kind.max_positions or 0)).sum()),
+                "full_turn_within_extended": int((part <= (kind.extended_positions or 0)).sum()),
             }
         )
     return rows
