@@ -127,3 +127,15 @@ def test_names_from_files_are_inert(tiny_models, tmp_path):
     assert "\x1b" not in compare.stdout + compare.stderr and ":smile:" in compare.stdout
     roberta = [line for line in compare.stderr.splitlines() if str(tiny_models["RoBERTa"]) in line]
     assert all(line.startswith("Warning: ") for line in roberta)
+
+
+def test_cache_names_in_the_models_table_are_inert(capsys, monkeypatch):
+    """`posemb models` rows (cached repo ids, folder names) through the same renderer: no escape, markup or emoji."""
+    from posemb_cli.output import Output
+    from posemb_cli.render.listing import render_rows
+
+    monkeypatch.setenv("COLUMNS", "200")
+    render_rows(Output(), [{"name": "org/m\x1b[2J[red]x[/red]:smile:", "layers": 2}], "table", title="t\x1b[5m[bold]")
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "😄" not in printed
+    assert "org/m\\x1b[2J[red]x[/red]:smile:" in printed and "t\\x1b[5m[bold]" in printed
