@@ -173,6 +173,11 @@ def check_rope_parameters(params: dict[str, Any], name: Any, error: type[Excepti
     `PARAMETER_RANGES` and zero divisors (llama3's high_freq_factor = low_freq_factor, yarn's beta_fast ≤
     beta_slow) are an `error`."""
     rope_type = params.get("rope_type", params.get("type", "default"))
+    if rope_type not in ROPE_PARAMETERS and error is not PosembUsageError:
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+        if rope_type in ROPE_INIT_FUNCTIONS:  # a newer type transformers knows: its own checks apply
+            return
     if rope_type not in ROPE_PARAMETERS:
         raise error(f"{name('rope_type')} is {rope_type!r}; posemb knows {', '.join(ROPE_TYPES)}")
     for key, value in params.items():
@@ -248,6 +253,8 @@ def parse_rope_params(values: list[str] | None) -> dict[str, Any] | None:
                 pairs[key].append(float(number))
             except ValueError:
                 raise PosembUsageError(f"--rope-param {value!r}: {number.strip()!r} is not a number") from None
+            if not math.isfinite(pairs[key][-1]):
+                raise PosembUsageError(f"--rope-param {value!r}: {key}: the number must be finite")
     lists = ("short_factor", "long_factor")
     return {
         key: numbers if key in lists else (numbers[0] if len(numbers) == 1 else numbers)
@@ -275,8 +282,9 @@ def training_length(kind: RopeLayerType) -> int:
     return int(kind.params.get("original_max_position_embeddings") or kind.original_max_positions or 1)
 
 
-def reference_frequencies(kind: RopeLayerType, length: int) -> np.ndarray:
-    """The authors' formula for this layer type at `length` positions (`schemes.reference`)."""
+def reference_frequencies(kind: RopeLayerType, length: int) -> np.ndarray | None:
+    """The authors' formula for this layer type at `length` positions (`schemes.reference`); None for a rope type
+    posemb has no reference for."""
     from . import reference
 
     p, dim, base = kind.params, kind.dim, kind.base
@@ -292,7 +300,9 @@ def reference_frequencies(kind: RopeLayerType, length: int) -> np.ndarray:
         return reference.rope_llama3(dim, base, factor, original, p["low_freq_factor"], p["high_freq_factor"])
     if kind.rope_type == "longrope":
         return reference.rope_longrope(dim, base, p["short_factor"], p["long_factor"], original, length)
-    return reference.rope_default(dim, base)
+    if kind.rope_type == "default":
+        return reference.rope_default(dim, base)
+    return None
 
 
 def live_frequencies(module: Any, kind: RopeLayerType, length: int) -> np.ndarray | None:
@@ -349,7 +359,8 @@ def audit(
     for kind in kinds:
         for length in audit_lengths(kinds, at_length):
             given = transformers_frequencies(config, kind, rotary_class, length)
-            reference = relative_difference(given, reference_frequencies(kind, length))
+            formula = reference_frequencies(kind, length)
+            reference = None if formula is None else relative_difference(given, formula)
             buffer = relative_difference(live_frequencies(module, kind, length), given) if module is not None else None
             checks.append(
                 {
@@ -360,7 +371,7 @@ def audit(
                 }
             )
     buffer_checks = [c["buffers"] for c in checks if c["buffers"] is not None]
-    worst_reference = max((c["reference"] for c in checks), default=0.0)
+    worst_reference = max((c["reference"] for c in checks if c["reference"] is not None), default=0.0)
     worst_buffer = max(buffer_checks, default=0.0)
     return {
         "modules": len({c["layer_type"] for c in checks if c["buffers"] is not None}),
@@ -384,7 +395,11 @@ def audit_warnings(kinds: list[RopeLayerType], result: dict[str, Any], path: str
             f"{worst['buffers']:.3g} (relative; more than {AUDIT_TOLERANCE:g}) at {worst['positions']} positions"
         )
     for kind in kinds:
-        failed = [c for c in result["checks"] if c["layer_type"] == kind.name and c["reference"] > AUDIT_TOLERANCE]
+        failed = [
+            c
+            for c in result["checks"]
+            if c["layer_type"] == kind.name and c["reference"] is not None and c["reference"] > AUDIT_TOLERANCE
+        ]
         if not failed:
             continue
         worst = max(failed, key=lambda c: c["reference"])
