@@ -158,7 +158,7 @@ def rope_lines(rope: dict[str, Any], audit: dict[str, Any] | None) -> list[str]:
             f"LongRoPE factors per pair: short {_numbers(longrope['short_factor'])} up to {longrope['short_up_to']} "
             f"positions; long {_numbers(longrope['long_factor'])} from {longrope['long_from']}"
         )
-    if audit is not None:
+    if audit is not None and (audit["modules"] or not audit["ok"]):  # an analytic scheme: only when it fails
         verdict = "[green]ok[/green]" if audit["ok"] else "[red]differs[/red]"
         at = " and ".join(str(n) for n in audit.get("lengths", []))
         buffers = (
@@ -230,7 +230,7 @@ def print_positions(console: Console, analysis: PositionAnalysis) -> None:
         for line in rope_lines(analysis.rope, analysis.audit):
             console.print(line, soft_wrap=True, highlight=False)
         print_table(console, wavelength_table(analysis.rope))
-        if analysis.rope.get("lengths"):
+        if any(row["change_from_start"] for row in analysis.rope.get("lengths") or []):  # frequencies that move
             print_table(console, lengths_table(analysis.rope))
     if analysis.slopes is not None:
         print_table(console, slopes_table(analysis.slopes))
