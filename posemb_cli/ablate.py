@@ -53,20 +53,38 @@ class Mode:
         return self.kind in POSITION_KINDS
 
 
+MAX_MODE_INTEGER = 2**24  # registry.SIZE_BOUNDS' largest max_positions: no position id or shift goes beyond it
+
+
+def _mode_integer(text: str) -> int:
+    """An integer of a mode argument: ASCII digits with an optional sign, at most MAX_MODE_INTEGER in size (int()
+    alone would take "1_0", non-ASCII digits and thousands of digits)."""
+    text = text.strip()
+    digits = text[1:] if text[:1] in "+-" else text
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 9 or int(digits) > MAX_MODE_INTEGER:
+        raise ValueError(text)
+    return int(text)
+
+
 def parse_mode(text: str) -> Mode:
-    """`zero`, `shuffle`, `reverse`, `shift:K`, `ids:0,0,1,...`, `isolate` or `permute-tokens`; else a usage error."""
+    """`zero`, `shuffle`, `reverse`, `shift:K`, `ids:0,0,1,...`, `isolate` or `permute-tokens`; else a usage error.
+    K and the ids are integers of at most MAX_MODE_INTEGER in size, in ASCII digits."""
     kind, _, value = text.strip().partition(":")
     kind = kind.strip().lower()
+    bound = f"{-MAX_MODE_INTEGER}..{MAX_MODE_INTEGER}"
     if kind == "shift":
         try:
-            return Mode(f"shift:{int(value)}", "shift", shift=int(value))
+            shift = _mode_integer(value)
         except ValueError:
-            raise PosembUsageError(f"--mode {text!r}: shift takes an integer, e.g. shift:7") from None
+            raise PosembUsageError(f"--mode {text!r}: shift takes an integer in {bound}, e.g. shift:7") from None
+        return Mode(f"shift:{shift}", "shift", shift=shift)
     if kind == "ids":
         try:
-            ids = tuple(int(v) for v in value.split(","))
+            ids = tuple(_mode_integer(v) for v in value.split(","))
         except ValueError:
-            raise PosembUsageError(f"--mode {text!r}: ids takes one integer per token, e.g. ids:0,0,1,2") from None
+            raise PosembUsageError(
+                f"--mode {text!r}: ids takes one integer in {bound} per token, e.g. ids:0,0,1,2"
+            ) from None
         return Mode("ids:" + ",".join(map(str, ids)), "ids", ids=ids)
     if kind in KINDS and not value:
         return Mode(kind, kind)

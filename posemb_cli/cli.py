@@ -250,7 +250,8 @@ def handle_errors(command: F) -> F:
             ctx.obj = Output()
         out: Output = ctx.obj
         try:
-            return command(ctx, *args, **kwargs)
+            with _library_warnings(out):
+                return command(ctx, *args, **kwargs)
         except typer.Exit:
             raise
         except PosembError as exc:
@@ -284,6 +285,22 @@ def handle_errors(command: F) -> F:
             raise typer.Exit(int(ExitCode.ERROR)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _library_warnings(out: Output) -> Iterator[None]:
+    """Python warnings of the libraries posemb calls (transformers, torch, NumPy) are kept off stderr: what matters
+    of them posemb says itself, once (non-finite numbers, truncation, RoPE conventions). --debug shows them."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            yield
+        finally:
+            if out.debug:
+                for item in caught:
+                    print(f"Warning (from {item.category.__name__}): {item.message}", file=sys.stderr)
 
 
 def _version(value: bool) -> None:
@@ -612,7 +629,21 @@ def positions(
     ] = None,
     rope_param: Annotated[
         Optional[list[str]],
-        typer.Option("--rope-param", metavar="KEY=VALUE", help="A rope type's own parameter, e.g. beta_fast=32."),
+        typer.Option(
+            "--rope-param",
+            metavar="KEY=VALUE",
+            help="A rope type's own parameter, e.g. beta_fast=32 or short_factor=1,1.2,long_factor=2,4.",
+        ),
+    ] = None,
+    at_length: Annotated[
+        Optional[int],
+        number_option(
+            "--at-length",
+            low=2,
+            high=2**24,
+            metavar="N",
+            help="Rotary: audit and report the frequencies used for a text of N positions [default: extended max].",
+        ),
     ] = None,
     heads: Annotated[
         Optional[int], number_option("--heads", low=1, high=1024, metavar="H", help="ALiBi heads [default: 8].")
@@ -639,6 +670,12 @@ def positions(
         int, number_option("--seed", low=0, high=2**32 - 1, metavar="S", help="Seed of the probe's word choice.")
     ] = 0,
     matrix: Annotated[bool, typer.Option("--matrix", help="Add the matrix Φ to JSON.")] = False,
+    vectors: Annotated[
+        bool,
+        typer.Option(
+            "--vectors", help="Add the scheme's tables to JSON: rotary inv_freq, the sinusoidal table, DeBERTa buckets."
+        ),
+    ] = False,
     plot: Annotated[
         Optional[str],
         typer.Option("--plot", metavar="phi|bias", help="Draw Φ as a heatmap, or the bias per head (needs -o)."),
@@ -667,6 +704,8 @@ def positions(
 
     out: Output = ctx.obj
     fmt = out.format("positions", output_format.value, json_flag, TABLE_JSON, "table")
+    if vectors and fmt != "json":
+        raise PosembUsageError("--vectors adds the scheme's tables to JSON: use it with --json")
     if plot is not None:
         if plot not in ("phi", "bias"):
             raise PosembUsageError(f"--plot {plot}: positions draws --plot phi or --plot bias")
@@ -685,22 +724,46 @@ def positions(
     if scheme is not None:
         if model is not None or probe is not None:
             raise PosembUsageError("--scheme analyses a formula; it takes no --model and no --probe")
+        from .schemes.rotary import parse_rope_params
+
         options = dict(dim=dim, base=base, heads=heads, buckets=buckets, max_distance=max_distance)
-        rope = dict(rope_type=rope_type, factor=factor, original_max=original_max, rope_params=_pairs(rope_param))
+        rope: dict[str, Any] = dict(rope_type=rope_type, factor=factor, original_max=original_max)
+        rope["rope_params"] = parse_rope_params(rope_param)
+        if vectors:
+            compute.check_export_request(scheme.value, length, dim)
         analysis = compute.analyse_scheme(
-            scheme.value, length, metric=metric.value, window=window, bidirectional=bidirectional, **options, **rope
+            scheme.value,
+            length,
+            metric=metric.value,
+            window=window,
+            bidirectional=bidirectional,
+            at_length=at_length,
+            **options,
+            **rope,
         )
     else:
+        analytic = dict(
+            dim=dim, base=base, heads=heads, buckets=buckets, max_distance=max_distance, rope_type=rope_type,
+            factor=factor, original_max=original_max, rope_param=rope_param, bidirectional=bidirectional,
+        )  # fmt: skip
+        given = [f"--{key.replace('_', '-')}" for key, value in analytic.items() if value is not None]
+        if given:
+            raise PosembUsageError(
+                f"{', '.join(given)} describe{'s' * (len(given) == 1)} an analytic scheme (--scheme); a model's own "
+                "config sets them (use --at-length N for the frequencies a rotary model uses at N positions)"
+            )
         from .models import load
 
         loaded = load(model, device=device.value, trust_remote_code=trust_remote_code)
         analysis = compute.analyse_model(
-            loaded, length, metric=metric.value, window=window, probe=probe, words=words, seed=seed
+            loaded, length, metric=metric.value, window=window, probe=probe, words=words, seed=seed, at_length=at_length
         )
+    if vectors:
+        compute.check_export_size(analysis)
     for warning in analysis.warnings:
         out.warn(warning)
     if fmt == "json":
-        out.json(analysis.to_json(matrix=matrix))
+        out.json(analysis.to_json(matrix=matrix, vectors=vectors))
     else:
         from .render.positions_table import print_positions
 
@@ -721,24 +784,6 @@ def positions(
             for warning in draw(analysis, path, dpi=dpi).warnings:
                 out.warn(warning)
             out.info(f"Wrote {path}")
-
-
-def _pairs(values: Optional[list[str]]) -> Optional[dict[str, float]]:
-    """KEY=VALUE options (numbers) as a dict; None when none were given."""
-    if not values:
-        return None
-    pairs = {}
-    for value in values:
-        key, sign, number = value.partition("=")
-        try:
-            pairs[key.strip()] = float(number)
-        except ValueError:
-            raise PosembUsageError(f"--rope-param {value!r}: expected KEY=NUMBER, e.g. beta_fast=32") from None
-        if not sign or not key.strip():
-            raise PosembUsageError(f"--rope-param {value!r}: expected KEY=NUMBER, e.g. beta_fast=32")
-        if not math.isfinite(pairs[key.strip()]):
-            raise PosembUsageError(f"--rope-param {value!r}: the number must be finite")
-    return pairs
 
 
 @app.command()
@@ -849,7 +894,10 @@ def compare(
         batch_size=batch_size,
         on_progress=(lambda m: out.info(f"Running {m}")) if out.progress else None,
     )
-    for warning in [w for report in comparison.models for w in report.warnings] + comparison.warnings:
+    for report in comparison.models:  # a warning about one of several models names it
+        for warning in report.warnings:
+            out.warn(warning if report.name in warning else f"{report.name}: {warning}")
+    for warning in comparison.warnings:
         out.warn(warning)
     if fmt == "json":
         out.json(comparison.to_json())

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
+from . import eager_fixes
 from .errors import PosembError
 from .registry import CONFIG_KEYS, FAMILIES, GENERIC, SIZE_BOUNDS, Family, describe, family_for
 
@@ -278,9 +279,11 @@ def load(
     check_folder(display, path)
     tokenizer = _load_tokenizer(display, path, trust_remote_code)
     config = _load_config(path, trust_remote_code)
+    check_rope_config(config, path)
     vocabulary = check_weights(display, path, config, raw_config, trust_remote_code)
     _check_token_ids(path, tokenizer, vocabulary)
     model = _load_model(display, path, config, trust_remote_code, torch_dtype).to(device).eval()
+    eager_fixes.apply(model, family)
     info = model_info(display, path, model.config, family)
     loaded = LoadedModel(info, family, tokenizer, model, device, dtype=_dtype_name(model))
     if _CACHE is not None:
@@ -382,6 +385,21 @@ def enable_load_cache(max_models: int | None = None) -> LoadCache:
         _CACHE = LoadCache(max_models)
     _CACHE.max_models = max_models
     return _CACHE
+
+
+def check_rope_config(config: Any, path: Path) -> None:
+    """A config's RoPE parameters within posemb's ranges (`schemes.rotary.check_rope_parameters`), before anything is
+    built from them: NaN, a zero or huge factor, a zero divisor is one line naming the field, never numbers computed
+    from it."""
+    parameters = getattr(config, "rope_parameters", None)
+    if not isinstance(parameters, dict) or not parameters:
+        return
+    from .schemes.rotary import check_rope_parameters
+
+    nested = all(isinstance(value, dict) for value in parameters.values())
+    for name, params in parameters.items() if nested else [(None, parameters)]:
+        prefix = f"rope_parameters.{name}." if name else "rope_parameters."
+        check_rope_parameters(params, lambda key, p=prefix: f"{path / 'config.json'}: {p}{key}", PosembError)
 
 
 def _quiet_transformers() -> None:

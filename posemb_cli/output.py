@@ -11,6 +11,7 @@ import contextlib
 import functools
 import io
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,6 +26,27 @@ if TYPE_CHECKING:
 DEFAULT_WIDTH = 120  # tables written to a pipe or file, when COLUMNS does not say otherwise
 PICTURE_SUFFIXES = (".png", ".svg", ".pdf")
 REPORT_SUFFIX = ".html"  # one self-contained interactive page (render/html.py) wherever -o takes a picture
+
+
+# Characters that a terminal would act on rather than show: C0 and C1 controls (ESC starts a colour, a title or a
+# hyperlink sequence), DEL, and the bidi embeddings, overrides and isolates that reorder a line.
+_INERT = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+
+
+def inert(text: str) -> str:
+    """Text from files (a model folder's or a cache repo's name, a config value) made safe to print on a terminal:
+    each control character becomes its escape (ESC -> \\x1b, U+202E -> \\u202e). Rich markup and :emoji: codes are
+    escaped where text enters a rich table (`shown`)."""
+    return _INERT.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text
+    )
+
+
+def shown(text: str) -> str:
+    """`inert` text for a rich table or line: markup brackets escaped too (the console interprets no :emoji:)."""
+    from rich.markup import escape
+
+    return escape(inert(text))
 
 
 class GuardedStdout:
@@ -132,7 +154,7 @@ class Output:
         stream = self.stdout
         if not stream.isatty():
             stream = _StripTrailingSpaces(stream)  # type: ignore[assignment]  # a TextIO in all but name
-        return _console_class()(file=stream, width=self.width())
+        return _console_class()(file=stream, width=self.width(), emoji=False)
 
     def silence_stdout(self) -> None:
         """After the reader left (`head`): point stdout at /dev/null, so that Python's own flush at exit neither fails
@@ -162,15 +184,15 @@ class Output:
 
     def warn(self, message: str) -> None:
         if not self.quiet:
-            print(f"Warning: {message}", file=self.stderr, flush=True)
+            print(f"Warning: {inert(message)}", file=self.stderr, flush=True)
 
     def info(self, message: str) -> None:
         """A note on what was done ("Wrote attn.png"), on stderr."""
         if not self.quiet:
-            print(message, file=self.stderr, flush=True)
+            print(inert(message), file=self.stderr, flush=True)
 
     def error(self, message: str) -> None:
-        print(f"Error: {message}", file=self.stderr, flush=True)
+        print(f"Error: {inert(message)}", file=self.stderr, flush=True)
 
     @property
     def progress(self) -> bool:

@@ -75,6 +75,7 @@ def analyse_model(
     probe: str | None = None,
     words: int = 30,
     seed: int = 0,
+    at_length: int | None = None,
 ) -> PositionAnalysis:
     """Phi of a loaded model's own position scheme; ``probe="identical-word"`` adds the attention probe.
 
@@ -93,8 +94,11 @@ def analyse_model(
         raise PosembUsageError(f"unknown --probe {probe!r}; the only probe is identical-word")
     parts_names = info.position_scheme.split("+")
     parts = [schemes.get(name) for name in parts_names]
+    if at_length is not None and "rotary" not in parts_names:
+        raise PosembUsageError(f"--at-length applies to rotary models; {info.name} is {info.position_scheme}")
     if all(part is not None for part in parts):
-        analysis = parts[0].from_model(loaded, length, metric, window)  # type: ignore[union-attr]
+        rotary = {"at_length": at_length} if parts_names[0] == "rotary" else {}
+        analysis = parts[0].from_model(loaded, length, metric, window, **rotary)  # type: ignore[union-attr]
         for part in parts[1:]:  # a second mechanism (MPNet's relative buckets): its bias and buckets join Phi
             extra = part.from_model(loaded, length, metric, window)  # type: ignore[union-attr]
             analysis.scheme = info.position_scheme
@@ -120,6 +124,40 @@ def analyse_model(
     if analysis.pca_explained is not None and not np.isfinite(analysis.pca_explained).all():
         analysis.pca, analysis.pca_explained = None, None
     return analysis
+
+
+MAX_EXPORT_VALUES = 2_000_000  # numbers `positions --json --vectors` writes at most (about 40 MB of JSON)
+
+
+def check_export_size(analysis: PositionAnalysis) -> None:
+    """`--vectors` within MAX_EXPORT_VALUES numbers (a sinusoidal table of --length × --dim counts length × dim)."""
+    count = sum(np.size(value) for value in _leaves(analysis.exports))
+    if count > MAX_EXPORT_VALUES:
+        raise PosembUsageError(
+            f"--vectors would write {count:,} numbers, more than {MAX_EXPORT_VALUES:,}: choose a smaller --length "
+            "(or --dim)"
+        )
+
+
+def check_export_request(scheme: str, length: int | None, dim: int | None) -> None:
+    """Before any work: an analytic sinusoidal table of --length × --dim beyond MAX_EXPORT_VALUES."""
+    found = schemes.get(scheme)
+    if found is not None and found.name == "sinusoidal":
+        options = found.options or {}
+        count = (length or DEFAULT_LENGTH) * (dim or options.get("dim", 512))
+        if count > MAX_EXPORT_VALUES:
+            raise PosembUsageError(
+                f"--vectors would write {count:,} numbers, more than {MAX_EXPORT_VALUES:,}: choose a smaller --length "
+                "(or --dim)"
+            )
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    if isinstance(value, list) and value and isinstance(value[0], (list, dict)):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value]
 
 
 def _nonfinite_places(analysis: PositionAnalysis) -> list[str]:

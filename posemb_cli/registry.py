@@ -51,6 +51,7 @@ class Family:
     position_table: str | None = None  # where the learned or sinusoidal table lives
     relative_bias: str | None = None  # learned relative-bucket bias (buckets, heads), e.g. T5's
     positions_after_padding: bool = False  # RoBERTa-style: position ids start at padding_idx + 1
+    padding_idx: int | None = None  # the padding_idx the model's code fixes (MPNet: 1); None: config.pad_token_id
     position_ids_kwarg: str | None = None  # the position module gets its ids by this keyword (OPT), not as input
     position_id_offset: int = 0  # added to those ids to find the table row the model reads (OPT: 2)
     relative_buckets: tuple[int, int] | None = None  # (buckets, max distance) the code uses whatever the config says
@@ -66,6 +67,12 @@ class Family:
     attention_when_asked: bool = False  # the module returns its weights only when the model gets output_attentions
     # (config attribute, scheme when it is true; "!attribute": when false), first match wins
     scheme_rules: tuple[tuple[str, str], ...] = ()
+    # ALiBi slopes as the model applies them: "m" (BLOOM: the authors' m), or "bf16(m)/sqrt(head_dim)" (Falcon: its
+    # build_alibi_tensor rounds m to bfloat16, and the mask carries it divided by √head_dim)
+    alibi_slope_rule: str = "m"
+    # a correction posemb applies to the model's eager attention at load (`eager_fixes.FIXES`), so that the maps and
+    # hidden states are those of the production (SDPA) path; None: eager already equals SDPA
+    eager_fix: str | None = None
 
     def position_scheme(self, config: Any) -> str:
         for attribute, scheme in self.scheme_rules:
@@ -95,9 +102,13 @@ class Family:
         return "token_type_ids" in inspect.signature(model.forward).parameters
 
     def first_position_id(self, config: Any) -> int:
-        """The position id of a text's first token (RoBERTa-style: padding_idx + 1; OPT: 2; otherwise 0)."""
-        after_padding = (getattr(config, "pad_token_id", 0) or 0) + 1 if self.positions_after_padding else 0
-        return after_padding + self.position_id_offset
+        """The position id of a text's first token (RoBERTa-style: padding_idx + 1; OPT: 2; otherwise 0), by the
+        model's own rule: its padding_idx is the config's pad_token_id, or a fixed one (MPNet: 1, whatever the
+        config says)."""
+        if not self.positions_after_padding:
+            return self.position_id_offset
+        pad = self.padding_idx if self.padding_idx is not None else (getattr(config, "pad_token_id", 0) or 0)
+        return pad + 1 + self.position_id_offset
 
     def forward_position_ids(self, model: Any) -> str | None:
         """The forward argument through which position ids can be given to this model, or None: ALiBi computes its
@@ -235,6 +246,8 @@ FAMILIES += (
         causal=True,
         attention_module="h.{layer}.self_attention",
         scheme_rules=(("alibi", "alibi"),),
+        alibi_slope_rule="bf16(m)/sqrt(head_dim)",
+        eager_fix="falcon_alibi_once",  # transformers' eager path adds the ALiBi bias twice (SDPA: once)
     ),
     Family(
         "OPT",
@@ -275,6 +288,7 @@ FAMILIES += (
         position_embedding="embeddings.position_embeddings",
         position_table="embeddings.position_embeddings",
         positions_after_padding=True,
+        padding_idx=1,  # MPNetEmbeddings sets self.padding_idx = 1 whatever pad_token_id is
         relative_bias="encoder.relative_attention_bias",
         relative_buckets=(32, 128),  # MPNetEncoder.compute_position_bias ignores the config's bucket count
         attention_module="encoder.layer.{layer}.attention.attn",

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..ablate import ATTENTION_KEYS, Ablation
+from ..output import shown
 from .table import Section, fmt
 
 
@@ -16,7 +17,7 @@ def print_ablation(console: Console, result: Ablation) -> None:
     m = result.model
     source = repr(result.text) if result.text is not None else f"{result.texts} texts pooled ({result.tokens} tokens)"
     console.print(
-        f"[bold]{m.name}[/bold] · position scheme [bold]{m.position_scheme}[/bold] · {m.layers} layers · "
+        f"[bold]{shown(m.name)}[/bold] · position scheme [bold]{m.position_scheme}[/bold] · {m.layers} layers · "
         f"{escape(source)}",
         highlight=False,
         soft_wrap=True,

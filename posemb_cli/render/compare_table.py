@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..compare import Comparison, Similarity
+from ..output import inert
 from .figures.labels import PIECES_NOTE
 from .positions_table import PROPERTY_ROWS, property_value
 from .table import ATTENTION_COLUMNS, Section, fmt, token_cells
@@ -48,7 +49,7 @@ def human_count(value: int | None) -> str:
 
 def short_name(name: str) -> str:
     """Column header: the last part of a hub id or folder path."""
-    return name.rstrip("/").rsplit("/", 1)[-1] or name
+    return inert(name.rstrip("/").rsplit("/", 1)[-1] or name)
 
 
 def column_headers(comparison: Comparison) -> list[str]:

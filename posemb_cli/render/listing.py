@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ..output import Output
+from ..output import Output, inert, shown
 
 
 def _cell(value: Any) -> str:
@@ -16,7 +16,7 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}"
-    return str(value)
+    return inert(str(value))
 
 
 def human_size(size: int | None) -> str:
@@ -50,7 +50,7 @@ def render_rows(
 
         from .table import print_table
 
-        table = Table(title=title, title_justify="left", header_style="bold")
+        table = Table(title=shown(title), title_justify="left", header_style="bold")
         for column in columns:
             table.add_column(column.replace("size_bytes", "size").replace("_", " "))
         for row in rows:

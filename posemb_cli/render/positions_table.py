@@ -6,9 +6,9 @@ import math
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from ..output import shown
 from ..schemes.base import PositionAnalysis
 from .table import fmt, print_table
 
@@ -29,9 +29,9 @@ def property_value(properties: dict[str, Any], key: str | tuple[str, str]) -> An
 
 
 def header(analysis: PositionAnalysis) -> str:
-    who = f"[bold]{escape(analysis.model)}[/bold] · " if analysis.model else ""
+    who = f"[bold]{shown(analysis.model)}[/bold] · " if analysis.model else ""
     return (
-        f"{who}position scheme [bold]{analysis.scheme}[/bold] · {escape(analysis.source)} · "
+        f"{who}position scheme [bold]{analysis.scheme}[/bold] · {shown(analysis.source)} · "
         f"first {analysis.length} positions"
     )
 
@@ -141,7 +141,7 @@ def rope_lines(rope: dict[str, Any], audit: dict[str, Any] | None) -> list[str]:
     lines = [
         f"RoPE [bold]{rope['type']}{scaled}[/bold] · base {rope['base']:g} · {rope['dim']} rotated dimensions "
         f"({waves['pairs']} pairs) · trained on {rope['original_max_positions']} positions, extended to "
-        f"{rope['max_positions']} · attention factor {rope['attention_factor']:.4g}",
+        f"{rope.get('extended_positions') or rope['max_positions']} · attention factor {rope['attention_factor']:.4g}",
         f"{waves['full_turn_within_original']} of {waves['pairs']} pairs turn a full circle (wavelength 2π/θ) within "
         f"the original {rope['original_max_positions']} positions; {never} never do (YaRN, Peng et al. 2023, §3)",
     ]
@@ -152,13 +152,52 @@ def rope_lines(rope: dict[str, Any], audit: dict[str, Any] | None) -> list[str]:
             f"monotonicity of Φ over the {key} {value['positions']} positions: {fmt(value['monotonicity'])} "
             "(translation invariance and symmetry are 1: Φ depends on |i − j| only)"
         )
-    if audit is not None:
-        verdict = "[green]ok[/green]" if audit["ok"] else "[red]differs[/red]"
+    longrope = rope.get("longrope")
+    if longrope:
         lines.append(
-            f"audit: {audit['modules']} inv_freq buffer(s) of the loaded model against the config: largest relative "
-            f"difference {audit['max_relative_difference']:.2g} ({verdict})"
+            f"LongRoPE factors per pair: short {_numbers(longrope['short_factor'])} up to {longrope['short_up_to']} "
+            f"positions; long {_numbers(longrope['long_factor'])} from {longrope['long_from']}"
+        )
+    if audit is not None and (audit["modules"] or not audit["ok"]):  # an analytic scheme: only when it fails
+        verdict = "[green]ok[/green]" if audit["ok"] else "[red]differs[/red]"
+        at = " and ".join(str(n) for n in audit.get("lengths", []))
+        buffers = (
+            f"; against the {audit['modules']} live inv_freq buffer(s) of the loaded model: "
+            f"{audit['max_relative_difference']:.2g}"
+            if audit["modules"]
+            else ""
+        )
+        lines.append(
+            f"audit at {at} positions, largest relative difference of transformers' frequencies against the authors' "
+            f"formula: {audit.get('max_reference_difference', 0.0):.2g}{buffers} ({verdict})"
         )
     return lines
+
+
+def _numbers(values: list[float], shown: int = 6) -> str:
+    text = ", ".join(f"{v:.4g}" for v in values[:shown])
+    return f"[{text}{', …' if len(values) > shown else ''}] ({len(values)})"
+
+
+def lengths_table(rope: dict[str, Any]) -> Table:
+    """What the model rotates with for a text of each audited length (dynamic NTK's base, LongRoPE's factors)."""
+    table = Table(title="frequencies used for a text of N positions", title_justify="left", header_style="bold")
+    extra = "factors" if rope["type"] == "longrope" else "base" if rope["type"] == "dynamic" else None
+    for name in ("positions", *([extra] if extra else []), "wavelength", "full turns within N", "change from start"):
+        table.add_column(name, justify="right")
+    for row in rope["lengths"]:
+        cells = [str(row["positions"])]
+        if extra == "factors":
+            cells.append(row["factors"])
+        elif extra == "base":
+            cells.append(f"{row['base']:.6g}")
+        cells += [
+            f"{row['wavelength_min']:.4g} – {row['wavelength_max']:.4g}",
+            f"{row['full_turn_within']} of {rope['wavelengths']['pairs']}",
+            f"{100 * row['change_from_start']:.3g}%",
+        ]
+        table.add_row(*cells)
+    return table
 
 
 def wavelength_table(rope: dict[str, Any]) -> Table:
@@ -191,6 +230,8 @@ def print_positions(console: Console, analysis: PositionAnalysis) -> None:
         for line in rope_lines(analysis.rope, analysis.audit):
             console.print(line, soft_wrap=True, highlight=False)
         print_table(console, wavelength_table(analysis.rope))
+        if any(row["change_from_start"] for row in analysis.rope.get("lengths") or []):  # frequencies that move
+            print_table(console, lengths_table(analysis.rope))
     if analysis.slopes is not None:
         print_table(console, slopes_table(analysis.slopes))
     if analysis.buckets is not None:
@@ -200,4 +241,4 @@ def print_positions(console: Console, analysis: PositionAnalysis) -> None:
     for line in vector_lines(analysis):
         console.print(line, soft_wrap=True)
     for note in analysis.notes:
-        console.print(f"[dim]note: {escape(note)}[/dim]", soft_wrap=True)
+        console.print(f"[dim]note: {shown(note)}[/dim]", soft_wrap=True)

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core import TextResult, Token
+from ..output import shown
 from ..words import WordView
 from .figures.labels import PIECES_NOTE, has_pieces, token_labels
 
@@ -87,7 +88,7 @@ def model_line(result: TextResult) -> str:
     m = result.model
     limit = f", {m.max_positions} positions" if m.max_positions else ""
     return (
-        f"[bold]{m.name}[/bold] · {m.type} · position scheme [bold]{m.position_scheme}[/bold] · "
+        f"[bold]{shown(m.name)}[/bold] · {shown(str(m.type))} · position scheme [bold]{m.position_scheme}[/bold] · "
         f"{m.layers} layers × {m.heads} heads · hidden {m.hidden_size}{limit}"
     )
 

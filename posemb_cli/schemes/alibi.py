@@ -61,12 +61,29 @@ class Alibi(PositionScheme):
         return self._analysis(length, int(options["heads"]), window, None, "analytic: alibi")
 
     def from_model(self, loaded: LoadedModel, length: int, metric: str, window: int) -> PositionAnalysis:
-        return self._analysis(length, loaded.info.heads, window, loaded.info.name, "config: slopes 2^(-8h/n)")
+        heads, rule = loaded.info.heads, loaded.family.alibi_slope_rule
+        slopes = alibi_slopes(heads)
+        source = "config: slopes 2^(-8h/n)"
+        if rule == "bf16(m)/sqrt(head_dim)":
+            import torch
 
-    def _analysis(self, length: int, heads: int, window: int, model: str | None, source: str) -> PositionAnalysis:
+            head_dim = loaded.family.head_dim(loaded.model.config)
+            slopes = torch.tensor(slopes, dtype=torch.float32).bfloat16().double().numpy() / np.sqrt(head_dim)
+            source = f"config: slopes 2^(-8h/n) in bfloat16 / √{head_dim} (head dim), as the model adds them"
+        analysis = self._analysis(length, heads, window, loaded.info.name, source, slopes)
+        if rule != "m":
+            analysis.notes.append(
+                f"{loaded.family.name} scales the ALiBi slopes: m' = {rule} (SDPA and the original code; "
+                "transformers' eager path adds the bias twice, which posemb corrects)"
+            )
+        return analysis
+
+    def _analysis(
+        self, length: int, heads: int, window: int, model: str | None, source: str, slopes: np.ndarray | None = None
+    ) -> PositionAnalysis:
         if heads < 1:
             raise PosembUsageError(f"--heads must be at least 1, got {heads}")
-        slopes = alibi_slopes(heads)
+        slopes = alibi_slopes(heads) if slopes is None else slopes
         distance = np.abs(offsets(length)).astype(np.float64)
         analysis = self.analysis(model, f"{source}, {heads} heads", length, "bias", -slopes.mean() * distance, window)
         analysis.slopes = slopes.tolist()

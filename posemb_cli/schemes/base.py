@@ -48,9 +48,12 @@ class PositionAnalysis:
     bias: dict[str, Any] | None = None  # relative biases: {"offsets": [int], "per_head": [[float]]}
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # also printed on stderr
+    # `positions --json --vectors`: rotary "inv_freq" per layer type, "sinusoidal_table", DeBERTa's "buckets"
+    exports: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self, matrix: bool = False) -> dict[str, Any]:
-        """Plain JSON types; NaN becomes null. Phi itself (and the probe's head-mean Phi) only with ``matrix``."""
+    def to_json(self, matrix: bool = False, vectors: bool = False) -> dict[str, Any]:
+        """Plain JSON types; NaN becomes null. Phi itself (and the probe's head-mean Phi) only with ``matrix``; the
+        scheme's own tables (`exports`) under "vectors" only with ``vectors``."""
         probe = None
         if self.probe is not None:
             probe = dict(self.probe)
@@ -76,6 +79,8 @@ class PositionAnalysis:
         }
         if matrix:
             data["matrix"] = self.matrix
+        if vectors:
+            data["vectors"] = self.exports
         return plain(data)
 
 

@@ -30,6 +30,31 @@ def by_offset(score: np.ndarray) -> np.ndarray:
     return np.stack([np.diagonal(score, offset=o, axis1=-2, axis2=-1).mean(axis=-1) for o in range(-(n - 1), n)], -1)
 
 
+def bucket_map(loaded: LoadedModel, length: int) -> dict[str, Any]:
+    """DeBERTa's relative position of each offset, as the model computes it (transformers' `build_relative_position`
+    with the first layer's `position_buckets` and `max_relative_positions`): `offsets` are key − query (posemb's
+    convention), `buckets` DeBERTa's bucketed query − key."""
+    import torch
+    from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_position
+
+    family = loaded.family
+    attention = family.module(
+        loaded.model, family.attention_module.format(layer=0) if family.attention_module else None
+    )
+    buckets = int(getattr(attention, "position_buckets", -1))
+    maximum = int(getattr(attention, "max_relative_positions", -1))
+    offsets = torch.arange(-(length - 1), length)
+    relative = -offsets  # DeBERTa: query − key
+    if buckets > 0 and maximum > 0:
+        relative = make_log_bucket_position(relative, buckets, maximum)
+    return {
+        "offsets": offsets.tolist(),
+        "buckets": relative.long().tolist(),
+        "position_buckets": buckets,
+        "max_relative_positions": maximum,
+    }
+
+
 class Disentangled(PositionScheme):
     name = "disentangled"
 
@@ -46,6 +71,7 @@ class Disentangled(PositionScheme):
         offsets = list(range(-(length - 1), length))
         analysis.bias = {"offsets": offsets, "per_head": per_head.tolist(), **{k: v.tolist() for k, v in terms.items()}}
         analysis.head_matrices = np.stack([toeplitz(row, length) for row in per_head])
+        analysis.exports["buckets"] = bucket_map(loaded, length)
         analysis.notes.append(
             "DeBERTa adds no position vector: c2p and p2c depend on the content, so they are measured on probe words "
             "and averaged over the pairs at each offset"

@@ -63,6 +63,8 @@ class LearnedAbsolute(PositionScheme):
         source = f"{path} (rows {first}..{first + length - 1} of {len(weight)})"
         analysis = self.from_vectors(loaded.info.name, source, weight[first : first + length], metric, window)
         analysis.first_id = first
+        if self.name == "sinusoidal" or loaded.info.position_scheme == "sinusoidal":
+            analysis.exports["sinusoidal_table"] = analysis.vectors
         if first:
             analysis.notes.append(f"positions 0..{length - 1} use rows {first}.. (the family's first position id)")
         return analysis
@@ -104,7 +106,9 @@ class Sinusoidal(LearnedAbsolute):
         if dim < 2:
             raise PosembUsageError(f"--dim must be at least 2, got {dim}")
         source = f"analytic: sinusoidal, dim {dim}, base {base:g}"
-        return self.from_vectors(None, source, sinusoidal_table(length, dim, base), metric, window)
+        analysis = self.from_vectors(None, source, sinusoidal_table(length, dim, base), metric, window)
+        analysis.exports["sinusoidal_table"] = analysis.vectors
+        return analysis
 
     def options_for_model(self, hidden_size: int, heads: int, head_dim: int) -> dict[str, Any]:
         return {"dim": hidden_size} if hidden_size >= 2 else {}
