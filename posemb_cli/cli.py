@@ -838,7 +838,9 @@ def stats(
     shard: Annotated[
         Optional[str],
         typer.Option(
-            "--shard", metavar="I/N", help="Only line k (from 0, blank lines counted) with k mod N = I; I from 0."
+            "--shard",
+            metavar="I/N",
+            help="Only the blocks of 1024 lines (block b: lines 1024b.., from 0, blanks counted) with b mod N = I.",
         ),
     ] = None,
     partial: Annotated[
@@ -890,7 +892,7 @@ def stats(
     default = None if partial is not None else "table"  # --partial alone prints nothing on stdout
     fmt = out.format("stats", output_format and output_format.value, json_flag, ("table", "json", "csv"), default)
     compute.check_sort_column(sort, pairs)
-    piece = compute.Shard.parse(shard or "0/1")
+    piece = compute.Shard.parse("0/1" if shard is None else shard)
     if plot is not None:
         Output.picture_path(plot, report=True)
     for path in (partial, checkpoint):

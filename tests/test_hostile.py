@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_posemb
 
 LIMIT_S = 20  # every crafted folder is refused in well under this (num_hidden_layers=100000 used to take minutes)
 
@@ -289,6 +289,12 @@ def test_tokenizer_panic_is_one_line(tiny_models, tmp_path, deadline):
     (folder / "tokenizer.json").write_text(json.dumps(spec))
     line = _one_line_error(run_cli("inspect", "a" * 200, "-m", str(folder)))
     assert line.startswith("Error: the tokenizer library failed (Rust panic:") and "retry-limit" in line
+    # A real process: Rust writes its panic message to file descriptor 2 itself, which run_cli does not capture.
+    for args, stdin in ((["inspect", "a" * 200], None), (["stats", "-"], b"a b\n" + b"a" * 200 + b"\n")):
+        proc = run_posemb(*args, "-m", str(folder), input=stdin)
+        lines = [line for line in proc.stderr.decode().splitlines() if line.strip()]
+        assert proc.returncode == 1 and len(lines) == 1, proc.stderr.decode()
+        assert lines[0].startswith("Error: the tokenizer library failed (Rust panic:") and "panicked" not in lines[0]
 
 
 # ------------------------------------------------------------------------------------------ 8. posemb models
@@ -310,6 +316,7 @@ def test_models_survives_broken_cache_entries(tiny_models, tmp_path, monkeypatch
     good = repo("someone/tiny-bert")
     shutil.copy(tiny_models["BERT"] / "config.json", good / "config.json")
     (repo("someone/bad-json") / "config.json").write_text("{not json")
+    (repo("someone/deep-json") / "config.json").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
     os.mkfifo(repo("someone/fifo-config") / "config.json")
     (cache / "models--someone--not-a-repo").mkdir()  # no snapshots folder: huggingface_hub calls it corrupted
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
@@ -317,9 +324,10 @@ def test_models_survives_broken_cache_entries(tiny_models, tmp_path, monkeypatch
     result = run_cli("models", "--json")
     assert result.exit_code == 0, result.stderr
     names = [row["name"] for row in json.loads(result.stdout)]
-    assert "someone/tiny-bert" in names and not any("bad" in n or "fifo" in n for n in names)
+    assert "someone/tiny-bert" in names and not any("bad" in n or "fifo" in n or "deep" in n for n in names)
     warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
     assert any("someone/bad-json" in w and "cannot read" in w for w in warnings), warnings
+    assert any("someone/deep-json" in w and "its JSON is nested too deeply" in w for w in warnings), warnings
     assert any("someone/fifo-config" in w and "not a regular file" in w for w in warnings), warnings
     assert any("not-a-repo" in w for w in warnings), warnings
 
