@@ -275,10 +275,9 @@ def test_lapack_metrics_take_non_finite_input():
 # ------------------------------------------------------------------------------------------ 5. tokenizer panics
 
 
-def test_tokenizer_panic_is_one_line(tiny_models, tmp_path, deadline):
+def _panicking_tokenizer(folder: Path) -> None:
     """A lookahead with nested repetition makes Oniguruma hit its retry limit on a run of "a"; tokenizers (0.23)
     unwraps that error, a Rust panic, raised in Python as pyo3_runtime.PanicException (a BaseException)."""
-    folder = _copy(tiny_models, "GPT-2", tmp_path)  # its tokenizer.json is loaded as it is (TokenizersBackend)
     spec = json.loads((folder / "tokenizer.json").read_text())
     spec["pre_tokenizer"] = {
         "type": "Split",
@@ -287,14 +286,40 @@ def test_tokenizer_panic_is_one_line(tiny_models, tmp_path, deadline):
         "invert": False,
     }
     (folder / "tokenizer.json").write_text(json.dumps(spec))
+
+
+def test_tokenizer_panic_is_one_line(tiny_models, tmp_path, deadline):
+    folder = _copy(tiny_models, "GPT-2", tmp_path)  # its tokenizer.json is loaded as it is (TokenizersBackend)
+    _panicking_tokenizer(folder)
     line = _one_line_error(run_cli("inspect", "a" * 200, "-m", str(folder)))
     assert line.startswith("Error: the tokenizer library failed (Rust panic:") and "retry-limit" in line
-    # A real process: Rust writes its panic message to file descriptor 2 itself, which run_cli does not capture.
+
+
+def _panicking_processes() -> list[tuple[int, str]]:
+    """Real processes (Rust writes its panic message to file descriptor 2 itself, which run_cli does not capture):
+    inspect and stats, each tokenizing a run of "a" with the panicking tokenizer."""
+    import tempfile
+
+    from conftest import tiny_model_folder
+
+    work = Path(tempfile.mkdtemp(prefix="posemb-panic-"))
+    folder = work / "gpt2"
+    shutil.copytree(tiny_model_folder("GPT-2"), folder)
+    _panicking_tokenizer(folder)
+    results = []
     for args, stdin in ((["inspect", "a" * 200], None), (["stats", "-"], b"a b\n" + b"a" * 200 + b"\n")):
         proc = run_posemb(*args, "-m", str(folder), input=stdin)
-        lines = [line for line in proc.stderr.decode().splitlines() if line.strip()]
-        assert proc.returncode == 1 and len(lines) == 1, proc.stderr.decode()
-        assert lines[0].startswith("Error: the tokenizer library failed (Rust panic:") and "panicked" not in lines[0]
+        results.append((proc.returncode, proc.stderr.decode()))
+    shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+@pytest.mark.early(job=_panicking_processes, tiny_models=True)
+def test_tokenizer_panic_in_a_real_process_prints_only_posembs_line(early):
+    for code, stderr in early:
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert code == 1 and len(lines) == 1, stderr
+        assert lines[0].startswith("Error: the tokenizer library failed (Rust panic:") and "panicked" not in stderr
 
 
 # ------------------------------------------------------------------------------------------ 8. posemb models
@@ -402,3 +427,43 @@ def test_pair_without_segment_embedding_warns(tiny_models, family, expected):
     result = run_cli("inspect", "hello", "--pair", "world", "-m", str(tiny_models[family]), "--json")
     warnings = [w for w in json.loads(result.stdout)["warnings"] if "segment embedding" in w]
     assert warnings == ([] if expected is None else [f"{tiny_models[family]} {expected}"])
+
+
+def test_out_of_memory_is_one_line_that_says_what_would_fit(tiny_models, monkeypatch):
+    """torch's CPU allocator raises RuntimeError("... can't allocate memory: you tried to allocate N bytes ..."),
+    Python's a MemoryError: either is one line with the size asked and the options that make it smaller."""
+    from posemb_cli import core, stats
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to "
+            "allocate 123480309760 bytes. Error code 12 (Cannot allocate memory)"
+        )
+
+    monkeypatch.setattr(core, "_forward", no_memory)
+    line = _one_line_error(run_cli("inspect", "hello world", "-m", str(tiny_models["BERT"])))
+    assert line.startswith("Error: out of memory (posemb asked for 115.0 GiB at once; ")
+    assert "GiB of memory are free" in line
+    assert "what would fit is a shorter text" in line
+
+    def memory_error(self, batch):
+        raise MemoryError
+
+    monkeypatch.setattr(stats._Reducer, "run", memory_error)
+    line = _one_line_error(run_cli("stats", "-", "-m", str(tiny_models["BERT"]), input="hello world\n"))
+    assert line.startswith("Error: out of memory (") and "a smaller --batch-size or --max-length" in line
+
+
+def test_one_segment_row_with_a_pair_is_one_line(tiny_models, tmp_path):
+    """BERT with type_vocab_size=1 (config and weights agree): its tokenizer gives sentence B token type 1, a row
+    the segment embedding does not have (transformers: IndexError)."""
+    folder = _copy(tiny_models, "BERT", tmp_path)
+    _edit_config(folder, type_vocab_size=1)
+    key = "embeddings.token_type_embeddings.weight"
+    _edit_weights(folder, lambda state: state.update({key: state[key][:1].clone()}))
+    assert run_cli("inspect", "hello", "-m", str(folder)).exit_code == 0  # one sentence: fine
+    expected = f"Error: {folder} has 1 segment embedding row (type_vocab_size=1) but its tokenizer gives sentence B"
+    line = _one_line_error(run_cli("inspect", "hello", "--pair", "world", "-m", str(folder)))
+    assert line.startswith(expected) and line.endswith("drop --pair")
+    line = _one_line_error(run_cli("stats", "-", "--pairs", "-m", str(folder), input="hello\tworld\n"))
+    assert line.startswith(expected) and line.endswith("drop --pairs")

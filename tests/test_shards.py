@@ -401,7 +401,7 @@ def _bomb(valid, target):
     import zipfile
 
     found = _members(valid)
-    found["sum_self.npy"] = b"\0" * 50_000_000  # deflates to ~50 kB
+    found["sum_self.npy"] = b"\0" * 5_000_000  # deflates to ~5 kB
     _write_zip(target, found, zipfile.ZIP_DEFLATED)
 
 
@@ -463,7 +463,7 @@ HOSTILE = {  # name: (make target from a valid partial, what the one line says a
     "sum of another dtype": (lambda v, t: _raw(v, t, sum_self=_npy(np.zeros((2, 4), np.float32))), "is float32, not"),
     "sum missing": (lambda v, t: _raw(v, t, sum_self=None), "it has no sum_self"),
     "pickled objects": (_pickled, "sum_self.npy holds Python objects (a pickle), which posemb never loads"),
-    "zip bomb": (_bomb, "sum_self.npy declares 50,000,000 bytes, more than a [2, 4] array"),
+    "zip bomb": (_bomb, "sum_self.npy declares 5,000,000 bytes, more than a [2, 4] array"),
     "a member no partial has": (lambda v, t: _raw(v, t, evil=b"x"), "its archive has a member 'evil.npy'"),
     "too many members": (
         lambda v, t: _write_zip(t, {f"m{k}": b"" for k in range(300)}),
@@ -502,7 +502,7 @@ def test_duplicate_and_foreign_shards_are_refused_even_with_allow_missing(pieces
     twice = run_cli("stats", "merge", parts[0], str(copy), "--allow-missing")
     assert twice.exit_code == 1 and f"Error: shard 0/3 is in both {parts[0]} and {copy}" in twice.stderr
     for field, value, words in (
-        ("options.dtype", "bfloat16", "cannot merge: --dtype bfloat16 in"),
+        ("options.dtype", "bfloat16", "cannot merge: --dtype float32 in"),
         ("shards.count", 4, "cannot merge: shard count 3 in"),
         ("corpus.sha256", "0" * 64, "cannot merge: corpus SHA-256"),
         ("model.fingerprint", "f" * 64, "cannot merge: model"),
