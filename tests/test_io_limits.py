@@ -98,12 +98,12 @@ def test_enum_errors_name_the_values_without_pydantic_prefix():
 def test_a_10_mb_line_is_cut_with_a_warning(tiny_models):
     """Read up to 1 MB (on a character boundary: "é" is 2 bytes), the rest skipped; the tokenizer then cuts the text
     to the model's positions, as for any long text. The lines after it are read as usual."""
-    data = b"first\n" + "é".encode() + b"a " * 5_000_000 + b"\nlast\n"
+    data = b"first\n" + "é".encode() + b"attention positions " * 500_000 + b"\nlast\n"
     result = run_cli("inspect", "-", "--format", "jsonl", "-m", str(tiny_models["BERT"]), input=data)
     assert result.exit_code == 0, result.stderr
     texts = [json.loads(line) for line in result.stdout.splitlines()]
     assert [t["text"] for t in texts[::2]] == ["first", "last"] and len(texts) == 3
-    assert texts[1]["text"] == ("é" + "a " * 5_000_000)[: 1 + (1_000_000 - 2)]  # 999,998 bytes after the 2 of é
+    assert texts[1]["text"] == ("é" + "attention positions " * 50_000)[: 1 + 999_998]  # 999,998 bytes after é
     assert len(texts[1]["tokens"]) == 64  # the tiny BERT's maximum positions
     assert (
         "Warning: stdin line 2 is 10,000,002 bytes long: posemb read its first 1,000,000 bytes and skipped the rest"
