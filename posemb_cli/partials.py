@@ -509,9 +509,21 @@ def difference(a: Partial, b: Partial, keys: Iterable[tuple[str, tuple[str, ...]
         first, second = _get(a.header, where), _get(b.header, where)
         if first != second:
             if label == "model":
-                first, second = (f"{p.header['model']['name']} (fingerprint {_short(p)})" for p in (a, b))
+                first, second = (f"{_inert(p.header['model']['name'])} (fingerprint {_short(p)})" for p in (a, b))
+            else:
+                first, second = _inert(first), _inert(second)
             return f"{label} {first} in {a.source or 'the first'} but {second} in {b.source or 'the second'}"
     return None
+
+
+def _inert(value: Any) -> str:
+    """A value from a file as it may be shown on a terminal: a string with control characters (escape sequences)
+    or over 200 characters is shown JSON-escaped and cut."""
+    text = str(value)
+    if isinstance(value, str) and text.isprintable() and len(text) <= 200:
+        return text
+    shown = json.dumps(value, ensure_ascii=True) if isinstance(value, str) else text
+    return shown if len(shown) <= 200 else shown[:197] + "..."
 
 
 def _get(header: dict[str, Any], where: tuple[str, ...]) -> Any:

@@ -511,6 +511,11 @@ def test_duplicate_and_foreign_shards_are_refused_even_with_allow_missing(pieces
         _resaved(Path(parts[0]), foreign, header=_set(field, value))
         result = run_cli("stats", "merge", parts[1], str(foreign), "--allow-missing", "--json")
         assert result.exit_code == 1 and result.stdout == "" and words in result.stderr, (field, result.stderr)
+    # a name from the file is shown inert: an escape sequence is printed escaped, never sent to the terminal
+    evil = tmp_path / "evil.npz"
+    _resaved(Path(parts[0]), evil, header=lambda h: h["model"].update(name="\x1b[2Jevil", fingerprint="e" * 64))
+    result = run_cli("stats", "merge", parts[1], str(evil), "--allow-missing")
+    assert result.exit_code == 1 and "\x1b" not in result.stderr and '"\\u001b[2Jevil"' in result.stderr
 
 
 def test_hostile_checkpoint_is_refused_before_the_run(pieces, corpus, bert, tmp_path):
