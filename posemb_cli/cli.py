@@ -32,6 +32,7 @@ import typer
 from typer.core import TyperArgument, TyperGroup
 
 from . import __version__
+from . import lines as line_reader
 from .errors import ExitCode, PosembError, PosembUsageError
 from .lines import LINE_LIMIT
 from .output import PICTURE_SUFFIXES, Output, is_report
@@ -249,6 +250,7 @@ def handle_errors(command: F) -> F:
         if not isinstance(ctx.obj, Output):  # called without the app's callback (e.g. from Python)
             ctx.obj = Output()
         out: Output = ctx.obj
+        line_reader.WARN[0] = out.warn  # a line cut at its size limit is said as posemb's warning (silent with --quiet)
         try:
             with _library_warnings(out):
                 return command(ctx, *args, **kwargs)
@@ -271,7 +273,10 @@ def handle_errors(command: F) -> F:
         except Exception as exc:
             if out.debug:
                 raise
-            out.error(f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (rerun with --debug)")
+            if _out_of_memory(exc):
+                out.error(_memory_message(ctx.info_name or "", exc))
+            else:
+                out.error(f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (rerun with --debug)")
             raise typer.Exit(int(ExitCode.ERROR)) from None
         except BaseException as exc:
             # A Rust library (the tokenizer) panicked, e.g. on a pathological pre-tokenizer regex: pyo3 raises
@@ -301,6 +306,40 @@ def _library_warnings(out: Output) -> Iterator[None]:
             if out.debug:
                 for item in caught:
                     print(f"Warning (from {item.category.__name__}): {item.message}", file=sys.stderr)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A MemoryError, or torch's allocation failure (a RuntimeError: "can't allocate memory", "out of memory")."""
+    text = str(exc).lower()
+    words = ("can't allocate", "out of memory", "not enough memory")
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(w in text for w in words))
+
+
+# What makes each command's largest arrays smaller (the attention maps: layers × heads × n² × 4 bytes per text).
+_MEMORY_HINTS = {
+    "inspect": "a shorter text (inspect holds the maps of every layer and head: layers × heads × n² × 4 bytes)",
+    "compare": "shorter texts (the maps of every layer and head of each model are held)",
+    "ablate": "a shorter text (the maps of every layer and head are held, twice)",
+    "stats": "a smaller --batch-size or --max-length (one layer's maps of a batch are held: batch × heads × n² × 4 "
+    "bytes), or --dtype bfloat16",
+}
+
+
+def _memory_message(command: str, exc: BaseException) -> str:
+    """One line for an allocation that failed: how much was asked (when the message says), how much is free, and
+    what would make it fit."""
+    import os
+    import re as regex
+
+    asked = regex.search(r"allocate (?:memory: you tried to allocate )?([0-9]+) bytes", str(exc))
+    size = f" (posemb asked for {int(asked[1]) / 2**30:.1f} GiB at once" if asked else " ("
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+        size += f"{'; ' if asked else ''}{free:.1f} GiB of memory are free)"
+    except (ValueError, OSError, AttributeError):
+        size = size + ")" if asked else ""
+    hint = _MEMORY_HINTS.get(command, "shorter texts, a smaller --batch-size or --max-length where the command has one")
+    return f"out of memory{size}: what would fit is {hint}"
 
 
 def _version(value: bool) -> None:
@@ -957,7 +996,9 @@ def stats(
     shard: Annotated[
         Optional[str],
         typer.Option(
-            "--shard", metavar="I/N", help="Only line k (from 0, blank lines counted) with k mod N = I; I from 0."
+            "--shard",
+            metavar="I/N",
+            help="Only the blocks of 1024 lines (block b: lines 1024b.., from 0, blanks counted) with b mod N = I.",
         ),
     ] = None,
     partial: Annotated[
@@ -1009,7 +1050,7 @@ def stats(
     default = None if partial is not None else "table"  # --partial alone prints nothing on stdout
     fmt = out.format("stats", output_format and output_format.value, json_flag, ("table", "json", "csv"), default)
     compute.check_sort_column(sort, pairs)
-    piece = compute.Shard.parse(shard or "0/1")
+    piece = compute.Shard.parse("0/1" if shard is None else shard)
     plot = _stats_picture(plot)
     for path in (partial, checkpoint):
         if path is not None:

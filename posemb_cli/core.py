@@ -6,6 +6,8 @@ Nothing here knows about Typer, rich or matplotlib.
 
 from __future__ import annotations
 
+import contextlib
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,7 +111,8 @@ def _inspect_batch(
     tokenizer, info = loaded.tokenizer, loaded.info
     pairs = [pair] * len(texts) if pair is not None else None
     warnings = [_truncation_warnings(tokenizer, info, text, pair, truncate) for text in texts]
-    encoding = tokenizer(
+    encoding = tokenize(
+        tokenizer,
         texts,
         pairs,
         padding=True,
@@ -155,7 +158,7 @@ def _inspect_batch(
 def _truncation_warnings(tokenizer: Any, info: ModelInfo, text: str, pair: str | None, truncate: bool) -> list[str]:
     if info.max_positions is None:
         return []
-    total = len(tokenizer(text, pair, truncation=False)["input_ids"])
+    total = len(tokenize(tokenizer, text, pair, truncation=False)["input_ids"])
     if total <= info.max_positions:
         return []
     cut = total - info.max_positions
@@ -164,6 +167,64 @@ def _truncation_warnings(tokenizer: Any, info: ModelInfo, text: str, pair: str |
             f"text has {total} tokens but {info.name} takes at most {info.max_positions} (drop --no-truncate to cut it)"
         )
     return [f"text has {total} tokens but {info.name} takes at most {info.max_positions}: {cut} tokens were cut"]
+
+
+_HELD: list[Any] = []  # one temporary file, reused: where fd 2 points while the tokenizer runs
+
+
+@contextlib.contextmanager
+def rust_output_held() -> Iterator[None]:
+    """Point file descriptor 2 at a temporary file while the (Rust) tokenizer runs. A Rust panic prints its message
+    straight to fd 2 before Python sees the PanicException; that text is dropped (the CLI says it in one line, from
+    the exception). Anything else written meanwhile goes to stderr afterwards, in order."""
+    import os
+    import sys
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no fd 2 (closed): nothing to hold
+        yield
+        return
+    if not _HELD:
+        _HELD.append(tempfile.TemporaryFile())
+    held = _HELD[0].fileno()
+    os.ftruncate(held, 0)
+    os.lseek(held, 0, os.SEEK_SET)
+    os.dup2(held, 2)
+    panicked = False
+    try:
+        yield
+    except BaseException as exc:
+        panicked = type(exc).__name__ == "PanicException"
+        raise
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        if not panicked and os.fstat(held).st_size:
+            os.lseek(held, 0, os.SEEK_SET)
+            while data := os.read(held, 1 << 16):
+                os.write(2, data)
+
+
+def tokenize(tokenizer: Any, *args: Any, **kwargs: Any) -> Any:
+    """`tokenizer(*args, **kwargs)`, with a Rust panic's own message kept off stderr (`rust_output_held`)."""
+    with rust_output_held():
+        return tokenizer(*args, **kwargs)
+
+
+def check_segment_ids(loaded: LoadedModel, largest: int, option: str) -> None:
+    """A one-line error when the tokenizer gives a token type the model's segment embedding has no row for (a BERT
+    with type_vocab_size=1 given a pair): the embedding lookup would fail with an IndexError."""
+    table = loaded.family.module(loaded.model, loaded.family.segment_embedding)
+    rows = getattr(table, "num_embeddings", None)
+    if isinstance(rows, int) and largest >= rows:
+        raise PosembError(
+            f"{loaded.info.name} has {rows} segment embedding row{'s' if rows != 1 else ''} "
+            f"(type_vocab_size={rows}) but its tokenizer gives sentence B token type {largest}: this model reads no "
+            f"sentence pairs; drop {option}"
+        )
 
 
 def _forward(loaded: LoadedModel, encoding: Any, hidden_states: bool = False) -> dict[str, Any]:
@@ -195,6 +256,7 @@ def _forward(loaded: LoadedModel, encoding: Any, hidden_states: bool = False) ->
     ]
     inputs = {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
     if "token_type_ids" in encoding and family.takes_segments(model):
+        check_segment_ids(loaded, int(encoding["token_type_ids"].max()), "--pair")
         inputs["token_type_ids"] = encoding["token_type_ids"]
     inputs = {k: v.to(loaded.device) for k, v in inputs.items()}
     try:

@@ -1,6 +1,7 @@
 """How text comes in: TEXT arguments, stdin and corpus files, read one line at a time, lazily, with one UTF-8 rule
-and one size limit (a line longer than MAX_LINE_BYTES is an error, so that /dev/zero or a 30 MB line never reaches
-the tokenizer)."""
+and one size limit: a line longer than MAX_LINE_BYTES is cut there (at a character boundary, with a warning; the
+model reads at most its maximum positions of tokens anyway), its rest read and dropped a piece at a time, so memory
+stays bounded; a line longer than MAX_SKIP_BYTES (/dev/zero, a binary file) is an error."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import itertools
 import os
 import stat
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from .errors import PosembError
 
@@ -19,7 +20,15 @@ if TYPE_CHECKING:
     from .partials import Shard
 
 MAX_LINE_BYTES = 1_000_000  # one text (a line, a TEXT argument); models read at most a few thousand tokens of it
-LINE_LIMIT = f"lines up to {MAX_LINE_BYTES // 10**6} MB"  # the limit as --help states it
+MAX_SKIP_BYTES = 256 * 2**20  # a longer line is an error: no text file has one (/dev/zero, a binary file)
+LINE_LIMIT = f"lines cut at {MAX_LINE_BYTES // 10**6} MB"  # the limit as --help states it
+
+
+def _print_warning(message: str) -> None:
+    print(f"Warning: {message}", file=sys.stderr, flush=True)
+
+
+WARN: list[Callable[[str], None]] = [_print_warning]  # the CLI puts its Output.warn here (--quiet silences it)
 T = TypeVar("T")
 
 
@@ -31,18 +40,41 @@ def decode_lines(stream: BinaryIO, name: str, encoding_errors: str = "strict") -
         yield number, decode_line(raw, number, name, encoding_errors)
 
 
-def raw_lines(stream: BinaryIO, name: str) -> Iterator[bytes]:
-    """The lines of a stream as bytes, line ends kept, never more than MAX_LINE_BYTES read at once: a longer line
-    (or /dev/zero) is an error naming the line."""
+def raw_lines(stream: BinaryIO, name: str, hasher: Any = None) -> Iterator[bytes]:
+    """The lines of a stream as bytes, line ends kept, never more than MAX_LINE_BYTES + 2 read at once. A longer line
+    is cut to its first MAX_LINE_BYTES bytes (less up to 3, to end on a whole UTF-8 character), with a warning naming
+    it; the rest is read and dropped. A line over MAX_SKIP_BYTES (/dev/zero) is an error. `hasher.update` sees every
+    byte read, the dropped ones too."""
     number = 0
     while raw := stream.readline(MAX_LINE_BYTES + 2):  # room for the line end (CR LF)
         number += 1
-        if len(raw.rstrip(b"\r\n")) > MAX_LINE_BYTES:
-            raise PosembError(
-                f"{name} line {number} is longer than {MAX_LINE_BYTES:,} bytes, posemb's limit for one text; "
-                "split it into lines"
-            )
-        yield raw
+        if hasher is not None:
+            hasher.update(raw)
+        if len(raw.rstrip(b"\r\n")) <= MAX_LINE_BYTES:
+            yield raw
+            continue
+        end = MAX_LINE_BYTES
+        while end > 0 and raw[end] & 0xC0 == 0x80:  # a UTF-8 continuation byte: the character began before the cut
+            end -= 1
+        kept, total = raw[:end], len(raw)
+        while not raw.endswith(b"\n"):
+            raw = stream.readline(MAX_LINE_BYTES)
+            if not raw:
+                break
+            total += len(raw)
+            if hasher is not None:
+                hasher.update(raw)
+            if total > MAX_SKIP_BYTES:
+                raise PosembError(
+                    f"{name} line {number} is longer than {MAX_SKIP_BYTES:,} bytes: not a text file? (posemb reads "
+                    f"the first {MAX_LINE_BYTES:,} bytes of a long line and skips the rest, up to that limit)"
+                )
+        length = total - (2 if raw.endswith(b"\r\n") else 1 if raw.endswith(b"\n") else 0)
+        WARN[0](
+            f"{name} line {number} is {length:,} bytes long: posemb read its first {end:,} bytes and skipped the rest "
+            "(a model reads at most its maximum positions of tokens anyway)"
+        )
+        yield kept + b"\n"
 
 
 def decode_line(raw: bytes, number: int, name: str, encoding_errors: str = "strict") -> str:
@@ -72,9 +104,8 @@ class CountedLines:
         return self._hash.hexdigest()
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
-        for raw in raw_lines(self.stream, self.name):
+        for raw in raw_lines(self.stream, self.name, self._hash):  # hashes every byte read, a cut line's rest too
             self.lines += 1
-            self._hash.update(raw)
             yield self.lines, raw
 
     def skip(self, count: int) -> None:
@@ -175,8 +206,16 @@ def count_lines(path: str, shard: Shard | None = None) -> int | None:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None
         with open(path, "rb") as handle:
-            lines = iter(lambda: handle.readline(MAX_LINE_BYTES + 2), b"")
-            return sum(1 for k, line in enumerate(lines, start=1) if (shard is None or shard.takes(k)) and line.strip())
+            count, number, blank = 0, 0, True  # number: the line being read (from 1); blank: nothing but spaces so far
+            while piece := handle.readline(MAX_LINE_BYTES + 2):
+                blank = blank and not piece.strip()
+                if piece.endswith(b"\n"):
+                    number += 1
+                    count += (shard is None or shard.takes(number)) and not blank
+                    blank = True
+            if not blank:  # a last line without a line end
+                count += shard is None or shard.takes(number + 1)
+            return count
     except OSError:
         return None
 

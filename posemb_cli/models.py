@@ -128,6 +128,8 @@ def read_config(path: Path) -> dict[str, Any]:
         config = json.loads(where.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise PosembError(f"cannot read {where}: {exc}") from None
+    except RecursionError:  # deeply nested JSON ([[[[...]]]]): the parser runs out of stack
+        raise PosembError(f"cannot read {where}: its JSON is nested too deeply") from None
     check_config(config, where)
     return config
 

@@ -38,20 +38,25 @@ Pattern (after Kovaleva et al. 2019, "Revealing the Dark Secrets of BERT"), from
 vertical if cls + sep ≥ 0.5 (half the mass on special tokens); diagonal if self + prev + next ≥ 0.5 (the larger of
 the two wins if both hold); otherwise, with pairs, block if within ≥ 0.8; otherwise heterogeneous.
 
-How it runs: lines are read lazily, `CHUNK_BATCHES × batch_size` at a time; each chunk is tokenized, sorted by
-length and cut into batches, so padding stays small (the result does not depend on the order of the lines). A
+How it runs: lines are read lazily, one block of `partials.BLOCK_LINES` lines at a time (fixed by the line numbers:
+block b is lines b·BLOCK_LINES .. from 0, blank lines counted); each block is tokenized, sorted by length and cut
+into batches, so padding stays small. A
 forward hook on each layer's attention module (registry: `Family.attention_module`) reduces that layer's maps to
 per-head sums at once, in torch on the model's device, a few heads at a time, into float64 accumulators; the model
 is called without `output_attentions`, so no layer's maps outlive their layer. Peak memory grows with one layer's
 maps, not with the number of layers.
 
-Pieces. `run_shard` (`--shard I/N`) reads every line but sums only its shard's; `partials.merge` adds the float64
-sums and counts of the shards, so a merge equals one run up to float64 rounding, given the same attention for each
-text. A text's attention is the same in every run when it runs alone (`--batch-size 1`); in a batch, the forward
-pass's float32 rounding can depend on the batch's shape (about 1e-7 of a value), which no merge can undo. The
-running sums change only after whole batches, as a new `_State`, so that Ctrl-C mid-batch leaves a consistent
-state to save (`--checkpoint`); a resumed run re-reads the chunk it stopped in and skips the batches already summed,
-so it adds the same batches in the same order as an uninterrupted run. The partial file format is in `partials.py`.
+Pieces. `run_shard` (`--shard I/N`) reads every line but sums only the blocks of its shard (`partials.Shard`:
+block b when b mod N = I); `partials.merge` adds the float64 sums and counts of the shards. Since shards never cut
+a block, and a block is sorted and batched by itself, every text runs in the same batch, of the same shape, in
+every split of the corpus: the forward pass gives the same float32 numbers, and a merge differs from one run only
+by the order of the float64 additions of the batch sums (about 1e-16 relative). (Batching across a shard's own
+lines, as posemb 0.4 did, let a text's batch depend on the split: the float32 rounding of a batched forward pass
+depends on the batch's shape, up to 1e-6 relative.) The same --batch-size must be used for every piece; a
+model whose position encoding depends on the padded length runs one text at a time anyway. The running sums change
+only after whole batches, as a new `_State`, so that Ctrl-C mid-batch leaves a consistent state to save
+(`--checkpoint`); a resumed run re-reads the block it stopped in and skips the batches already summed, so it adds
+the same batches in the same order as an uninterrupted run. The partial file format is in `partials.py`.
 """
 
 from __future__ import annotations
@@ -69,9 +74,9 @@ from typing import Any, Union
 import numpy as np
 
 from . import attention, partials
-from .core import index_ranges, nonfinite_warning
+from .core import check_segment_ids, index_ranges, nonfinite_warning, tokenize
 from .errors import PosembError, PosembUsageError
-from .lines import CountedLines, decode_line
+from .lines import CountedLines, chunks, decode_line
 from .models import LoadedModel, ModelInfo
 from .partials import Partial, Shard, merge, read_partial
 
@@ -85,7 +90,6 @@ DIAGONAL_THRESHOLD = 0.5  # self + prev + next
 BLOCK_THRESHOLD = 0.8  # within, pairs only
 DEFAULT_SINK_K = 4
 DEFAULT_BATCH_SIZE = 32
-CHUNK_BATCHES = 64  # batches read and length-sorted together
 # Attention values reduced at once (a block of heads × query rows): bounds the reduction's temporaries. Small on the
 # CPU (4 MB: cache-friendly, and far below one layer of long texts); large on accelerators, where launches cost.
 BLOCK_ELEMENTS = {"cpu": 1 << 20, "accelerator": 1 << 25}
@@ -174,30 +178,45 @@ def pattern(row: dict[str, Any], pairs: bool) -> str:
     return "heterogeneous"
 
 
-def read_items(
-    lines: Iterable[tuple[int, bytes]],
-    name: str,
-    pairs: bool = False,
-    encoding_errors: str = "strict",
-    shard: Shard | None = None,
-) -> Iterator[Item]:
-    """The texts of numbered raw lines (e.g. `lines.CountedLines(stream)`), lazily, without their line ends; with
-    `pairs`, (A, B) split at the first tab; with `shard`, only that shard's lines (the others are not decoded).
+def read_item(raw: bytes, number: int, name: str, pairs: bool = False, encoding_errors: str = "strict") -> Item:
+    """The text of raw line `number` (from 1) of `name`, without its line end; with `pairs`, (A, B) split at the first
+    tab. An empty line is "" (or ("", "")); the accumulation skips and counts it."""
+    line = decode_line(raw, number, name, encoding_errors)
+    if not pairs:
+        return line
+    if not line.strip():
+        return ("", "")
+    first, tab, second = line.partition("\t")
+    if not tab:
+        raise PosembError(f"{name} line {number} has no tab: --pairs reads one pair 'A<TAB>B' per line")
+    return (first, second)
 
-    Empty lines are passed on (as "" or ("", "")); the accumulation skips and counts them."""
-    for number, raw in lines:
-        if shard is not None and not shard.takes(number):
-            continue
-        line = decode_line(raw, number, name, encoding_errors)
-        if not pairs:
-            yield line
-        elif not line.strip():
-            yield ("", "")
-        else:
-            first, tab, second = line.partition("\t")
-            if not tab:
-                raise PosembError(f"{name} line {number} has no tab: --pairs reads one pair 'A<TAB>B' per line")
-            yield (first, second)
+
+@dataclass
+class _Block:
+    """The texts of one block of lines, and where it starts in the corpus ({} when the texts come from elsewhere)."""
+
+    items: list[Item]
+    start: dict[str, Any] = field(default_factory=dict)
+
+
+def read_blocks(
+    reader: CountedLines, name: str, shard: Shard, pairs: bool = False, encoding_errors: str = "strict"
+) -> Iterator[_Block]:
+    """The blocks of `shard.block` lines of a corpus that `shard` takes, lazily: each is yielded as soon as its last
+    line is read (so `reader` then stands at its end). The lines of other shards' blocks are read and hashed, not
+    decoded."""
+    items: list[Item] = []
+    start = {"lines": reader.lines, "sha256": reader.sha256()}
+    for number, raw in reader:
+        if shard.takes(number):
+            items.append(read_item(raw, number, name, pairs, encoding_errors))
+        if number % shard.block == 0:
+            if items:
+                yield _Block(items, start)
+            items, start = [], {"lines": reader.lines, "sha256": reader.sha256()}
+    if items:
+        yield _Block(items, start)
 
 
 def corpus_stats(
@@ -220,7 +239,8 @@ def corpus_stats(
         if on_batch is not None and state.batches:
             on_batch(state.counts["texts"])
 
-    state = _accumulate(loaded, iter(items), None, settings, None, on_state)
+    blocks = (_Block(chunk) for chunk in chunks(items, partials.BLOCK_LINES))
+    state = _accumulate(loaded, blocks, None, settings, None, on_state)
     return _result(loaded.info, _sums(state), state.counts, settings)
 
 
@@ -242,12 +262,15 @@ def run_shard(
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
     on_batch: Callable[[int], None] | None = None,
     fingerprint: bool = True,
+    block_lines: int = partials.BLOCK_LINES,
 ) -> Partial:
     """The sums of one shard of a corpus file (`-`: stdin), as `posemb stats FILE --shard I/N --partial FILE`.
 
-    `shard` "I/N" (or (I, N)) takes line k (from 0, blank lines counted) when k mod N = I. `model` is a name or folder,
-    loaded here on `device` in `dtype`, or a LoadedModel. The other options are those of `corpus_stats`. Returns a
-    `Partial` (its `.stats()` are the numbers `posemb stats` prints); with `partial`, also writes it there.
+    `shard` "I/N" (or (I, N)) takes block b of `block_lines` lines (block b: lines b·block_lines .. (b + 1)·block_lines
+    − 1, from 0, blank lines counted) when b mod N = I; every piece of a corpus must use the same `block_lines` (the
+    header records it; `merge` checks it) and, for merges equal to one run, the same `batch_size`. `model` is a name
+    or folder, loaded here on `device` in `dtype`, or a LoadedModel. The other options are those of `corpus_stats`.
+    Returns a `Partial` (its `.stats()` are the numbers `posemb stats` prints); with `partial`, also writes it there.
 
     `checkpoint`: if that file exists, continue the run it holds (refused, naming the difference, if it was made
     with another corpus, model or option); save the state there every `checkpoint_texts` texts or
@@ -262,7 +285,7 @@ def run_shard(
     for path in (partial, checkpoint):
         if path is not None:
             check_writable(Path(path))
-    shard = Shard.parse(shard)
+    shard = Shard.parse(shard, block_lines)
     loaded = model if isinstance(model, LoadedModel) else load(model, device=device, dtype=dtype)
     settings = _settings(loaded, pairs, batch_size, max_length, sink_k)
     digest = model_fingerprint(loaded.info.path) if fingerprint or partial or checkpoint else None
@@ -273,7 +296,7 @@ def run_shard(
         if resumed is not None:
             _check_resume(resumed, Partial(header, {}, source="this run"))
         reader = CountedLines(stream, name)
-        items = read_items(reader, name, pairs, encoding_errors, shard)
+        blocks = read_blocks(reader, name, shard, pairs, encoding_errors)
         start = None
         if resumed is not None:
             _skip_to(reader, resumed, name)
@@ -287,7 +310,7 @@ def run_shard(
                 on_batch(state.counts["texts"])
 
         try:
-            state = _accumulate(loaded, items, reader, settings, start, on_state)
+            state = _accumulate(loaded, blocks, reader, settings, start, on_state)
         except KeyboardInterrupt:
             saver.save()
             raise
@@ -345,23 +368,27 @@ class _State:
 
 def _accumulate(
     loaded: LoadedModel,
-    items: Iterator[Item],
+    blocks: Iterator[_Block],
     reader: CountedLines | None,
     settings: _Settings,
     state: _State | None,
     on_state: Callable[[_State], None],
 ) -> _State:
-    """Add the texts of `items` to `state` (None: from zero) batch by batch; `on_state` sees every new state.
+    """Add the texts of `blocks` to `state` (None: from zero) batch by batch; `on_state` sees every new state.
 
-    `reader`, the CountedLines that `items` come from (None for texts from elsewhere), tells where each chunk starts.
-    A state that stopped inside a chunk (batches > 0) goes on by reading that chunk again and skipping the batches
-    already summed; that chunk's truncated and skipped texts are in its counts already."""
+    Each block is sorted by length (a stable sort: equal lengths keep the order of the lines) and cut into batches
+    by itself, so that its batches are the same whichever other blocks a run reads. `reader`, the CountedLines that
+    the blocks come from (None for texts from elsewhere), tells where each block ends. A state that stopped inside a
+    block (batches > 0) goes on by reading that block again and skipping the batches already summed; that block's
+    truncated and skipped texts are in its counts already."""
     import torch
 
     pairs, batch_size, limit, sink_k = settings.pairs, settings.batch_size, settings.limit, settings.sink_k
     causal = loaded.family.causal
-    chunk_size = CHUNK_BATCHES * batch_size
     skip = 0 if state is None else state.batches
+    # Resumed inside a block (a checkpoint is always inside one, even with 0 batches done): that block's skipped
+    # and truncated texts are in the counts already.
+    inside = state is not None and state.chunk_lines > 0
 
     def cursor() -> dict[str, Any]:
         return {"lines": reader.lines, "sha256": reader.sha256()} if reader is not None else {}
@@ -369,19 +396,18 @@ def _accumulate(
     with torch.inference_mode():
         reducer = _Reducer(loaded, pairs)
         state = reducer.adopt(state) if state is not None else reducer.zero_state()
-        where = cursor()
         with reducer.hooked():
-            while chunk := list(itertools.islice(items, chunk_size)):
+            for block in blocks:
                 end = {f"chunk_{key}": value for key, value in cursor().items()}
-                if skip and end and end != {"chunk_lines": state.chunk_lines, "chunk_sha256": state.chunk_sha256}:
+                if inside and end and end != {"chunk_lines": state.chunk_lines, "chunk_sha256": state.chunk_sha256}:
                     raise PosembError(
                         f"the corpus changed: lines {state.lines + 1}..{state.chunk_lines} are not the ones the "
                         "checkpoint read"
                     )
                 counts = dict(state.counts)
-                encoded = _encode(loaded, chunk, pairs, limit, dict(counts) if skip else counts)
+                encoded = _encode(loaded, block.items, pairs, limit, dict(counts) if inside else counts)
                 encoded.sort(key=lambda e: len(e.ids))  # length buckets: each batch pads to nearly its own length
-                state = dataclasses.replace(state, counts=counts, batches=skip, **where, **end)
+                state = dataclasses.replace(state, counts=counts, batches=skip, **block.start, **end)
                 on_state(state)
                 for number, start in enumerate(range(0, len(encoded), batch_size)):
                     if number < skip:
@@ -397,7 +423,7 @@ def _accumulate(
                     state = reducer.add(state, counts, batches=number + 1)
                     on_state(state)
                 reducer.check_rows()
-                skip, where = 0, cursor()
+                skip, inside = 0, False
         reducer.check_layers()
     return dataclasses.replace(state, batches=0, chunk_lines=0, chunk_sha256="", **cursor())
 
@@ -439,7 +465,7 @@ def _header(
             "dtype": loaded.dtype,
             "encoding_errors": encoding_errors,
         },
-        "shards": {"count": shard.count, "indices": [shard.index]},
+        "shards": {"count": shard.count, "indices": [shard.index], "block_lines": shard.block},
         "corpus": {"name": corpus, "lines": 0, "sha256": ""},
         "complete": False,
         "resume": None,
@@ -617,7 +643,8 @@ def _tokenize(loaded: LoadedModel, items: list[Item], pairs: bool, max_length: i
     firsts = [item[0] for item in items] if pairs else items
     seconds = [item[1] for item in items] if pairs else None
     try:
-        return loaded.tokenizer(
+        return tokenize(
+            loaded.tokenizer,
             firsts,
             seconds,
             truncation="longest_first" if max_length is not None else False,
@@ -689,6 +716,7 @@ def _collate(batch: list[_Encoded], loaded: LoadedModel, pairs: bool, sink_k: in
     device = loaded.device
     inputs = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(real.astype(np.int64))}
     if batch[0].type_ids is not None and loaded.family.takes_segments(loaded.model):
+        check_segment_ids(loaded, int(type_ids.max()), "--pairs")
         inputs["token_type_ids"] = torch.from_numpy(type_ids)
     return _Batch(
         inputs={k: v.to(device) for k, v in inputs.items()},

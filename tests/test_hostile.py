@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_posemb
 
 LIMIT_S = 20  # every crafted folder is refused in well under this (num_hidden_layers=100000 used to take minutes)
 
@@ -275,10 +275,9 @@ def test_lapack_metrics_take_non_finite_input():
 # ------------------------------------------------------------------------------------------ 5. tokenizer panics
 
 
-def test_tokenizer_panic_is_one_line(tiny_models, tmp_path, deadline):
+def _panicking_tokenizer(folder: Path) -> None:
     """A lookahead with nested repetition makes Oniguruma hit its retry limit on a run of "a"; tokenizers (0.23)
     unwraps that error, a Rust panic, raised in Python as pyo3_runtime.PanicException (a BaseException)."""
-    folder = _copy(tiny_models, "GPT-2", tmp_path)  # its tokenizer.json is loaded as it is (TokenizersBackend)
     spec = json.loads((folder / "tokenizer.json").read_text())
     spec["pre_tokenizer"] = {
         "type": "Split",
@@ -287,8 +286,40 @@ def test_tokenizer_panic_is_one_line(tiny_models, tmp_path, deadline):
         "invert": False,
     }
     (folder / "tokenizer.json").write_text(json.dumps(spec))
+
+
+def test_tokenizer_panic_is_one_line(tiny_models, tmp_path, deadline):
+    folder = _copy(tiny_models, "GPT-2", tmp_path)  # its tokenizer.json is loaded as it is (TokenizersBackend)
+    _panicking_tokenizer(folder)
     line = _one_line_error(run_cli("inspect", "a" * 200, "-m", str(folder)))
     assert line.startswith("Error: the tokenizer library failed (Rust panic:") and "retry-limit" in line
+
+
+def _panicking_processes() -> list[tuple[int, str]]:
+    """Real processes (Rust writes its panic message to file descriptor 2 itself, which run_cli does not capture):
+    inspect and stats, each tokenizing a run of "a" with the panicking tokenizer."""
+    import tempfile
+
+    from conftest import tiny_model_folder
+
+    work = Path(tempfile.mkdtemp(prefix="posemb-panic-"))
+    folder = work / "gpt2"
+    shutil.copytree(tiny_model_folder("GPT-2"), folder)
+    _panicking_tokenizer(folder)
+    results = []
+    for args, stdin in ((["inspect", "a" * 200], None), (["stats", "-"], b"a b\n" + b"a" * 200 + b"\n")):
+        proc = run_posemb(*args, "-m", str(folder), input=stdin)
+        results.append((proc.returncode, proc.stderr.decode()))
+    shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+@pytest.mark.early(job=_panicking_processes, tiny_models=True)
+def test_tokenizer_panic_in_a_real_process_prints_only_posembs_line(early):
+    for code, stderr in early:
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert code == 1 and len(lines) == 1, stderr
+        assert lines[0].startswith("Error: the tokenizer library failed (Rust panic:") and "panicked" not in stderr
 
 
 # ------------------------------------------------------------------------------------------ 8. posemb models
@@ -310,6 +341,7 @@ def test_models_survives_broken_cache_entries(tiny_models, tmp_path, monkeypatch
     good = repo("someone/tiny-bert")
     shutil.copy(tiny_models["BERT"] / "config.json", good / "config.json")
     (repo("someone/bad-json") / "config.json").write_text("{not json")
+    (repo("someone/deep-json") / "config.json").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
     os.mkfifo(repo("someone/fifo-config") / "config.json")
     (cache / "models--someone--not-a-repo").mkdir()  # no snapshots folder: huggingface_hub calls it corrupted
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
@@ -317,9 +349,10 @@ def test_models_survives_broken_cache_entries(tiny_models, tmp_path, monkeypatch
     result = run_cli("models", "--json")
     assert result.exit_code == 0, result.stderr
     names = [row["name"] for row in json.loads(result.stdout)]
-    assert "someone/tiny-bert" in names and not any("bad" in n or "fifo" in n for n in names)
+    assert "someone/tiny-bert" in names and not any("bad" in n or "fifo" in n or "deep" in n for n in names)
     warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
     assert any("someone/bad-json" in w and "cannot read" in w for w in warnings), warnings
+    assert any("someone/deep-json" in w and "its JSON is nested too deeply" in w for w in warnings), warnings
     assert any("someone/fifo-config" in w and "not a regular file" in w for w in warnings), warnings
     assert any("not-a-repo" in w for w in warnings), warnings
 
@@ -394,3 +427,43 @@ def test_pair_without_segment_embedding_warns(tiny_models, family, expected):
     result = run_cli("inspect", "hello", "--pair", "world", "-m", str(tiny_models[family]), "--json")
     warnings = [w for w in json.loads(result.stdout)["warnings"] if "segment embedding" in w]
     assert warnings == ([] if expected is None else [f"{tiny_models[family]} {expected}"])
+
+
+def test_out_of_memory_is_one_line_that_says_what_would_fit(tiny_models, monkeypatch):
+    """torch's CPU allocator raises RuntimeError("... can't allocate memory: you tried to allocate N bytes ..."),
+    Python's a MemoryError: either is one line with the size asked and the options that make it smaller."""
+    from posemb_cli import core, stats
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to "
+            "allocate 123480309760 bytes. Error code 12 (Cannot allocate memory)"
+        )
+
+    monkeypatch.setattr(core, "_forward", no_memory)
+    line = _one_line_error(run_cli("inspect", "hello world", "-m", str(tiny_models["BERT"])))
+    assert line.startswith("Error: out of memory (posemb asked for 115.0 GiB at once; ")
+    assert "GiB of memory are free" in line
+    assert "what would fit is a shorter text" in line
+
+    def memory_error(self, batch):
+        raise MemoryError
+
+    monkeypatch.setattr(stats._Reducer, "run", memory_error)
+    line = _one_line_error(run_cli("stats", "-", "-m", str(tiny_models["BERT"]), input="hello world\n"))
+    assert line.startswith("Error: out of memory (") and "a smaller --batch-size or --max-length" in line
+
+
+def test_one_segment_row_with_a_pair_is_one_line(tiny_models, tmp_path):
+    """BERT with type_vocab_size=1 (config and weights agree): its tokenizer gives sentence B token type 1, a row
+    the segment embedding does not have (transformers: IndexError)."""
+    folder = _copy(tiny_models, "BERT", tmp_path)
+    _edit_config(folder, type_vocab_size=1)
+    key = "embeddings.token_type_embeddings.weight"
+    _edit_weights(folder, lambda state: state.update({key: state[key][:1].clone()}))
+    assert run_cli("inspect", "hello", "-m", str(folder)).exit_code == 0  # one sentence: fine
+    expected = f"Error: {folder} has 1 segment embedding row (type_vocab_size=1) but its tokenizer gives sentence B"
+    line = _one_line_error(run_cli("inspect", "hello", "--pair", "world", "-m", str(folder)))
+    assert line.startswith(expected) and line.endswith("drop --pair")
+    line = _one_line_error(run_cli("stats", "-", "--pairs", "-m", str(folder), input="hello\tworld\n"))
+    assert line.startswith(expected) and line.endswith("drop --pairs")

@@ -95,24 +95,70 @@ def test_enum_errors_name_the_values_without_pydantic_prefix():
 # ------------------------------------------------------------------------------ 4. input streams
 
 
-def test_a_30_mb_line_is_refused_after_the_lines_before_it():
-    """The earlier lines of the batch are answered first (the error comes after them), and the long line never
-    reaches the tokenizer."""
-    data = b"first\nsecond\n" + b"a" * 30_000_000 + b"\nlast\n"
-    result = run_cli("inspect", "-", "--format", "jsonl", input=data)
-    assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == ["first", "second"]
-    line = _one_line_error(result)
-    assert "stdin line 3 is longer than 1,000,000 bytes" in line
+def test_a_10_mb_line_is_cut_with_a_warning(tiny_models):
+    """Read up to 1 MB (on a character boundary: "é" is 2 bytes), the rest skipped; the tokenizer then cuts the text
+    to the model's positions, as for any long text. The lines after it are read as usual."""
+    data = b"first\n" + "é".encode() + b"attention positions " * 500_000 + b"\nlast\n"
+    result = run_cli("inspect", "-", "--format", "jsonl", "-m", str(tiny_models["BERT"]), input=data)
+    assert result.exit_code == 0, result.stderr
+    texts = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [t["text"] for t in texts[::2]] == ["first", "last"] and len(texts) == 3
+    assert texts[1]["text"] == ("é" + "attention positions " * 50_000)[: 1 + 999_998]  # 999,998 bytes after é
+    assert len(texts[1]["tokens"]) == 64  # the tiny BERT's maximum positions
+    assert (
+        "Warning: stdin line 2 is 10,000,002 bytes long: posemb read its first 1,000,000 bytes and skipped the rest"
+        in result.stderr
+    )
+
+
+def test_a_long_line_is_read_in_bounded_memory():
+    """A 50 MB line from a stream that never holds it: at most a few MB are allocated while it is cut and skipped;
+    the hash of the lines still covers every byte."""
+    import hashlib
+    import tracemalloc
+
+    from posemb_cli.lines import CountedLines
+
+    size = 50_000_000
+
+    class Stream(io.RawIOBase):
+        def __init__(self):
+            self.left = size
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            if self.left < 0:
+                return 0
+            n = min(len(buffer), self.left) if self.left else 0
+            buffer[:n] = b"a" * n
+            if self.left == 0:
+                buffer[:5] = b"\nend\n"[:5]
+                self.left = -1
+                return 5
+            self.left -= n
+            return n
+
+    tracemalloc.start()
+    reader = CountedLines(io.BufferedReader(Stream()), "stream")
+    lines = [raw for _, raw in reader]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [len(raw) for raw in lines] == [1_000_001, 4]
+    assert peak < 8_000_000, peak
+    assert reader.sha256() == hashlib.sha256(b"a" * size + b"\nend\n").hexdigest()
 
 
 def test_dev_zero_as_stdin_ends_with_an_error(monkeypatch):
-    """The device itself as stdin (typer's test runner takes only bytes, so stdin is swapped here)."""
+    """The device itself as stdin (typer's test runner takes only bytes, so stdin is swapped here): it has no line
+    end, so it is skipped up to the limit of a line, then refused."""
     from posemb_cli.errors import PosembError
     from posemb_cli.lines import read_texts
 
     with open("/dev/zero", "rb") as zero:
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(zero))
-        with pytest.raises(PosembError, match="stdin line 1 is longer than 1,000,000 bytes"):
+        with pytest.raises(PosembError, match="stdin line 1 is longer than 268,435,456 bytes: not a text file"):
             next(read_texts(["-"]))
 
 

@@ -242,7 +242,7 @@ def test_torch_statistics_agree_with_numpy():
 
 def test_lines_are_read_lazily(tiny_models):
     """Only a chunk of lines is read ahead of the first batch; a huge file is never held in memory."""
-    from posemb_cli.stats import CHUNK_BATCHES
+    from posemb_cli.partials import BLOCK_LINES
 
     loaded = load(str(tiny_models["BERT"]))
     pulled, at_first_batch = [0], []
@@ -258,13 +258,13 @@ def test_lines_are_read_lazily(tiny_models):
     def on_batch(done: int) -> None:
         if not at_first_batch:
             at_first_batch.append(pulled[0])
-        if done >= 2 * CHUNK_BATCHES * 2:
+        if done > BLOCK_LINES:  # the first batch of the second block
             raise Stop
 
     with pytest.raises(Stop):
-        corpus_stats(loaded, lines(), batch_size=2, on_batch=on_batch)
-    assert at_first_batch == [CHUNK_BATCHES * 2]
-    assert pulled[0] <= 3 * CHUNK_BATCHES * 2
+        corpus_stats(loaded, lines(), batch_size=32, on_batch=on_batch)
+    assert at_first_batch == [BLOCK_LINES]
+    assert pulled[0] == 2 * BLOCK_LINES
 
 
 def test_one_token_texts_have_no_neighbours(tiny_models):
