@@ -7,7 +7,6 @@ Nothing here knows about Typer, rich or matplotlib.
 from __future__ import annotations
 
 import contextlib
-import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
