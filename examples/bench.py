@@ -19,6 +19,15 @@ with POSEMB_SERVER=off, so a server the user has running changes nothing.
   process. Each child loads the model, warms up on a short text, resets the kernel's peak-RSS mark
   (/proc/self/clear_refs) and reports peak RSS minus the RSS at that point. A third child runs the bare forward pass
   (no attention kept) so that the row shows what each side needs beyond the model's own forward.
+
+`posemb extrapolate` gets one row: 6 RoPE variants (as-trained, linear:2, linear:4, dynamic:4, yarn:4, llama3:4) at
+window lengths 128 and 512 on 150,000 characters of `pydoc_data.topics`, on the example model of
+examples/train_tiny_lm.py (untrained: the time is the same), against the loop a user writes: per variant, load the
+model with that `rope_parameters` in its config, then one forward with `labels=` per window (`PLAIN_EXTRAPOLATE`).
+Whole processes, alternating; the perplexities of both sides are compared.
+
+POSEMB_BENCH_ROWS=extrapolate,help (names: help, inspect, warm, stats, shards, memory, extrapolate) runs only those
+rows; POSEMB_BENCH_RUNS sets the runs per side.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import time
 import unicodedata
 
 RUNS = int(os.environ.get("POSEMB_BENCH_RUNS", "5"))
+ROWS = [row for row in os.environ.get("POSEMB_BENCH_ROWS", "").split(",") if row]  # empty: every row
 TEXT = "Position matters, and so does order."
 STATS_TEXTS, STATS_BATCH, SINK_K = 1000, 32, 4
 DEEP = dict(layers=16, heads=4, hidden=64, tokens=2048)
@@ -434,6 +444,77 @@ def stats_memory() -> tuple[str, str, str, float, str, str]:
     )
 
 
+# ---------------------------------------------------------------- posemb extrapolate
+
+EXTRAPOLATE_VARIANTS = {  # posemb's --variant -> the rope_parameters a user writes into the config
+    "as-trained": {"rope_type": "default"},
+    "linear:2": {"rope_type": "linear", "factor": 2.0},
+    "linear:4": {"rope_type": "linear", "factor": 4.0},
+    "dynamic:4": {"rope_type": "dynamic", "factor": 4.0},
+    "yarn:4": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128},
+    "llama3:4": {
+        "rope_type": "llama3",
+        "factor": 4.0,
+        "original_max_position_embeddings": 128,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+    },
+}
+EXTRAPOLATE_LENGTHS = (128, 512)
+PLAIN_EXTRAPOLATE = """
+import json, math, sys, torch, transformers
+path, text_file, lengths, variants = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+ids = torch.tensor(tokenizer(open(text_file).read(), add_special_tokens=False)["input_ids"])
+out = {}
+for name, rope in variants.items():
+    config = transformers.AutoConfig.from_pretrained(path)
+    config.rope_parameters = {"rope_theta": 10000.0, **rope}
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, config=config).eval()
+    out[name] = {}
+    for n in lengths:
+        losses = []
+        with torch.no_grad():
+            for start in range(0, len(ids) - n + 1, n):
+                window = ids[start : start + n][None]
+                losses.append(float(model(input_ids=window, labels=window).loss))
+        out[name][str(n)] = math.exp(sum(losses) / len(losses))
+print(json.dumps(out))
+"""
+
+
+def extrapolate_row(posemb: list[str]) -> tuple[str, str, str, float, str, str]:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import train_tiny_lm
+
+    with tempfile.TemporaryDirectory() as folder:
+        model = train_tiny_lm.DEFAULT_OUT
+        if not (model / "config.json").exists():
+            model = train_tiny_lm.build(train_tiny_lm.Path(folder) / "lm", steps=0)
+        text = os.path.join(folder, "text.txt")
+        with open(text, "w", encoding="utf-8") as handle:
+            handle.write(train_tiny_lm.topics_text()[0][:150_000])
+        plain_script = os.path.join(folder, "plain_extrapolate.py")
+        with open(plain_script, "w", encoding="utf-8") as handle:
+            handle.write(PLAIN_EXTRAPOLATE)
+        lengths = ",".join(map(str, EXTRAPOLATE_LENGTHS))
+        ours = [*posemb, "extrapolate", text, "-m", str(model), "--lengths", lengths, "--json"]
+        ours += [f"--variant={name}" for name in EXTRAPOLATE_VARIANTS]
+        plain = [sys.executable, plain_script, str(model), text, json.dumps(EXTRAPOLATE_LENGTHS)]
+        plain.append(json.dumps(EXTRAPOLATE_VARIANTS))
+        name, a, b, ratio, target = compare("posemb extrapolate, 6 variants vs plain loop", ours, plain, "<= 0.5x")
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "POSEMB_SERVER": "off"}
+        report = json.loads(subprocess.run(ours, env=env, capture_output=True, text=True, check=True).stdout)
+        expected = json.loads(subprocess.run(plain, env=env, capture_output=True, text=True, check=True).stdout)
+        worst = max(
+            abs(v["perplexity"][n] - expected[v["name"]][n]) / expected[v["name"]][n]
+            for v in report["variants"]
+            for n in v["perplexity"]
+        )
+    note = f"extrapolate: largest relative difference of the perplexities, posemb vs the plain loop: {worst:.1e}"
+    return name, f"{a:.3f} s", f"{b:.3f} s", ratio, target, note
+
+
 # ---------------------------------------------------------------- the table
 
 
@@ -442,25 +523,34 @@ def main() -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as handle:
         handle.write(PLAIN_INSPECT)
         plain_script = handle.name
-    rows = []
-    for name, a, b, ratio, target in [
-        compare(
+    process_rows = {
+        "help": lambda: compare(
             "posemb --help vs python -c 'import typer'",
             [*posemb, "--help"],
             [sys.executable, "-c", "import typer"],
             "<= 1.5x",
         ),
-        compare(
+        "inspect": lambda: compare(
             "posemb inspect TEXT vs plain transformers script",
             [*posemb, "inspect", TEXT],
             [sys.executable, plain_script, TEXT],
             "<= 1.0x",
         ),
-        warm_inspect(posemb, plain_script),
-    ]:
-        rows.append((name, f"{a:.3f} s", f"{b:.3f} s", ratio, target, None))
+        "warm": lambda: warm_inspect(posemb, plain_script),
+    }
+    rows = []
+    for key, row in process_rows.items():
+        if not ROWS or key in ROWS:
+            name, a, b, ratio, target = row()
+            rows.append((name, f"{a:.3f} s", f"{b:.3f} s", ratio, target, None))
     os.unlink(plain_script)
-    rows += [stats_throughput(), stats_shards(), stats_memory()]
+    more = {
+        "stats": stats_throughput,
+        "shards": stats_shards,
+        "memory": stats_memory,
+        "extrapolate": lambda: extrapolate_row(posemb),
+    }
+    rows += [row() for key, row in more.items() if not ROWS or key in ROWS]
     print(f"{'benchmark':<52} {'posemb':>9} {'plain':>9} {'ratio':>7}  target")
     for name, a, b, ratio, target, _ in rows:
         print(f"{name:<52} {a:>9} {b:>9} {ratio:>6.2f}x  {target}")

@@ -105,10 +105,10 @@ def build(out: Path, steps: int, batch: int = 32, seed: int = 0) -> Path:
     training, held_out = topics_text()
     tokenizer = train_tokenizer(training)
     model = make_model(len(tokenizer), seed)
-    ids = torch.tensor(tokenizer(training, add_special_tokens=False)["input_ids"])
     params = sum(p.numel() for p in model.parameters())
-    print(f"{params / 1e6:.2f}M parameters, {len(ids)} training tokens, context {CONTEXT}", flush=True)
     if steps:
+        ids = torch.tensor(tokenizer(training, add_special_tokens=False)["input_ids"])
+        print(f"{params / 1e6:.2f}M parameters, {len(ids)} training tokens, context {CONTEXT}", flush=True)
         train(model, ids, steps, batch, seed)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

@@ -125,13 +125,16 @@ def parse_bins(text: str) -> tuple[str, int]:
     return spacing, int(count)
 
 
-def bin_edges(spacing: str, count: int, length: int) -> list[tuple[int, int]]:
+def bin_edges(spacing: str, count: int, length: int, training: int | None = None) -> list[tuple[int, int]]:
     """Position bins [start, end) over the scored positions 1..length-1, log- or linearly spaced, integer edges
-    (duplicates merged, so short windows may get fewer bins than asked)."""
-    high = length
-    raw = np.geomspace(1, high, count + 1) if spacing == "log" else np.linspace(1, high, count + 1)
-    edges = sorted({int(round(x)) for x in raw} | {1, high})
-    return list(zip(edges[:-1], edges[1:], strict=True))
+    (duplicates merged, so short windows may get fewer bins than asked). The training length is always an edge, so
+    that a bin lies either within it or beyond it."""
+    raw = np.geomspace(1, length, count + 1) if spacing == "log" else np.linspace(1, length, count + 1)
+    edges = {int(round(x)) for x in raw} | {1, length}
+    if training is not None and 1 < training < length:
+        edges.add(training)
+    ordered = sorted(edges)
+    return list(zip(ordered[:-1], ordered[1:], strict=True))
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -280,7 +283,7 @@ def model_rope(loaded: LoadedModel) -> Rope | None:
 def variant_parameters(variant: Variant, rope: Rope, extra: dict[str, float]) -> tuple[dict[str, Any], int]:
     """The rope_parameters (and max_position_embeddings) of a RoPE variant's config, for transformers' code."""
     given = rope.parameters
-    kept = {k: given[k] for k in ("rope_theta", "partial_rotary_factor") if k in given}
+    kept: dict[str, Any] = {k: given[k] for k in ("rope_theta", "partial_rotary_factor") if k in given}
     if variant.kind in ("as-trained", "drop-low", "nope-layer", "shift"):
         return copy.deepcopy(given), rope.module.config.max_position_embeddings
     if variant.kind == "longrope":
@@ -547,7 +550,8 @@ def extrapolate(
                     if on_window is not None:
                         on_window(done)
             sums[variant][n] = total
-    edges = bin_edges(*bins, lengths[-1])
+    training = rope.training_length if rope else loaded.info.max_positions
+    edges = bin_edges(*bins, lengths[-1], training)
     reference = sums.get(Variant("as-trained"))
     results = [_result(loaded, rope, v, sums[v], lengths, edges, plan.rope_params, reference) for v in plan.variants]
     result = Extrapolation(
@@ -557,15 +561,16 @@ def extrapolate(
         lengths=list(lengths),
         stride=plan.stride,
         windows={n: len(p) for n, p in plan.plans.items()},
-        training_length=rope.training_length if rope else loaded.info.max_positions,
+        training_length=training,
         bins=edges,
         dtype=loaded.dtype,
         variants=results,
     )
-    for variant in results:
-        if variant.check is not None and not variant.check["ok"]:
+    for done_variant in results:
+        check = done_variant.check
+        if check is not None and not check["ok"]:
             result.warnings.append(
-                f"{variant.name}: differs from as-trained by {variant.check['max_abs_difference']:.2g} nats, more than "
+                f"{done_variant.name}: differs from as-trained by {check['max_abs_difference']:.2g} nats, more than "
                 f"{SHIFT_TOLERANCE:g}; a rotary model's loss should not change when every position id moves by K"
             )
     return result

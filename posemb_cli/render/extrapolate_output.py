@@ -16,7 +16,7 @@ from .table import Section, fmt
 
 def print_extrapolation(console: Console, result: Extrapolation) -> None:
     m = result.model
-    trained = f"trained on {result.training_length} positions" if result.training_length else "no training length"
+    trained = f"training length {result.training_length}" if result.training_length else "no training length"
     windows = "non-overlapping windows" if result.stride is None else f"sliding windows, stride {result.stride}"
     console.print(
         f"[bold]{escape(m.name)}[/bold] · {m.position_scheme} · {trained} · {escape(result.source)}: "
@@ -61,7 +61,7 @@ def perplexity_section(result: Extrapolation) -> Section:
 def position_section(result: Extrapolation) -> Section:
     section = Section(
         f"mean loss (nats) by position in the {_length(result.bins_length)}-token windows",
-        caption="positions [start, end) in the window; a token's loss is predicted from the tokens before it"
+        caption="positions in the window, both ends included; a token's loss is predicted from the tokens before it"
         + (f"; › past the training length {result.training_length}" if result.training_length else ""),
     )
     table = section.table
@@ -69,7 +69,7 @@ def position_section(result: Extrapolation) -> Section:
     for variant in result.variants:
         table.add_column(escape(variant.name), justify="right")
     for k, (start, end) in enumerate(result.bins):
-        past = result.training_length is not None and end > result.training_length
+        past = result.training_length is not None and start >= result.training_length
         label = f"{start}–{end - 1}" if end - start > 1 else str(start)
         table.add_row(label + (" ›" if past else "  "), *(fmt(v.bin_mean[k], 3) for v in result.variants))
     return section

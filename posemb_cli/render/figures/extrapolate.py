@@ -67,6 +67,7 @@ def _draw(result: Extrapolation, path: Path, dpi: float) -> PlotData:
     for ax in (loss_ax, ppl_ax):
         ax.set_xscale("log", base=2)
         ax.grid(linewidth=0.4, alpha=0.5)
+        ax.minorticks_off()
         if result.training_length:
             ax.axvline(result.training_length, color="#555555", linewidth=0.9, linestyle=":")
     if result.training_length:
@@ -78,15 +79,16 @@ def _draw(result: Extrapolation, path: Path, dpi: float) -> PlotData:
             fontsize=7,
             color="#555555",
         )
+    ticks = [4**k for k in range(int(math.log(max(result.bins_length, 2), 4)) + 1)]
+    loss_ax.set_xticks(ticks)
+    loss_ax.set_xticklabels([str(t) for t in ticks], fontsize=7)
     loss_ax.set_xlabel("position in the window (log scale)")
     loss_ax.set_ylabel("mean next-token loss (nats)")
     loss_ax.set_title(f"loss by position, {result.bins_length}-token windows", fontsize=9)
     ppl_ax.set_xlabel("window length (log scale)")
     ppl_ax.set_ylabel("perplexity")
-    ppl_ax.set_yscale("log")
     ppl_ax.set_xticks(lengths)
     ppl_ax.set_xticklabels([str(int(n)) for n in lengths], fontsize=7)
-    ppl_ax.minorticks_off()
     ppl_ax.set_title("perplexity by window length", fontsize=9)
     ppl_ax.legend(loc="upper left", bbox_to_anchor=(1.03, 1.0), fontsize=7, frameon=False)
     title = "Does the position encoding hold beyond the training length?"
