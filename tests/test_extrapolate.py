@@ -191,7 +191,7 @@ def test_shift_on_rotary_equals_as_trained(report):
     for length in LENGTHS:
         assert shifted["loss"][str(length)] == pytest.approx(trained["loss"][str(length)], abs=ATOL)
     assert shifted["check"]["against"] == "as-trained" and shifted["check"]["ok"]
-    assert shifted["check"]["max_abs_difference"] < ATOL
+    assert 0 <= shifted["check"]["max_abs_difference"] < 1e-4  # per position too: fewer tokens, float32 rounding
     assert trained["rope"]["type"] == "default" and trained["rope"]["dim"] == 16
 
 
