@@ -21,7 +21,7 @@ with POSEMB_SERVER=off, so a server the user has running changes nothing.
   (no attention kept) so that the row shows what each side needs beyond the model's own forward.
 
 `posemb extrapolate` gets one row: 6 RoPE variants (as-trained, linear:2, linear:4, dynamic:4, yarn:4, llama3:4) at
-window lengths 128 and 512 on 150,000 characters of `pydoc_data.topics`, on the example model of
+window lengths 128 and 512 on 40,000 characters of `pydoc_data.topics`, on the example model of
 examples/train_tiny_lm.py (untrained: the time is the same), against the loop a user writes: per variant, load the
 model with that `rope_parameters` in its config, then one forward with `labels=` per window (`PLAIN_EXTRAPOLATE`).
 Whole processes, alternating; the perplexities of both sides are compared.
@@ -461,6 +461,7 @@ EXTRAPOLATE_VARIANTS = {  # posemb's --variant -> the rope_parameters a user wri
     },
 }
 EXTRAPOLATE_LENGTHS = (128, 512)
+EXTRAPOLATE_CHARACTERS = 40_000  # about 10,000 tokens: 80 windows of 128 and 20 of 512 per variant
 PLAIN_EXTRAPOLATE = """
 import json, math, sys, torch, transformers
 path, text_file, lengths, variants = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
@@ -493,7 +494,7 @@ def extrapolate_row(posemb: list[str]) -> tuple[str, str, str, float, str, str]:
             model = train_tiny_lm.build(train_tiny_lm.Path(folder) / "lm", steps=0)
         text = os.path.join(folder, "text.txt")
         with open(text, "w", encoding="utf-8") as handle:
-            handle.write(train_tiny_lm.topics_text()[0][:150_000])
+            handle.write(train_tiny_lm.topics_text()[0][:EXTRAPOLATE_CHARACTERS])
         plain_script = os.path.join(folder, "plain_extrapolate.py")
         with open(plain_script, "w", encoding="utf-8") as handle:
             handle.write(PLAIN_EXTRAPOLATE)

@@ -1195,8 +1195,8 @@ def extrapolate(
             metavar="VARIANT",
             help="Repeatable: as-trained, none (rope scaling removed), linear:F, dynamic:F, yarn:F, llama3:F, "
             "longrope, drop-low:P (p-RoPE: the lowest-frequency fraction P of pairs unrotated), nope-layer:L, shift:K "
-            "[default: as-trained, none, linear:F, dynamic:F, yarn:F with F = longest length / training length; "
-            "as-trained without RoPE].",
+            "[default: as-trained, none (if the config scales RoPE), linear:F, dynamic:F, yarn:F with F = longest "
+            "length / training length; as-trained without RoPE].",
         ),
     ] = None,
     lengths: Annotated[
@@ -1255,6 +1255,10 @@ def extrapolate(
         Output.picture_path(output)
     from .lines import read_document
 
+    if model is None:
+        raise PosembUsageError(
+            "extrapolate needs a causal language model: give one with -m (the bundled model is BERT)"
+        )
     text, source = read_document(str(text_file))
     loaded = compute.load_causal(model, device.value, dtype.value, trust_remote_code)
     plan = compute.prepare(loaded, text, source, variants, chosen, stride, _pairs(rope_param))

@@ -281,6 +281,7 @@ def _one_line_error(result, code: int, words: str) -> None:
 def test_refusals_are_one_line(lm, bundled_path):
     text, base = str(lm["text"]), str(lm["base"])
     _one_line_error(run_cli("extrapolate", text, "-m", str(bundled_path)), 1, "is an encoder (masked LM)")
+    _one_line_error(run_cli("extrapolate", text), 2, "needs a causal language model: give one with -m")
     _one_line_error(run_cli("extrapolate", text, "-m", base, "--lengths", "4k"), 1, "fewer than one window of 4096")
     _one_line_error(run_cli("extrapolate", text, "-m", base, "--variant", "cubic:2"), 2, "unknown --variant 'cubic:2'")
     _one_line_error(run_cli("extrapolate", text, "-m", base, "--variant", "longrope"), 2, "rope_type is default")
