@@ -10,6 +10,10 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 # First a text the bundled (English) model covers, then one whose characters it mostly lacks: [UNK], with a warning.
 DEMO_TEXTS ?= "position matters" "我爱自然语言处理"
 
+# docs/extrapolate.md shows this run of the example model
+EXTRAPOLATE_DEMO = --lengths 128,256,512,1k,2k --variant as-trained --variant linear:4 --variant dynamic:4 \
+	--variant yarn:4 --variant llama3:4 --variant drop-low:0.25 --variant nope-layer:0 --variant shift:100
+
 .PHONY: install demo test docs fuzz lint bench examples fonts browser clean
 
 $(BIN)/python:
@@ -64,6 +68,9 @@ browser: $(VENV)/.installed-test
 
 examples: $(VENV)/.installed-test fonts browser
 	HF_HUB_OFFLINE=1 $(BIN)/python examples/make_figures.py
+	HF_HUB_OFFLINE=1 $(BIN)/python examples/train_tiny_lm.py  # examples/tiny-lm/ (git-ignored), a few minutes on CPU
+	HF_HUB_OFFLINE=1 $(BIN)/python -m posemb_cli extrapolate examples/tiny-lm/heldout.txt -m examples/tiny-lm \
+		$(EXTRAPOLATE_DEMO) -o examples/figures/extrapolate.png
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check posemb_cli tests examples

@@ -8,8 +8,6 @@ row is what a new user gets by default: two consecutive commands from a cold she
 XDG_RUNTIME_DIR each run); the first starts the per-user server (auto-start) and the second, timed, is answered by it.
 The other rows run with POSEMB_SERVER=off, so a server the user has running changes nothing.
 
-POSEMB_BENCH_ROWS=help,second (names: help, inspect, warm, second, stats, shards, memory) runs only those rows.
-
 `posemb stats` gets two rows of its own:
 - throughput: `posemb_cli.stats.corpus_stats` against a plain loop over the same texts with the same batch size that
   asks transformers for output_attentions=True and reduces every layer's maps to the same statistics in torch
@@ -23,6 +21,15 @@ POSEMB_BENCH_ROWS=help,second (names: help, inspect, warm, second, stats, shards
   process. Each child loads the model, warms up on a short text, resets the kernel's peak-RSS mark
   (/proc/self/clear_refs) and reports peak RSS minus the RSS at that point. A third child runs the bare forward pass
   (no attention kept) so that the row shows what each side needs beyond the model's own forward.
+
+`posemb extrapolate` gets one row: 6 RoPE variants (as-trained, linear:2, linear:4, dynamic:4, yarn:4, llama3:4) at
+window lengths 128 and 512 on 40,000 characters of `pydoc_data.topics`, on the example model of
+examples/train_tiny_lm.py (untrained: the time is the same), against the loop a user writes: per variant, load the
+model with that `rope_parameters` in its config, then one forward with `labels=` per window (`PLAIN_EXTRAPOLATE`).
+Whole processes, alternating; the perplexities of both sides are compared.
+
+POSEMB_BENCH_ROWS=help,second (names: help, inspect, warm, second, stats, shards, memory, extrapolate) runs only
+those rows; POSEMB_BENCH_RUNS sets the runs per side.
 """
 
 from __future__ import annotations
@@ -466,10 +473,82 @@ def stats_memory() -> tuple[str, str, str, float, str, str]:
     )
 
 
+# ---------------------------------------------------------------- posemb extrapolate
+
+EXTRAPOLATE_VARIANTS = {  # posemb's --variant -> the rope_parameters a user writes into the config
+    "as-trained": {"rope_type": "default"},
+    "linear:2": {"rope_type": "linear", "factor": 2.0},
+    "linear:4": {"rope_type": "linear", "factor": 4.0},
+    "dynamic:4": {"rope_type": "dynamic", "factor": 4.0},
+    "yarn:4": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128},
+    "llama3:4": {
+        "rope_type": "llama3",
+        "factor": 4.0,
+        "original_max_position_embeddings": 128,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+    },
+}
+EXTRAPOLATE_LENGTHS = (128, 512)
+EXTRAPOLATE_CHARACTERS = 40_000  # about 10,000 tokens: 80 windows of 128 and 20 of 512 per variant
+PLAIN_EXTRAPOLATE = """
+import json, math, sys, torch, transformers
+path, text_file, lengths, variants = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+ids = torch.tensor(tokenizer(open(text_file).read(), add_special_tokens=False)["input_ids"])
+out = {}
+for name, rope in variants.items():
+    config = transformers.AutoConfig.from_pretrained(path)
+    config.rope_parameters = {"rope_theta": 10000.0, **rope}
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, config=config).eval()
+    out[name] = {}
+    for n in lengths:
+        losses = []
+        with torch.no_grad():
+            for start in range(0, len(ids) - n + 1, n):
+                window = ids[start : start + n][None]
+                losses.append(float(model(input_ids=window, labels=window).loss))
+        out[name][str(n)] = math.exp(sum(losses) / len(losses))
+print(json.dumps(out))
+"""
+
+
+def extrapolate_row(posemb: list[str]) -> tuple[str, str, str, float, str, str]:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import train_tiny_lm
+
+    with tempfile.TemporaryDirectory() as folder:
+        model = train_tiny_lm.DEFAULT_OUT
+        if not (model / "config.json").exists():
+            model = train_tiny_lm.build(train_tiny_lm.Path(folder) / "lm", steps=0)
+        text = os.path.join(folder, "text.txt")
+        with open(text, "w", encoding="utf-8") as handle:
+            handle.write(train_tiny_lm.topics_text()[0][:EXTRAPOLATE_CHARACTERS])
+        plain_script = os.path.join(folder, "plain_extrapolate.py")
+        with open(plain_script, "w", encoding="utf-8") as handle:
+            handle.write(PLAIN_EXTRAPOLATE)
+        lengths = ",".join(map(str, EXTRAPOLATE_LENGTHS))
+        ours = [*posemb, "extrapolate", text, "-m", str(model), "--lengths", lengths, "--json"]
+        ours += [f"--variant={name}" for name in EXTRAPOLATE_VARIANTS]
+        plain = [sys.executable, plain_script, str(model), text, json.dumps(EXTRAPOLATE_LENGTHS)]
+        plain.append(json.dumps(EXTRAPOLATE_VARIANTS))
+        name, a, b, ratio, target = compare("posemb extrapolate, 6 variants vs plain loop", ours, plain, "<= 0.5x")
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "POSEMB_SERVER": "off"}
+        report = json.loads(subprocess.run(ours, env=env, capture_output=True, text=True, check=True).stdout)
+        expected = json.loads(subprocess.run(plain, env=env, capture_output=True, text=True, check=True).stdout)
+        worst = max(
+            abs(v["perplexity"][n] - expected[v["name"]][n]) / expected[v["name"]][n]
+            for v in report["variants"]
+            for n in v["perplexity"]
+        )
+    note = f"extrapolate: largest relative difference of the perplexities, posemb vs the plain loop: {worst:.1e}"
+    return name, f"{a:.3f} s", f"{b:.3f} s", ratio, target, note
+
+
 # ---------------------------------------------------------------- the table
 
 
-ROWS = ("help", "inspect", "warm", "second", "stats", "shards", "memory")
+ROWS = ("help", "inspect", "warm", "second", "stats", "shards", "memory", "extrapolate")
 
 
 def main() -> None:
@@ -507,7 +586,9 @@ def main() -> None:
                 name, a, b, ratio, target, note = second_command(posemb, plain_script)
                 rows.append((name, f"{a:.3f} s", f"{b:.3f} s", ratio, target, note))
             else:
-                rows.append({"stats": stats_throughput, "shards": stats_shards, "memory": stats_memory}[row]())
+                more = {"stats": stats_throughput, "shards": stats_shards, "memory": stats_memory}
+                more["extrapolate"] = lambda: extrapolate_row(posemb)
+                rows.append(more[row]())
     finally:
         os.unlink(plain_script)
     print(f"{'benchmark':<52} {'posemb':>9} {'plain':>9} {'ratio':>7}  target")

@@ -10,6 +10,7 @@ Commands and where their work lives:
                render/stats_output.py, render/figures/stats.py
   stats merge -> partials.merge; the same renderers
   ablate    -> ablate.ablate_texts; render/ablate_table.py, render/figures/ablate.py
+  extrapolate -> extrapolate.extrapolate; render/extrapolate_output.py, render/figures/extrapolate.py
   -o FILE.html (inspect, positions, compare, stats, ablate) -> render/html.py, the page in render/static/
   serve     -> server/server.py (forks a child per command that runs this app); render/serve_status.py
 Every command goes first to the per-user `posemb serve` (server/client.py, called from __main__.py before this module
@@ -1364,6 +1365,107 @@ def _render_ablations(out: Output, results: Iterator[Any], fmt: str, single: boo
         out.warn("no texts were given (every text was empty)")
         return None
     return last
+
+
+@app.command()
+@handle_errors
+def extrapolate(
+    ctx: typer.Context,
+    text_file: Annotated[Path, typer.Argument(metavar="FILE", help="The text to read in windows (`-`: stdin).")],
+    model: ModelOpt = None,
+    variant: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--variant",
+            metavar="VARIANT",
+            help="Repeatable: as-trained, none (rope scaling removed), linear:F, dynamic:F, yarn:F, llama3:F, "
+            "longrope, drop-low:P (p-RoPE: the lowest-frequency fraction P of pairs unrotated), nope-layer:L, shift:K "
+            "[default: as-trained, none (if the config scales RoPE), linear:F, dynamic:F, yarn:F with F = longest "
+            "length / training length; as-trained without RoPE].",
+        ),
+    ] = None,
+    lengths: Annotated[
+        Optional[str],
+        typer.Option(
+            "--lengths", metavar="N,N,...", help="Window lengths, e.g. 512,2k,8k [default: training ×1,2,4,8]."
+        ),
+    ] = None,
+    stride: Annotated[
+        Optional[int],
+        number_option(
+            "--stride",
+            low=1,
+            high=2**20,
+            metavar="S",
+            help="Sliding windows S tokens apart [default: non-overlapping].",
+        ),
+    ] = None,
+    bins: Annotated[
+        str, typer.Option("--bins", metavar="N|log:N|linear:N", help="Position bins of the loss-by-position curve.")
+    ] = "12",
+    rope_param: Annotated[
+        Optional[list[str]],
+        typer.Option("--rope-param", metavar="KEY=VALUE", help="A rope type's own parameter, e.g. beta_fast=32."),
+    ] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output", "-o", metavar="FILE", help="Loss against position, one line per variant (.png/.svg/.pdf)."
+        ),
+    ] = None,
+    dpi: DpiOpt = 150,
+    output_format: Annotated[
+        Optional[Format],
+        typer.Option("--format", "-f", metavar="table|json|csv", help="Output format [default: table]."),
+    ] = None,
+    json_flag: JsonOpt = False,
+    dtype: DtypeOpt = Dtype.float32,
+    device: DeviceOpt = Device.cpu,
+    quiet: QuietOpt = False,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Does a causal LM's position encoding hold beyond its training length? Loss by position under each variant.
+
+    Example: posemb extrapolate book.txt -m ./model --variant as-trained --variant yarn:4 --lengths 2k,8k
+    """
+    from . import extrapolate as compute
+
+    out: Output = ctx.obj
+    out.quiet = out.quiet or quiet
+    fmt = out.format("extrapolate", output_format and output_format.value, json_flag, ("table", "json", "csv"), "table")
+    variants = [compute.parse_variant(v) for v in variant or []]
+    chosen = compute.parse_lengths(lengths) if lengths else None
+    spacing = compute.parse_bins(bins)
+    if output is not None:
+        Output.picture_path(output)
+    from .lines import read_document
+    from .schemes.rotary import parse_rope_params
+
+    if model is None:
+        raise PosembUsageError(
+            "extrapolate needs a causal language model: give one with -m (the bundled model is BERT)"
+        )
+    text, source = read_document(str(text_file))
+    loaded = compute.load_causal(model, device.value, dtype.value, trust_remote_code)
+    plan = compute.prepare(loaded, text, source, variants, chosen, stride, parse_rope_params(rope_param))
+    with out.progress_bar("extrapolate", plan.windows, unit="windows") as advance:
+        result = compute.extrapolate(loaded, plan, spacing, advance)
+    for warning in result.warnings:
+        out.warn(warning)
+    from .render import extrapolate_output as render
+
+    if fmt == "json":
+        out.json(result.to_json())
+    elif fmt == "csv":
+        out.data(render.csv_text(result))
+    else:
+        render.print_extrapolation(out.console(), result)
+    if output is not None:
+        from .render.figures.extrapolate import plot_extrapolation
+
+        for warning in plot_extrapolation(result, output, dpi=dpi).warnings:
+            out.warn(warning)
+        out.info(f"Wrote {output}")
 
 
 @app.command()

@@ -233,3 +233,15 @@ def read_corpus(corpus: str, max_lines: int, encoding_errors: str = "strict") ->
                 return lines, True, name
             lines.append(line)
     return lines, False, name
+
+
+def read_document(path: str) -> tuple[str, str]:
+    """A whole text file (`-`: stdin) as one UTF-8 string, and its name for messages."""
+    check_corpus(path)
+    stream, name = open_lines(path)
+    with stream:
+        raw = stream.read()
+    try:
+        return raw.decode("utf-8"), name
+    except UnicodeDecodeError as exc:
+        raise PosembError(f"{name} is not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})") from None

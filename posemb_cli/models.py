@@ -258,19 +258,24 @@ def check_dtype(dtype: str | None, device: str) -> Any:
 
 
 def load(
-    name: str | None = None, device: str = "cpu", trust_remote_code: bool = False, dtype: str | None = None
+    name: str | None = None,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    dtype: str | None = None,
+    causal_lm: bool = False,
 ) -> LoadedModel:
     """Load tokenizer and base model with eager attention (transformers 5 returns no weights otherwise), after the
     folder has passed its checks (files, config, tokenizer, weight shapes): nothing is built from a folder that fails
     them. `dtype` (one of DTYPES) is the precision of the weights and the forward pass; None keeps the checkpoint's
-    own."""
+    own. `causal_lm`: the model with its language-model head (AutoModelForCausalLM) and SDPA attention, for losses
+    (`posemb extrapolate`); no attention weights."""
     _quiet_transformers()
     display, path = resolve(name)
     raw_config = read_config(path)
     family = check_family(raw_config, display, trust_remote_code)
     device = choose_device(device)
     torch_dtype = check_dtype(dtype, device)
-    key = CacheKey(str(path.resolve()), device, trust_remote_code, dtype)
+    key = CacheKey(str(path.resolve()), device, trust_remote_code, dtype, causal_lm)
     stamp = files_stamp(path) if _CACHE is not None else ()
     cached = _CACHE.get(key, stamp) if _CACHE is not None else None
     if _CACHE is not None and cached is None and dtype is not None:  # loaded before in the checkpoint's own dtype
@@ -284,7 +289,7 @@ def load(
     check_rope_config(config, path)
     vocabulary = check_weights(display, path, config, raw_config, trust_remote_code)
     _check_token_ids(path, tokenizer, vocabulary)
-    model = _load_model(display, path, config, trust_remote_code, torch_dtype).to(device).eval()
+    model = _load_model(display, path, config, trust_remote_code, torch_dtype, causal_lm).to(device).eval()
     eager_fixes.apply(model, family)
     info = model_info(display, path, model.config, family)
     loaded = LoadedModel(info, family, tokenizer, model, device, dtype=_dtype_name(model))
@@ -301,6 +306,7 @@ class CacheKey(NamedTuple):
     device: str
     trust_remote_code: bool
     dtype: str | None = None
+    causal_lm: bool = False
 
 
 def files_stamp(path: Path) -> tuple[tuple[str, int, int, int, int, str], ...]:
@@ -552,16 +558,18 @@ def _check_token_ids(path: Path, tokenizer: Any, rows: int | None) -> None:
         )
 
 
-def _load_model(name: str, path: Path, config: Any, trust_remote_code: bool, dtype: Any = None) -> Any:
-    from transformers import AutoModel
+def _load_model(
+    name: str, path: Path, config: Any, trust_remote_code: bool, dtype: Any = None, causal_lm: bool = False
+) -> Any:
+    from transformers import AutoModel, AutoModelForCausalLM
 
     has_safetensors = _weight_files(name, path)[0].suffix == ".safetensors"
     try:
         # transformers 5 reads *.bin with torch.load(weights_only=True), which cannot run code.
-        model = AutoModel.from_pretrained(
+        model = (AutoModelForCausalLM if causal_lm else AutoModel).from_pretrained(
             str(path),
             config=config,
-            attn_implementation="eager",
+            attn_implementation="sdpa" if causal_lm else "eager",
             trust_remote_code=trust_remote_code,
             use_safetensors=has_safetensors,
             dtype=dtype,

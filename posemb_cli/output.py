@@ -200,18 +200,18 @@ class Output:
         return not self.quiet and self.stderr.isatty()
 
     @contextlib.contextmanager
-    def progress_bar(self, label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    def progress_bar(self, label: str, total: int | None, unit: str = "texts") -> Iterator[Callable[[int], None]]:
         """A rich progress bar on stderr (texts, texts/s, ETA when the total is known), only when `progress`;
-        yields update(texts_done), a no-op otherwise, so callers need no branches."""
+        yields update(texts_done), a no-op otherwise, so callers need no branches. `unit`: what is counted."""
         if not self.progress:
             yield lambda done: None
             return
         from rich import progress as rp
         from rich.console import Console
 
-        count = rp.MofNCompleteColumn() if total else rp.TextColumn("{task.completed} texts")
+        count = rp.MofNCompleteColumn() if total else rp.TextColumn("{task.completed} " + unit)
         columns = [rp.TextColumn(label), rp.BarColumn(), count]
-        columns += [rp.TextColumn("{task.fields[rate]} texts/s"), rp.TimeElapsedColumn()]
+        columns += [rp.TextColumn("{task.fields[rate]} " + unit + "/s"), rp.TimeElapsedColumn()]
         columns += [rp.TextColumn("ETA"), rp.TimeRemainingColumn()] if total else []
         start = time.perf_counter()
         with rp.Progress(*columns, console=Console(file=self.stderr), transient=False) as progress:

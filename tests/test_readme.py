@@ -26,8 +26,13 @@ DOCS = ROOT / "docs"
 NUMBER = re.compile(r"-?\d+\.\d+")
 
 
+# Pages whose examples need files made first run in their own test: docs/extrapolate.md builds its example model
+# (tests/test_extrapolate.py::test_doc_examples).
+OWN_RUNNER = {"extrapolate.md"}
+
+
 def _pages() -> list[Path]:
-    return [README, *sorted(DOCS.glob("*.md"))]
+    return [README, *(page for page in sorted(DOCS.glob("*.md")) if page.name not in OWN_RUNNER)]
 
 
 def _page_examples(page: Path) -> list[tuple[str, list[str]]]:

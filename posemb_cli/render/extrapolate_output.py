@@ -1,0 +1,97 @@
+"""How `posemb extrapolate` reads in the terminal and as CSV: perplexity per variant and length (best per column
+marked), what each variant changed, the loss by position. Reads only `extrapolate.Extrapolation`; every number is the
+one in the JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from rich.console import Console
+from rich.markup import escape
+
+from ..extrapolate import Extrapolation
+from .table import Section, fmt
+
+
+def print_extrapolation(console: Console, result: Extrapolation) -> None:
+    m = result.model
+    trained = f"training length {result.training_length}" if result.training_length else "no training length"
+    windows = "non-overlapping windows" if result.stride is None else f"sliding windows, stride {result.stride}"
+    console.print(
+        f"[bold]{escape(m.name)}[/bold] · {m.position_scheme} · {trained} · {escape(result.source)}: "
+        f"{result.text_tokens} tokens, {windows}, {result.dtype}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    perplexity_section(result).show(console)
+    position_section(result).show(console)
+    for variant in result.variants:
+        console.print(f"[bold]{escape(variant.name)}[/bold]: {escape(variant.description)}", soft_wrap=True)
+        for note in variant.notes:
+            console.print(f"[dim]  {escape(note)}[/dim]", soft_wrap=True, highlight=False)
+
+
+def _length(n: int) -> str:
+    return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else str(n)
+
+
+def perplexity_section(result: Extrapolation) -> Section:
+    windows = ", ".join(f"{_length(n)}: {k}" for n, k in result.windows.items())
+    section = Section(
+        "perplexity by window length",
+        caption=f"* lowest in its column; windows per length {windows}; "
+        + (f"lengths past {result.training_length} are longer than training" if result.training_length else ""),
+    )
+    table = section.table
+    table.add_column("variant")
+    for n in result.lengths:
+        past = result.training_length is not None and n > result.training_length
+        table.add_column(_length(n) + (" ›" if past else ""), justify="right")
+    best = {n: result.best(n) for n in result.lengths}
+    for variant in result.variants:
+        cells = []
+        for n in result.lengths:
+            cell = fmt(variant.perplexity[n], 2)
+            cells.append(f"[bold]{cell} *[/bold]" if best[n] == variant.name else f"{cell}  ")
+        table.add_row(escape(variant.name), *cells)
+    return section
+
+
+def position_section(result: Extrapolation) -> Section:
+    section = Section(
+        f"mean loss (nats) by position in the {_length(result.bins_length)}-token windows",
+        caption="positions in the window, both ends included; a token's loss is predicted from the tokens before it"
+        + (f"; › past the training length {result.training_length}" if result.training_length else ""),
+    )
+    table = section.table
+    table.add_column("positions", justify="right")
+    for variant in result.variants:
+        table.add_column(escape(variant.name), justify="right")
+    for k, (start, end) in enumerate(result.bins):
+        past = result.training_length is not None and start >= result.training_length
+        label = f"{start}–{end - 1}" if end - start > 1 else str(start)
+        table.add_row(label + (" ›" if past else "  "), *(fmt(v.bin_mean[k], 3) for v in result.variants))
+    return section
+
+
+CSV_COLUMNS = ("variant", "kind", "length", "bin_start", "bin_end", "mean_loss", "perplexity", "tokens")
+
+
+def csv_text(result: Extrapolation) -> str:
+    """One row per variant and length (kind=length: mean loss, perplexity, tokens), then one per variant and position
+    bin of the longest windows (kind=bin: positions [bin_start, bin_end))."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for v in result.variants:
+        for n in result.lengths:
+            writer.writerow([v.name, "length", n, "", "", _num(v.loss[n]), _num(v.perplexity[n]), v.tokens[n]])
+    for v in result.variants:
+        for (start, end), mean, tokens in zip(result.bins, v.bin_mean, v.bin_tokens, strict=True):
+            writer.writerow([v.name, "bin", result.bins_length, start, end, _num(mean), "", tokens])
+    return buffer.getvalue()
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None or value != value or value in (float("inf"), float("-inf")) else repr(float(value))
