@@ -1024,6 +1024,7 @@ def _measures(
         row["distance_profile"] = [_number(sums[name][layer, head] / rows) for name in distance]
     layers, per_layer = rate.shape
     key_profile = []
+
     def mean(name: str, layer: int) -> float | None:  # over the layer's heads and all rows
         return _number(sums[name][layer].sum() / (rows * per_layer))
 

@@ -5,11 +5,11 @@ eager functions of the models that have them."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
-
-from conftest import FAMILIES, TINY
+from conftest import FAMILIES, TINY, run_cli
 
 # Families whose attention does not go through transformers' AttentionInterface in transformers 5.24 (docs say so)
 BYPASS = {"BLOOM", "Falcon", "MPNet", "DeBERTa"}
@@ -81,9 +81,13 @@ def test_backend_equals_sdpa_hidden_states_and_eager_maps(family, tiny_models, b
 def test_families_that_bypass_the_interface(tiny_models):
     from posemb_cli import backend
     from posemb_cli.models import load
+    from posemb_cli.registry import FAMILIES as REGISTRY
 
     bypass = {family for family in FAMILIES if backend.bypasses_interface(load(str(tiny_models[family])).model)}
     assert bypass == BYPASS
+    assert {family.name for family in REGISTRY if family.eager_attention} == BYPASS  # what `posemb models` says
+    listed = json.loads(run_cli("models", "--json").stdout)
+    assert listed[0]["family"] == "BERT" and listed[0]["attention"] == "posemb"
 
 
 @pytest.mark.parametrize("family", ["BLOOM", "DeBERTa"])
