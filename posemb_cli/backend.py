@@ -37,9 +37,10 @@ from dataclasses import dataclass
 from typing import Any
 
 NAME = "posemb"
-DEFAULT_MEMORY = 1 << 30  # bytes for the blocks' temporaries (--memory)
-# float32 arrays of one block that exist at once: logits, probabilities, and the reductions' temporaries
-TEMPORARIES = 6
+DEFAULT_MEMORY = 1 << 27  # bytes for the blocks' temporaries (--memory): 128 MiB; small blocks stay in cache
+# float32 arrays of one block that exist at once: logits, probabilities, and the reductions' temporaries (one of
+# them float64: the running sums of distance_profile)
+TEMPORARIES = 8
 
 _registered = False
 _session: contextvars.ContextVar[Session | None] = contextvars.ContextVar("posemb_session", default=None)
@@ -207,17 +208,17 @@ def attention_forward(
         last = min(q_length, first + step)
         seen = _seen(attention_mask, first, last, kv_length, causal, query.device)
         end = kv_length if seen is None else _last_seen(seen, kv_length)
-        logits = torch.matmul(query[:, :, first:last], keys_t[..., :end]).float() * scaling
+        logits = torch.matmul(query[:, :, first:last] * scaling, keys_t[..., :end]).float()
         if softcap is not None:
-            logits = torch.tanh(logits / softcap) * softcap
+            logits = torch.tanh_(logits.div_(softcap)).mul_(softcap)
         if position_bias is not None:
-            logits = logits + position_bias[:, :, first:last, :end].float()
+            logits += position_bias[:, :, first:last, :end].float()
         if seen is not None:
             block = seen[..., :end]
             if block.dtype == torch.bool:
-                logits = logits.masked_fill(~block, min_value)
+                logits.masked_fill_(~block, min_value)
             else:  # an additive float mask (a model that builds its own)
-                logits = logits + block.float()
+                logits += block.float()
         if sinks is not None:  # a learned sink logit per head, in the softmax's denominator only (gpt-oss)
             sink = sinks.reshape(1, -1, 1, 1).float().expand(batch, -1, last - first, 1)
             combined = torch.cat([logits, sink], dim=-1)

@@ -849,9 +849,7 @@ class _Reducer:
         real = batch.real
         size, length = real.shape
         device = real.device
-        self.distance_table = torch.tensor(
-            [distance_bin(d) for d in range(length)], dtype=torch.long, device=device
-        ).clamp_(max=self.distance_bins - 1)
+        self.distance_edges = torch.tensor(distance_bins(self.settings.limit), dtype=torch.long, device=device)
         bins = self.settings.bins
         n = real.sum(-1, keepdim=True)  # (batch, 1)
         keys = torch.arange(length, device=device)[None, :]
@@ -914,10 +912,18 @@ class _Reducer:
         # sink_rate: each text's attention on key 0, summed over its real rows (divided by n after the forward)
         key0 = torch.where(real, block[..., 0], 0.0).sum(-1, dtype=torch.float64)  # (batch, heads)
         self.key0[:, layer] += key0.to(self.key0.device)
-        # distance_profile: the mass of each row by |i - j| bin
-        bins = self.distance_table[(index[:, None] - torch.arange(keys, device=device)[None, :]).abs()]
-        profile = torch.zeros(size, heads, count, self.distance_bins, device=device, dtype=block.dtype)
-        profile.scatter_add_(-1, bins.expand(size, heads, count, keys), block)
+        # distance_profile: the mass of each row by |i - j| bin, from the row's running sums over keys (float64):
+        # bin [lo, hi] holds keys i - hi .. i - lo and i + lo .. i + hi, two differences of the running sum
+        running = torch.nn.functional.pad(block.cumsum(-1, dtype=torch.float64), (1, 0))  # (batch, heads, rows, 1+k)
+        low, high = self.distance_edges[:, 0], self.distance_edges[:, 1]  # (bins,)
+        i = index[:, None]
+        starts = torch.cat([(i - high).clamp(0, keys), (i + low).clamp(0, keys)], dim=1)  # (rows, 2 bins)
+        ends = torch.cat([(i - low + 1).clamp(0, keys), (i + high + 1).clamp(0, keys)], dim=1)
+        ends[:, self.distance_bins] = starts[:, self.distance_bins]  # offset 0 counted once, on the left
+        ends = torch.maximum(ends, starts)
+        shape = (size, heads, count, 2 * self.distance_bins)
+        mass = running.gather(-1, ends.expand(shape)) - running.gather(-1, starts.expand(shape))
+        profile = mass[..., : self.distance_bins] + mass[..., self.distance_bins :]
         first = 1
         self.extra[layer, :, first : first + self.distance_bins] += self._sum(
             torch.where(real[..., None], profile, 0.0)
@@ -979,15 +985,10 @@ def _head_rows(sums: dict[str, np.ndarray], counts: dict[str, Any], pairs: bool)
     return heads
 
 
-def distance_bin(offset: int) -> int:
-    """The distance_profile bin of an offset |i − j|: 0 for 0, then 1, 2, 3–4, 5–8, 9–16, … (bin b ≥ 2 holds
-    2^(b−2) + 1 .. 2^(b−1))."""
-    return 0 if offset == 0 else (offset - 1).bit_length() + 1
-
-
 def distance_bins(limit: int | None) -> list[list[int]]:
-    """[first, last] offset of each distance bin, up to the largest offset of a text of `limit` tokens (None: the
-    largest model posemb accepts, 2^24 positions)."""
+    """[first, last] offset of each distance_profile bin: 0, then 1, 2, 3–4, 5–8, 9–16, … (bin b ≥ 2 holds
+    2^(b−2) + 1 .. 2^(b−1)), up to the largest offset of a text of `limit` tokens (None: the largest model posemb
+    accepts, 2^24 positions)."""
     largest = max(1, (limit or 2**24) - 1)
     edges = [[0, 0], [1, 1]]
     while edges[-1][1] < largest:
