@@ -208,7 +208,7 @@ def attention_forward(
         last = min(q_length, first + step)
         seen = _seen(attention_mask, first, last, kv_length, causal, query.device)
         end = kv_length if seen is None else _last_seen(seen, kv_length)
-        logits = torch.matmul(query[:, :, first:last] * scaling, keys_t[..., :end]).float()
+        logits = torch.matmul(query[:, :, first:last], keys_t[..., :end]).float().mul_(scaling)
         if softcap is not None:
             logits = torch.tanh_(logits.div_(softcap)).mul_(softcap)
         if position_bias is not None:

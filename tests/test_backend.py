@@ -203,3 +203,35 @@ def test_memory_sizes_parse():
 
 def test_tiny_rows_cover_every_registry_family():
     assert set(FAMILIES) <= set(TINY)
+
+
+def test_eager_fallback_warns_when_sdpa_differs(tmp_path, tiny_models):
+    """Falcon with ALiBi: transformers' eager and SDPA paths disagree (transformers 5.24); posemb says so once."""
+    import torch
+    import transformers
+    from conftest import Tiny, _tokenizer
+
+    from posemb_cli import runner
+    from posemb_cli.models import load
+
+    row = Tiny("falcon", "bos", dict(TINY["Falcon"].config, alibi=True))
+    tokenizer = _tokenizer(row.tokenizer)
+    torch.manual_seed(0)
+    config = transformers.AutoConfig.for_model(row.model_type, vocab_size=len(tokenizer), **row.config)
+    transformers.AutoModel.from_config(config).save_pretrained(str(tmp_path))
+    tokenizer.save_pretrained(str(tmp_path))
+    loaded = load(str(tmp_path))
+    ids = torch.randint(0, 300, (1, 16), generator=torch.Generator().manual_seed(0))
+    options = {"attention_mask": torch.ones_like(ids), "output_hidden_states": True, "use_cache": False}
+    with torch.inference_mode():
+        eager = transformers.AutoModel.from_pretrained(str(tmp_path), attn_implementation="eager")(ids, **options)
+        sdpa = transformers.AutoModel.from_pretrained(str(tmp_path), attn_implementation="sdpa")(ids, **options)
+    assert float((eager.hidden_states[-1] - sdpa.hidden_states[-1]).abs().max()) > 1e-3  # they do differ
+    (warning,) = runner.fallback_check(loaded)
+    assert "eager attention" in warning and "SDPA" in warning
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("The cat sat on the mat.\n", encoding="utf-8")
+    result = run_cli("stats", str(corpus), "-m", str(tmp_path), "--format", "csv")
+    assert result.exit_code == 0 and "give different hidden states" in result.stderr
+    rotary = run_cli("stats", str(corpus), "-m", str(tiny_models["Falcon"]), "--format", "csv")  # paths agree
+    assert rotary.exit_code == 0 and "give different hidden states" not in rotary.stderr
