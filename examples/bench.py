@@ -28,7 +28,7 @@ examples/train_tiny_lm.py (untrained: the time is the same), against the loop a 
 model with that `rope_parameters` in its config, then one forward with `labels=` per window (`PLAIN_EXTRAPOLATE`).
 Whole processes, alternating; the perplexities of both sides are compared.
 
-POSEMB_BENCH_ROWS=help,second (names: help, inspect, warm, second, stats, shards, memory, extrapolate) runs only
+POSEMB_BENCH_ROWS=help,second (names: help, inspect, warm, second, stats, shards, memory, extrapolate, long) runs only
 those rows; POSEMB_BENCH_RUNS sets the runs per side.
 """
 
@@ -545,15 +545,197 @@ def extrapolate_row(posemb: list[str]) -> tuple[str, str, str, float, str, str]:
     return name, f"{a:.3f} s", f"{b:.3f} s", ratio, target, note
 
 
+# ---------------------------------------------------------------- posemb stats on one long text (issue 21)
+
+# A random-weight model shaped like Llama-3.2-1B with 4 layers, and the bundled tokenizer's vocabulary
+LONG = dict(layers=4, hidden=2048, heads=32, kv_heads=8, intermediate=8192)
+LONG_LENGTHS = tuple(int(n) for n in os.environ.get("POSEMB_BENCH_LONG_LENGTHS", "2048,8192,32768").split(","))
+LONG_KEYS = ("self", "prev", "entropy", "distance", "sink", "cls")
+
+LONG_CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[4])
+import bench
+print(json.dumps(bench.long_child(sys.argv[1], sys.argv[2], int(sys.argv[3]))))
+"""
+
+
+def long_model(folder: str) -> None:
+    """The Llama-3.2-1B-shaped 4-layer model with random weights and the bundled tokenizer, saved to `folder`."""
+    import torch
+    import transformers
+
+    from posemb_cli.models import bundled_model_path
+
+    torch.manual_seed(0)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(bundled_model_path()))
+    tokenizer.model_max_length = max(LONG_LENGTHS)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=LONG["hidden"],
+        num_hidden_layers=LONG["layers"],
+        num_attention_heads=LONG["heads"],
+        num_key_value_heads=LONG["kv_heads"],
+        intermediate_size=LONG["intermediate"],
+        max_position_embeddings=max(LONG_LENGTHS),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    transformers.AutoModel.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def long_text(tokenizer, tokens: int) -> str:
+    """A text of random whole words of the vocabulary that the tokenizer turns into exactly `tokens` ids."""
+    words = [w for w in tokenizer.get_vocab() if w.isalpha() and w.isascii() and len(w) > 2]
+    rng = random.Random(tokens)
+    text = " ".join(rng.choice(words) for _ in range(tokens - 2))  # + [CLS] and [SEP]
+    assert len(tokenizer(text)["input_ids"]) == tokens
+    return text
+
+
+def _eager_reference(attentions, n: int) -> dict:
+    """LONG_KEYS per head from full eager maps (layers of (1, heads, n, n)), as `attention.py` defines them."""
+    import torch
+
+    out = {key: [] for key in LONG_KEYS}
+    positions = torch.arange(n, dtype=torch.float64)
+    for a in attentions:
+        a = a[0].double()
+        smoothed = 0.9999 * a + 1e-4 / n
+        out["self"].append(a.diagonal(0, -2, -1).mean(-1))
+        out["prev"].append(a.diagonal(-1, -2, -1).mean(-1))
+        out["entropy"].append(-(smoothed * smoothed.log()).sum(-1).mean(-1))
+        out["distance"].append((a * (positions[:, None] - positions[None, :]).abs()).sum(-1).mean(-1))
+        out["sink"].append(a[..., :SINK_K].sum(-1).mean(-1))
+        out["cls"].append(a[..., 0].mean(-1))
+    return {key: torch.stack(v).tolist() for key, v in out.items()}
+
+
+def long_child(side: str, folder: str, tokens: int) -> dict:
+    """One side on one text of `tokens` tokens: seconds and MB of peak RSS above the loaded, warmed-up model."""
+    import resource
+
+    import torch
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    text = long_text(tokenizer, tokens)
+    values = None
+    if side == "posemb":
+        from posemb_cli.models import load
+        from posemb_cli.stats import corpus_stats
+
+        loaded = load(folder, device="cpu")
+        corpus_stats(loaded, ["a short warm-up text"])
+
+        def run() -> dict:
+            result = corpus_stats(loaded, [text], batch_size=1, max_length=tokens)
+            assert result.tokens == tokens
+            layers = range(LONG["layers"])
+            return {key: [[row[key] for row in result.heads if row["layer"] == k] for k in layers] for key in LONG_KEYS}
+    else:
+        implementation = "sdpa" if side == "sdpa" else "eager"
+        model = transformers.AutoModel.from_pretrained(folder, attn_implementation=implementation).eval()
+        with torch.inference_mode():
+            model(**tokenizer("a short warm-up text", return_tensors="pt"))
+        encoding = tokenizer(text, return_tensors="pt")
+
+        def run() -> dict | None:
+            inputs = {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
+            with torch.inference_mode():
+                output = model(**inputs, output_attentions=side == "eager", use_cache=False)
+                return _eager_reference(output.attentions, tokens) if side == "eager" else None
+
+    reset = _reset_peak()
+    base = _rss_kb("VmRSS")
+    start = time.perf_counter()
+    values = run()
+    seconds = time.perf_counter() - start
+    peak = _rss_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"seconds": seconds, "extra_mb": (peak - base) / 1024, "values": values}
+
+
+def _largest_relative(a: dict, b: dict) -> tuple[float, str]:
+    """The largest relative difference over LONG_KEYS of every head, and where it is."""
+    worst, where = 0.0, ""
+    for key in LONG_KEYS:
+        for layer, (xs, ys) in enumerate(zip(a[key], b[key], strict=True)):
+            for head, (x, y) in enumerate(zip(xs, ys, strict=True)):
+                difference = abs(x - y) / abs(y) if y else abs(x)
+                if difference > worst:
+                    worst, where = difference, f"{key} of layer {layer} head {head}: {x:.6g} vs {y:.6g}"
+    return worst, where
+
+
+def long_context_rows() -> list[tuple[str, str, str, float, str, str]]:
+    """Per length: posemb stats time / a bare SDPA forward, and posemb's peak RSS above the loaded model beside the
+    eager loop's (run at the first length only: beyond it, its maps alone exceed this machine's memory)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    rows = []
+    with tempfile.TemporaryDirectory() as folder, tempfile.NamedTemporaryFile("w", suffix=".py") as child:
+        long_model(folder)
+        child.write(LONG_CHILD)
+        child.flush()
+        for tokens in LONG_LENGTHS:
+            got = {}
+            maps_gb = LONG["layers"] * LONG["heads"] * tokens**2 * 4 / 1e9
+            sides = ("sdpa", "posemb", "eager") if tokens == LONG_LENGTHS[0] else ("sdpa", "posemb")
+            for side in sides:
+                command = [sys.executable, child.name, side, folder, str(tokens), here]
+                proc = subprocess.run(command, capture_output=True, text=True, env=env)
+                if proc.returncode != 0:
+                    got[side] = {"error": (proc.stderr.strip().splitlines() or ["killed"])[-1][:120]}
+                else:
+                    got[side] = json.loads(proc.stdout.strip().splitlines()[-1])
+                shown = {k: v for k, v in got[side].items() if k != "values"}
+                print(f"  long context {tokens} tokens, {side}: {shown}", file=sys.stderr, flush=True)
+            ours, sdpa = got["posemb"], got["sdpa"]
+            if "error" in ours or "error" in sdpa:
+                rows.append((f"stats one {tokens}-token text vs bare SDPA", "failed", "", float("nan"), "", str(got)))
+                continue
+            eager = got.get("eager")
+            if eager is None:
+                eager_memory = f"eager loop not run: its maps alone are {maps_gb:.0f} GB"
+            elif "error" in eager:
+                eager_memory = f"eager loop failed: {eager['error']}"
+            else:
+                difference, where = _largest_relative(ours["values"], eager["values"])
+                eager_memory = (
+                    f"eager loop {eager['extra_mb'] / 1024:.2f} GB in {eager['seconds']:.1f} s; largest relative "
+                    f"difference posemb vs eager {difference:.1e} (target <= 1e-5; {where})"
+                )
+            note = (
+                f"long context {tokens} tokens ({LONG['layers']} layers, {LONG['heads']} heads, {LONG['kv_heads']} "
+                f"KV heads, hidden {LONG['hidden']}): posemb stats {ours['seconds']:.1f} s, peak RSS above the model "
+                f"{ours['extra_mb'] / 1024:.2f} GB; bare SDPA forward {sdpa['seconds']:.1f} s, "
+                f"{sdpa['extra_mb'] / 1024:.2f} GB; {eager_memory}"
+            )
+            rows.append(
+                (
+                    f"stats one {tokens}-token text vs bare SDPA forward",
+                    f"{ours['seconds']:.1f} s",
+                    f"{sdpa['seconds']:.1f} s",
+                    ours["seconds"] / sdpa["seconds"],
+                    "<= 1.5x at 8k",
+                    note,
+                )
+            )
+    return rows
+
+
 # ---------------------------------------------------------------- the table
 
 
-ROWS = ("help", "inspect", "warm", "second", "stats", "shards", "memory", "extrapolate")
+ROWS = ("help", "inspect", "warm", "second", "stats", "shards", "memory", "extrapolate", "long")
 
 
 def main() -> None:
     posemb = [sys.executable, "-m", "posemb_cli"]
-    chosen = [r.strip() for r in os.environ.get("POSEMB_BENCH_ROWS", ",".join(ROWS)).split(",") if r.strip()]
+    default = ",".join(row for row in ROWS if row != "long")  # the long-context rows take hours on 2 CPUs: opt in
+    chosen = [r.strip() for r in os.environ.get("POSEMB_BENCH_ROWS", default).split(",") if r.strip()]
     if unknown := sorted(set(chosen) - set(ROWS)):
         raise SystemExit(f"POSEMB_BENCH_ROWS: unknown row(s) {', '.join(unknown)}; the rows are {', '.join(ROWS)}")
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as handle:
@@ -591,10 +773,16 @@ def main() -> None:
                 rows.append(more[row]())
     finally:
         os.unlink(plain_script)
+    if "long" in chosen:
+        rows += long_context_rows()
+    print_rows(rows)
+
+
+def print_rows(rows: list) -> None:
     print(f"{'benchmark':<52} {'posemb':>9} {'plain':>9} {'ratio':>7}  target")
     for name, a, b, ratio, target, _ in rows:
         print(f"{name:<52} {a:>9} {b:>9} {ratio:>6.2f}x  {target}")
-    print(f"(times: median of {RUNS} alternating runs each; {os.cpu_count()} CPUs; torch threads default)")
+    print(f"(times: median of {RUNS} alternating runs each, long-context rows: one run; {os.cpu_count()} CPUs)")
     for *_, note in rows:
         if note:
             print(note)

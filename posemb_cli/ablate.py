@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from . import runner
 from .attention import LayerSums
 from .core import TextResult, inspect_texts
 from .errors import PosembError, PosembUsageError
@@ -281,14 +282,14 @@ def _run(loaded: LoadedModel, given: _Input, argument: str | None, isolate: bool
         forward_ids = given.position_ids - loaded.family.position_id_offset  # OPT: the argument counts from 0
         inputs[argument] = torch.as_tensor(forward_ids).view(*shape)
     inputs = {key: value.to(loaded.device) for key, value in inputs.items()}
-    with torch.inference_mode():
-        output = loaded.model(**inputs, output_attentions=not isolate, output_hidden_states=True, return_dict=True)
-    hidden = np.stack([state.detach().float().cpu().numpy() for state in output.hidden_states])
+    maps = None if isolate else runner.Maps(narrow="ablate keeps every layer's maps: give a shorter text")
+    forward = runner.run(loaded, inputs, hidden_states=True, maps=maps)
+    hidden = np.stack([state.detach().float().cpu().numpy() for state in forward.output.hidden_states])
     if isolate:
         return _Run(hidden[:, :, 0], None)  # (layers + 1, n, 1, d) -> row i is token i alone
-    if not output.attentions or output.attentions[0] is None:
+    if forward.maps is None or any(m is None for m in forward.maps):
         raise PosembError(f"{loaded.info.name} returned no attention weights (is attention eager?)")
-    attention = np.stack([a[0].detach().float().cpu().numpy() for a in output.attentions])
+    attention = np.stack([a[0].cpu().numpy() for a in forward.maps])
     return _Run(hidden[:, 0], attention)
 
 

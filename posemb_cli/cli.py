@@ -127,6 +127,30 @@ class PlotKind(str, Enum):
     all = "all"
 
 
+class Profile(str, Enum):
+    distance = "distance"
+    keys = "keys"
+
+
+def _memory(text: str) -> int:
+    from .backend import parse_memory
+
+    try:
+        return parse_memory(text)
+    except ValueError as exc:
+        raise PosembUsageError(f"--memory: {exc}") from None
+
+
+MemoryOpt = Annotated[
+    str,
+    typer.Option(
+        "--memory",
+        metavar="SIZE",
+        help="Memory for the attention blocks beyond the forward pass, e.g. 512MB, 4GB (changes no number).",
+    ),
+]
+
+
 class EncodingErrors(str, Enum):
     strict = "strict"
     substitute = "replace"  # not `replace`: that name is str.replace
@@ -839,7 +863,8 @@ def models(
 
     out: Output = ctx.obj
     fmt = out.format("models", output_format.value, json_flag, FORMATS, "table")
-    columns = ["name", "source", "family", "type", "position_scheme", "layers", "max_positions", "size_bytes"]
+    columns = ["name", "source", "family", "type", "position_scheme", "layers", "max_positions", "attention"]
+    columns.append("size_bytes")
     rows, warnings = list_models()
     for warning in warnings:
         out.warn(warning)
@@ -985,6 +1010,27 @@ def stats(
         int,
         number_option("--sink-k", low=1, high=MAX_LENGTH, metavar="K", help="sink = attention on the first K tokens."),
     ] = 4,
+    sink_threshold: Annotated[
+        float,
+        number_option(
+            "--sink-threshold",
+            low=0,
+            high=1,
+            metavar="E",
+            help="sink_rate: a head sinks in a text when its mean attention on key 0 exceeds E (Gu et al.).",
+            kind=float,
+        ),
+    ] = 0.3,
+    bins: Annotated[
+        int, number_option("--bins", low=1, high=1000, metavar="B", help="key_profile: B equal bins of each text.")
+    ] = 10,
+    profile: Annotated[
+        Optional[Profile],
+        typer.Option(
+            "--profile", metavar="distance|keys", help="With -o: draw distance_profile or key_profile instead."
+        ),
+    ] = None,
+    memory: MemoryOpt = "1GiB",
     sort: SortOpt = None,
     reverse: ReverseOpt = False,
     plot: StatsPlotOpt = None,
@@ -1052,6 +1098,13 @@ def stats(
     fmt = out.format("stats", output_format and output_format.value, json_flag, ("table", "json", "csv"), default)
     compute.check_sort_column(sort, pairs)
     piece = compute.Shard.parse("0/1" if shard is None else shard)
+    budget = _memory(memory)
+    if sink_threshold >= 1:
+        raise PosembUsageError(f"--sink-threshold {sink_threshold}: give a number from 0 up to (not including) 1")
+    if profile is not None and plot is None:
+        raise PosembUsageError(f"--profile {profile.value} draws a picture: give its file with -o FILE.png")
+    if profile is not None and plot is not None:
+        Output.picture_path(plot, report=False)
     plot = _stats_picture(plot)
     for path in (partial, checkpoint):
         if path is not None:
@@ -1067,11 +1120,15 @@ def stats(
     out.done = 0
     if checkpoint is not None:
         out.saved = f"checkpoint {checkpoint} saved: run the same command to go on from there."
-    with out.progress_bar("stats", total) as advance, _terminate_as_interrupt(checkpoint is not None):
+    one_text = total == 1  # one long text: a bar over its layers instead of one over texts
+    bar: Any = out.layer_bar("stats", loaded.info.layers) if one_text else out.progress_bar("stats", total)
+    with bar as progress, _terminate_as_interrupt(checkpoint is not None):
+        on_layer = progress if one_text else None
 
         def on_batch(done: int) -> None:
             out.done = done
-            advance(done)
+            if not one_text and progress is not None:
+                progress(done)
 
         result = compute.run_shard(
             corpus,
@@ -1088,8 +1145,20 @@ def stats(
             checkpoint_seconds=checkpoint_seconds,
             on_batch=on_batch,
             fingerprint=False,  # run_shard fingerprints the model anyway when it saves a partial or checkpoint
+            sink_threshold=sink_threshold,
+            bins=bins,
+            memory=budget,
+            on_layer=on_layer,
         )
-    _print_stats(out, result.stats(), fmt, sort, reverse, plot)
+    from .runner import fallback_check
+
+    for warning in fallback_check(loaded):
+        out.warn(warning)
+    if profile is not None:
+        _print_stats(out, result.stats(), fmt, sort, reverse, None)
+        _draw_profile(out, result.stats(), profile.value, plot)
+    else:
+        _print_stats(out, result.stats(), fmt, sort, reverse, plot)
     if partial is not None:
         out.info(f"Wrote {partial}")
 
@@ -1179,6 +1248,16 @@ def _print_stats(out: Output, result: Any, fmt: str, sort: Optional[str], revers
         out.info(f"Wrote {plot}")
     elif plot is not None:
         raise PosembError(f"{plot} was not written: there were no texts to draw")
+
+
+def _draw_profile(out: Output, result: Any, kind: str, path: Any) -> None:
+    if not result.texts or result.key_profile is None:
+        out.warn(f"{path} was not written: there were no texts to draw")
+        return
+    from .render.figures.profiles import plot_profile
+
+    plot_profile(result, kind, path)
+    out.info(f"Wrote {path}")
 
 
 @contextlib.contextmanager

@@ -227,43 +227,20 @@ def check_segment_ids(loaded: LoadedModel, largest: int, option: str) -> None:
 
 
 def _forward(loaded: LoadedModel, encoding: Any, hidden_states: bool = False) -> dict[str, Any]:
-    """Run the model once, capturing what each embedding module receives and returns (forward hooks)."""
+    """Run the model once (`runner.run`), capturing what each embedding module receives and returns and every
+    layer's attention maps."""
+    from . import runner
+
     family, model = loaded.family, loaded.model
-    captured: dict[str, Any] = {}
-
-    def capture(key: str, ids_from_kwarg: str | None, keep_output: bool) -> Any:
-        def hook(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
-            if key in captured:  # keep the first call: the one on the input ids
-                return
-            ids = kwargs.get(ids_from_kwarg) if ids_from_kwarg else None
-            if ids is None:
-                ids = args[1] if ids_from_kwarg and len(args) > 1 else (args[0] if args else kwargs.get("input"))
-            captured[key] = (ids, output if keep_output else None)
-
-        return hook
-
-    modules = [  # (what, module path, keyword that carries the ids (None: the first argument), keep the output)
-        ("token", family.token_embedding, None, True),
-        ("position", family.position_embedding, family.position_ids_kwarg, True),
-        ("segment", family.segment_embedding, None, True),
-        ("rotary", family.rotary_embedding, "position_ids", False),
-    ]
-    handles = [
-        module.register_forward_hook(capture(key, kwarg, keep), with_kwargs=True)
-        for key, path, kwarg, keep in modules
-        if (module := family.module(model, path)) is not None
-    ]
     inputs = {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
     if "token_type_ids" in encoding and family.takes_segments(model):
         check_segment_ids(loaded, int(encoding["token_type_ids"].max()), "--pair")
         inputs["token_type_ids"] = encoding["token_type_ids"]
     inputs = {k: v.to(loaded.device) for k, v in inputs.items()}
-    try:
-        output = model(**inputs, output_attentions=True, output_hidden_states=True, return_dict=True)
-    finally:
-        for handle in handles:
-            handle.remove()
-    if not output.attentions or output.attentions[0] is None:
+    maps = runner.Maps(narrow="inspect keeps every layer's maps: give a shorter text, or use `posemb stats` on it")
+    forward = runner.run(loaded, inputs, embeddings=True, hidden_states=True, maps=maps)
+    output, captured = forward.output, forward.captured
+    if forward.maps is None or any(m is None for m in forward.maps):
         raise PosembError(f"{loaded.info.name} returned no attention weights (is attention eager?)")
     batch, length = encoding["input_ids"].shape
 
@@ -288,7 +265,7 @@ def _forward(loaded: LoadedModel, encoding: Any, hidden_states: bool = False) ->
     result["hidden_states"] = (
         np.stack([_numpy(h) for h in output.hidden_states], axis=1) if hidden_states else None
     )  # (batch, layers + 1, n, hidden)
-    result["attention"] = np.stack([_numpy(a) for a in output.attentions], axis=1)  # (batch, layers, heads, n, n)
+    result["attention"] = np.stack([_numpy(a) for a in forward.maps], axis=1)  # (batch, layers, heads, n, n)
     return result
 
 

@@ -664,6 +664,8 @@ def _describe(name: str, path: Path, source: str) -> dict[str, Any]:
     facts = describe(SimpleNamespace(**read_config(path)))
     row: dict[str, Any] = {"name": name, "source": source}
     row.update({key: facts[key] for key in ("type", "family", "position_scheme", "layers", "max_positions")})
+    family = family_for(facts["type"])
+    row["attention"] = family.attention_cost() if family is not None else "auto"  # generic: decided when loaded
     row["size_bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     row["path"] = str(path)
     return row

@@ -223,6 +223,22 @@ class Output:
 
             yield update
 
+    @contextlib.contextmanager
+    def layer_bar(self, label: str, layers: int) -> Iterator[Callable[[int], None] | None]:
+        """A progress bar over the layers of one forward (one long text), only when `progress`; yields
+        on_layer(layer_done), or None otherwise."""
+        if not self.progress:
+            yield None
+            return
+        from rich import progress as rp
+        from rich.console import Console
+
+        columns = [rp.TextColumn(label), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TextColumn("layers")]
+        columns += [rp.TimeElapsedColumn(), rp.TextColumn("ETA"), rp.TimeRemainingColumn()]
+        with rp.Progress(*columns, console=Console(file=self.stderr), transient=False) as progress:
+            task = progress.add_task(label, total=layers)
+            yield lambda layer: progress.update(task, completed=layer + 1)
+
     @staticmethod
     def format(command: str, chosen: str | None, json_flag: bool, allowed: Sequence[str], default: str | None) -> str:
         """`--json` is short for `--format json`; a format the command does not print is a usage error."""

@@ -7,6 +7,9 @@ The file (format version 2) is a NumPy `.npz` archive, readable without posemb a
     sum_<name>    float64 array (layers, heads): the sum of the per-row value <name> over the rows it covers, for
                   cls sep punct sink self entropy distance within across (every real query row: `counts.tokens` rows)
                   and prev next (rows with that neighbour: `counts.edge_rows` rows)
+                  and, from posemb 0.5 (the position measures, docs/long-context.md): sink_texts (texts whose mean
+                  attention on key 0 exceeds options.sink_threshold), distance_bin_<b> and key_bin_<b>, key_first,
+                  key_last (every real query row); a file without them gives null for those measures
 
     import json, numpy as np
     part = np.load("part-0.npz")
@@ -16,7 +19,8 @@ The file (format version 2) is a NumPy `.npz` archive, readable without posemb a
 The header, in this order:
     format "posemb-stats-partial", version 1, posemb (the version that wrote it),
     model {name, type, family, position_scheme, layers, heads, hidden_size, max_positions, path, fingerprint},
-    options {pairs, max_length, sink_k, dtype, encoding_errors}: every option that changes the numbers,
+    options {pairs, max_length, sink_k, sink_threshold, bins, dtype, encoding_errors}: every option that changes
+        the numbers (sink_threshold and bins from posemb 0.5),
     shards {count, indices, block_lines}: the shards it holds (one for `--shard`; several after a merge) and the
         size of the blocks of lines that the shard rule deals out (`Shard`),
     corpus {name, lines, sha256}: the lines read and the SHA-256 of their bytes (the whole corpus when complete;
@@ -88,6 +92,8 @@ MERGE_KEYS = (
     ("--pairs", ("options", "pairs")),
     ("--max-length", ("options", "max_length")),
     ("--sink-k", ("options", "sink_k")),
+    ("--sink-threshold", ("options", "sink_threshold")),
+    ("--bins", ("options", "bins")),
     ("--dtype", ("options", "dtype")),
     ("--encoding-errors", ("options", "encoding_errors")),
     ("shard count", ("shards", "count")),

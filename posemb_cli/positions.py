@@ -237,19 +237,18 @@ def first_layer_attention(loaded: LoadedModel, word_ids: list[int], length: int)
     """
     import torch
 
-    model = loaded.model
+    from . import runner
+
     total = None
-    with torch.inference_mode():
-        for start in range(0, len(word_ids), PROBE_BATCH):
-            ids = torch.tensor(word_ids[start : start + PROBE_BATCH], dtype=torch.long, device=loaded.device)
-            input_ids = ids[:, None].expand(-1, length).contiguous()
-            output = model(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_attentions=True, return_dict=True
-            )
-            if not output.attentions or output.attentions[0] is None:
-                raise PosembError(f"{loaded.info.name} returned no attention weights (is attention eager?)")
-            layer = output.attentions[0].double().sum(dim=0)
-            total = layer if total is None else total + layer
+    for start in range(0, len(word_ids), PROBE_BATCH):
+        ids = torch.tensor(word_ids[start : start + PROBE_BATCH], dtype=torch.long, device=loaded.device)
+        input_ids = ids[:, None].expand(-1, length).contiguous()
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        forward = runner.run(loaded, inputs, maps=runner.Maps(layers=(0,), narrow="give a smaller --length"))
+        if forward.maps is None or forward.maps[0] is None:
+            raise PosembError(f"{loaded.info.name} returned no attention weights (is attention eager?)")
+        layer = forward.maps[0].double().sum(dim=0)
+        total = layer if total is None else total + layer
     assert total is not None  # probe_word_ids returns at least one word
     return (total / len(word_ids)).cpu().numpy()
 

@@ -73,6 +73,13 @@ class Family:
     # a correction posemb applies to the model's eager attention at load (`eager_fixes.FIXES`), so that the maps and
     # hidden states are those of the production (SDPA) path; None: eager already equals SDPA
     eager_fix: str | None = None
+    # its attention bypasses transformers' AttentionInterface (transformers 5.24), so posemb reads transformers'
+    # eager maps, heads × N × N per layer, instead of its own backend (tests/test_backend.py checks the list)
+    eager_attention: bool = False
+
+    def attention_cost(self) -> str:
+        """How posemb reads this family's attention, for `posemb models`: its backend, or N × N eager maps."""
+        return "eager N×N" if self.eager_attention else "posemb"
 
     def position_scheme(self, config: Any) -> str:
         for attribute, scheme in self.scheme_rules:
@@ -211,6 +218,7 @@ FAMILIES: tuple[Family, ...] = (
         "BLOOM",
         ("bloom",),
         "alibi",
+        eager_attention=True,
         token_embedding="word_embeddings",
         causal=True,
         position_ids_argument=None,
@@ -241,6 +249,7 @@ FAMILIES += (
         "Falcon",
         ("falcon",),
         "rotary",
+        eager_attention=True,
         token_embedding="word_embeddings",
         rotary_embedding="rotary_emb",
         causal=True,
@@ -284,6 +293,7 @@ FAMILIES += (
         "MPNet",
         ("mpnet",),
         "learned_absolute+relative_bucket",
+        eager_attention=True,
         token_embedding="embeddings.word_embeddings",
         position_embedding="embeddings.position_embeddings",
         position_table="embeddings.position_embeddings",
@@ -298,6 +308,7 @@ FAMILIES += (
         "DeBERTa",
         ("deberta-v2",),
         "disentangled",
+        eager_attention=True,
         token_embedding="embeddings.word_embeddings",
         position_embedding="embeddings.position_embeddings",  # only with position_biased_input
         segment_embedding="embeddings.token_type_embeddings",  # only with type_vocab_size > 0

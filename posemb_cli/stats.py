@@ -73,7 +73,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from . import attention, partials
+from . import attention, backend, partials
 from .core import check_segment_ids, index_ranges, nonfinite_warning, tokenize
 from .errors import PosembError, PosembUsageError
 from .lines import CountedLines, chunks, decode_line
@@ -89,6 +89,9 @@ VERTICAL_THRESHOLD = 0.5  # cls + sep
 DIAGONAL_THRESHOLD = 0.5  # self + prev + next
 BLOCK_THRESHOLD = 0.8  # within, pairs only
 DEFAULT_SINK_K = 4
+DEFAULT_SINK_THRESHOLD = 0.3  # sink_rate's ε (Gu et al., ICLR 2025)
+DEFAULT_BINS = 10  # key_profile: equal bins of the text
+EDGE_SHARE = 0.01  # key_profile's first / last: this share of the text's keys (at least one key)
 DEFAULT_BATCH_SIZE = 32
 # Attention values reduced at once (a block of heads × query rows): bounds the reduction's temporaries. Small on the
 # CPU (4 MB: cache-friendly, and far below one layer of long texts); large on accelerators, where launches cost.
@@ -122,6 +125,12 @@ class CorpusStats:
     warnings: list[str] = field(default_factory=list)
     # {"count": N, "indices": [...], "missing": [...]}: the shards of the corpus these numbers hold; None for all
     shards: dict[str, Any] | None = None
+    # The position measures (docs/long-context.md); None where the sums were not made (a partial of posemb 0.4)
+    sink_threshold: float | None = None
+    sink_rate: float | None = None  # over all heads: the mean of the heads' sink_rate
+    distance_bins: list[list[int]] | None = None  # [first, last] offset of each distance_profile bin
+    key_bins: int | None = None
+    key_profile: list[dict[str, Any]] | None = None  # per layer: {"layer", "bins": [...], "first", "last"}
 
     def columns(self) -> list[str]:
         return columns(self.pairs)
@@ -129,7 +138,14 @@ class CorpusStats:
     def to_json(self) -> dict[str, Any]:
         shards = {"shards": self.shards} if self.shards is not None else {}
         counted = {"texts": self.texts, "tokens": self.tokens}
-        return {"model": self.model.to_json(), **counted, **shards, "heads": self.heads}
+        measures = {
+            "sink_threshold": self.sink_threshold,
+            "sink_rate": self.sink_rate,
+            "distance_bins": self.distance_bins,
+            "key_bins": self.key_bins,
+            "key_profile": self.key_profile,
+        }
+        return {"model": self.model.to_json(), **counted, **shards, **measures, "heads": self.heads}
 
     def grid(self, column: str) -> np.ndarray:
         """One column as a (layers, heads) array, NaN where undefined: what the plot shows."""
@@ -228,12 +244,18 @@ def corpus_stats(
     max_length: int | None = None,
     sink_k: int = DEFAULT_SINK_K,
     on_batch: Callable[[int], None] | None = None,
+    sink_threshold: float = DEFAULT_SINK_THRESHOLD,
+    bins: int = DEFAULT_BINS,
+    memory: int = backend.DEFAULT_MEMORY,
+    on_layer: Callable[[int], None] | None = None,
 ) -> CorpusStats:
     """Per-head attention statistics of texts (or (A, B) pairs with `pairs`), pooled over all their query rows.
 
     `max_length` cuts texts (pairs: the longer side first) to that many tokens, special tokens included; default the
-    model's maximum positions. `on_batch(texts_done)` is called after every batch (progress, Ctrl-C bookkeeping)."""
-    settings = _settings(loaded, pairs, batch_size, max_length, sink_k)
+    model's maximum positions. `on_batch(texts_done)` is called after every batch (progress, Ctrl-C bookkeeping).
+    `sink_threshold` is sink_rate's ε, `bins` key_profile's bin count; `memory` bounds the attention blocks'
+    temporaries (bytes); `on_layer(layer)` is called after each layer of each forward (progress on one long text)."""
+    settings = _settings(loaded, pairs, batch_size, max_length, sink_k, sink_threshold, bins, memory, on_layer)
 
     def on_state(state: _State) -> None:
         if on_batch is not None and state.batches:
@@ -263,6 +285,10 @@ def run_shard(
     on_batch: Callable[[int], None] | None = None,
     fingerprint: bool = True,
     block_lines: int = partials.BLOCK_LINES,
+    sink_threshold: float = DEFAULT_SINK_THRESHOLD,
+    bins: int = DEFAULT_BINS,
+    memory: int = backend.DEFAULT_MEMORY,
+    on_layer: Callable[[int], None] | None = None,
 ) -> Partial:
     """The sums of one shard of a corpus file (`-`: stdin), as `posemb stats FILE --shard I/N --partial FILE`.
 
@@ -287,7 +313,7 @@ def run_shard(
             check_writable(Path(path))
     shard = Shard.parse(shard, block_lines)
     loaded = model if isinstance(model, LoadedModel) else load(model, device=device, dtype=dtype)
-    settings = _settings(loaded, pairs, batch_size, max_length, sink_k)
+    settings = _settings(loaded, pairs, batch_size, max_length, sink_k, sink_threshold, bins, memory, on_layer)
     digest = model_fingerprint(loaded.info.path) if fingerprint or partial or checkpoint else None
     stream, name = open_lines(str(corpus))
     with stream:
@@ -301,7 +327,8 @@ def run_shard(
         if resumed is not None:
             _skip_to(reader, resumed, name)
             rows, edges = _stack(resumed.sums, _ROW_VALUES), _stack(resumed.sums, _EDGE_VALUES)
-            start = _State(rows=rows, edges=edges, counts=dict(resumed.counts), **_cursor(resumed))
+            extra = _stack(resumed.sums, extra_names(settings)) if extra_names(settings)[0] in resumed.sums else None
+            start = _State(rows=rows, edges=edges, counts=dict(resumed.counts), extra=extra, **_cursor(resumed))
         saver = _Saver(header, checkpoint, checkpoint_texts, checkpoint_seconds, start)
 
         def on_state(state: _State) -> None:
@@ -327,7 +354,8 @@ def partial_stats(partial: Partial) -> CorpusStats:
     header = partial.header
     info = ModelInfo(**{key.name: header["model"][key.name] for key in dataclasses.fields(ModelInfo)})
     options = header["options"]
-    settings = _Settings(options["pairs"], 1, options["max_length"], options["sink_k"])
+    threshold, bins = options.get("sink_threshold", DEFAULT_SINK_THRESHOLD), options.get("bins", DEFAULT_BINS)
+    settings = _Settings(options["pairs"], 1, options["max_length"], options["sink_k"], threshold, bins)
     result = _result(info, partial.sums, partial.counts, settings)
     if partial.shard_count > 1:
         missing = partial.missing_shards()
@@ -343,12 +371,31 @@ class _Settings:
     batch_size: int  # as run: 1 for models whose position encoding depends on the padded length
     limit: int | None  # --max-length, or the model's maximum
     sink_k: int
+    sink_threshold: float = DEFAULT_SINK_THRESHOLD
+    bins: int = DEFAULT_BINS
+    memory: int = backend.DEFAULT_MEMORY  # bytes for the attention blocks' temporaries (changes no number)
+    on_layer: Callable[[int], None] | None = field(default=None, compare=False)  # progress within one forward
 
 
-def _settings(loaded: LoadedModel, pairs: bool, batch_size: int, max_length: int | None, sink_k: int) -> _Settings:
+def _settings(
+    loaded: LoadedModel,
+    pairs: bool,
+    batch_size: int,
+    max_length: int | None,
+    sink_k: int,
+    sink_threshold: float = DEFAULT_SINK_THRESHOLD,
+    bins: int = DEFAULT_BINS,
+    memory: int = backend.DEFAULT_MEMORY,
+    on_layer: Callable[[int], None] | None = None,
+) -> _Settings:
     if not loaded.family.padding_free(loaded.model.config):
         batch_size = 1  # its RoPE depends on the padded length
-    return _Settings(pairs, batch_size, _max_length(loaded.info, max_length), sink_k)
+    if not 0 <= sink_threshold < 1:
+        raise PosembUsageError(f"--sink-threshold {sink_threshold}: give a number from 0 up to (not including) 1")
+    if bins < 1:
+        raise PosembUsageError(f"--bins {bins}: give at least 1")
+    limit = _max_length(loaded.info, max_length)
+    return _Settings(pairs, batch_size, limit, sink_k, sink_threshold, bins, memory, on_layer)
 
 
 @dataclass(frozen=True)
@@ -364,6 +411,8 @@ class _State:
     batches: int = 0  # batches of that chunk already in the sums
     chunk_lines: int = 0  # where that chunk ends, and the SHA-256 up to there: a resumed run checks it reads the same
     chunk_sha256: str = ""
+    extra: Any = None  # (layers, heads, len(extra_names(settings))): the position measures' sums
+    extra_names: tuple[str, ...] = ()  # their names (sum_<name> in a partial)
 
 
 def _accumulate(
@@ -394,7 +443,8 @@ def _accumulate(
         return {"lines": reader.lines, "sha256": reader.sha256()} if reader is not None else {}
 
     with torch.inference_mode():
-        reducer = _Reducer(loaded, pairs)
+        reducer = _Reducer(loaded, pairs, settings)
+        reducer.memory, reducer.on_layer = settings.memory, settings.on_layer
         state = reducer.adopt(state) if state is not None else reducer.zero_state()
         with reducer.hooked():
             for block in blocks:
@@ -430,6 +480,7 @@ def _accumulate(
 
 def _result(info: ModelInfo, sums: dict[str, np.ndarray], counts: dict[str, Any], settings: _Settings) -> CorpusStats:
     heads = _head_rows(sums, counts, settings.pairs)
+    measures = _measures(sums, counts, settings, heads)
     return CorpusStats(
         model=info,
         texts=counts["texts"],
@@ -441,6 +492,7 @@ def _result(info: ModelInfo, sums: dict[str, np.ndarray], counts: dict[str, Any]
         skipped=counts["skipped"],
         heads=heads,
         warnings=_warnings(counts, settings.limit, info) + _nonfinite_heads(heads),
+        **measures,
     )
 
 
@@ -462,6 +514,8 @@ def _header(
             "pairs": settings.pairs,
             "max_length": settings.limit,
             "sink_k": settings.sink_k,
+            "sink_threshold": settings.sink_threshold,
+            "bins": settings.bins,
             "dtype": loaded.dtype,
             "encoding_errors": encoding_errors,
         },
@@ -559,6 +613,9 @@ def _sums(state: _State) -> dict[str, np.ndarray]:
     rows, edges = (x if isinstance(x, np.ndarray) else x.cpu().double().numpy() for x in (state.rows, state.edges))
     sums = {key: rows[..., k].copy() for k, key in enumerate(_ROW_VALUES)}
     sums.update({key: edges[..., k].copy() for k, key in enumerate(_EDGE_VALUES)})
+    if state.extra is not None:
+        extra = state.extra if isinstance(state.extra, np.ndarray) else state.extra.cpu().double().numpy()
+        sums.update({key: extra[..., k].copy() for k, key in enumerate(state.extra_names)})
     return sums
 
 
@@ -727,37 +784,41 @@ def _collate(batch: list[_Encoded], loaded: LoadedModel, pairs: bool, sink_k: in
 
 
 class _Reducer:
-    """Forward hooks that reduce each layer's attention maps to per-head sums, then let the maps go. `rows` and
-    `edges` hold one batch's sums; `add` makes the next `_State` from them."""
+    """Reduces each block of attention probabilities that `runner.run` hands over (posemb's backend, or the eager
+    maps of a fallback family cut into row blocks) to per-head sums, then lets the block go. `rows`, `edges` and
+    `extra` hold one batch's sums; `add` makes the next `_State` from them."""
 
-    def __init__(self, loaded: LoadedModel, pairs: bool) -> None:
+    def __init__(self, loaded: LoadedModel, pairs: bool, settings: _Settings | None = None) -> None:
         import torch
 
         self.loaded, self.pairs = loaded, pairs
-        info, family = loaded.info, loaded.family
-        # No module to hook (the generic path): the model returns every layer's maps and they are reduced after.
-        module = family.attention_module
-        self.paths = [module.format(layer=layer) for layer in range(info.layers)] if module else []
+        self.settings = settings or _Settings(pairs, 1, loaded.info.max_positions, DEFAULT_SINK_K)
+        info = loaded.info
         # MPS has no float64: accumulate there on the CPU.
         self.accumulator_device = "cpu" if str(loaded.device).startswith("mps") else loaded.device
-        self.rows, self.edges = self._zeros()
+        self.extra_names = extra_names(self.settings)
+        self.distance_bins = len(distance_bins(self.settings.limit))
+        self.rows, self.edges, self.extra = self._zeros()
         self.deviation = torch.zeros((), device=loaded.device)
         self.tolerance = max(ROW_SUM_TOLERANCE, torch.finfo(getattr(torch, loaded.dtype)).eps)
         self.calls = [0] * info.layers
         self.batch: _Batch | None = None
+        self.memory = backend.DEFAULT_MEMORY
+        self.on_layer: Callable[[int], None] | None = None
 
-    def _zeros(self) -> tuple[Any, Any]:
+    def _zeros(self) -> tuple[Any, Any, Any]:
         import torch
 
         layers, heads = self.loaded.info.layers, self.loaded.info.heads
         zeros: dict[str, Any] = {"dtype": torch.float64, "device": self.accumulator_device}
         rows = torch.zeros(layers, heads, len(_ROW_VALUES), **zeros)
-        return rows, torch.zeros(layers, heads, len(_EDGE_VALUES), **zeros)
+        extra = torch.zeros(layers, heads, len(self.extra_names), **zeros)
+        return rows, torch.zeros(layers, heads, len(_EDGE_VALUES), **zeros), extra
 
     def zero_state(self) -> _State:
-        rows, edges = self._zeros()
+        rows, edges, extra = self._zeros()
         counts: dict[str, Any] = partials.zero_counts()
-        return _State(rows=rows, edges=edges, counts=counts)
+        return _State(rows=rows, edges=edges, counts=counts, extra=extra, extra_names=self.extra_names)
 
     def adopt(self, state: _State) -> _State:
         """A state whose sums are NumPy arrays (read from a checkpoint), with them as tensors on this device."""
@@ -767,108 +828,144 @@ class _Reducer:
         rows, edges = (torch.as_tensor(np.asarray(x, np.float64), device=device) for x in (state.rows, state.edges))
         if rows.shape != self.rows.shape or edges.shape != self.edges.shape:
             raise PosembError(f"the checkpoint's sums are not those of {self.loaded.info.name} (their shape differs)")
-        return dataclasses.replace(state, rows=rows, edges=edges)
+        extra = self.extra.clone() if state.extra is None else torch.as_tensor(np.asarray(state.extra), device=device)
+        if extra.shape != self.extra.shape:
+            raise PosembError(f"the checkpoint's sums are not those of {self.loaded.info.name} (their shape differs)")
+        return dataclasses.replace(state, rows=rows, edges=edges, extra=extra, extra_names=self.extra_names)
 
     def add(self, state: _State, counts: dict[str, Any], batches: int) -> _State:
         """The state after this batch: new tensors, so that `state` itself stays as it was."""
+        extra = self.extra if state.extra is None else state.extra + self.extra
         return dataclasses.replace(
-            state, rows=state.rows + self.rows, edges=state.edges + self.edges, counts=counts, batches=batches
+            state,
+            rows=state.rows + self.rows,
+            edges=state.edges + self.edges,
+            extra=extra,
+            counts=counts,
+            batches=batches,
         )
 
     def hooked(self) -> Any:
+        """The context the batches run in (the attention is observed per forward, by `runner.run`)."""
         import contextlib
 
-        @contextlib.contextmanager
-        def hooks() -> Iterator[None]:
-            handles = []
-            layers_of: dict[int, tuple[Any, list[int], str]] = {}  # one module may serve several layers (ALBERT)
-            for layer, path in enumerate(self.paths):
-                module = self.loaded.family.module(self.loaded.model, path)
-                if module is None:
-                    raise PosembError(f"{self.loaded.info.name} has no attention module {path}")
-                layers_of.setdefault(id(module), (module, [], path))[1].append(layer)
-            try:
-                for module, layers, path in layers_of.values():
-                    handles.append(module.register_forward_hook(self._hook(layers, path)))
-                yield
-            finally:
-                for handle in handles:
-                    handle.remove()
-
-        return hooks()
-
-    def _hook(self, layers: list[int], path: str) -> Callable[..., None]:
-        """The hook of a module that serves `layers`, called once per layer in order within one forward."""
-        index = self.loaded.family.attention_weights
-
-        def hook(module: Any, args: Any, output: Any) -> None:
-            weights = output[index] if isinstance(output, tuple) and len(output) > index else None
-            if weights is None:
-                name = self.loaded.info.name
-                raise PosembError(f"{name} returned no attention weights from {path} (is attention eager?)")
-            calls = sum(self.calls[layer] for layer in layers)
-            self.reduce(layers[calls % len(layers)], weights)
-
-        return hook
+        return contextlib.nullcontext()
 
     def run(self, batch: _Batch) -> None:
+        import torch
+
+        from . import runner
+
         self.batch = batch
-        self.rows, self.edges = self._zeros()
-        asked = not self.paths or self.loaded.family.attention_when_asked
-        options: dict[str, Any] = {"output_attentions": asked, "output_hidden_states": False}
-        if self.loaded.family.causal:
-            options["use_cache"] = False
+        self.rows, self.edges, self.extra = self._zeros()
+        size, length = batch.real.shape
+        layers, heads = self.loaded.info.layers, self.loaded.info.heads
+        self.key0 = torch.zeros(size, layers, heads, dtype=torch.float64, device=self.accumulator_device)
+        self._prepare(batch)
         try:
-            output = self.loaded.model(**batch.inputs, **options)
-            if not self.paths:
-                for layer, weights in enumerate(output.attentions or ()):
-                    self.reduce(layer, weights)
+            runner.run(self.loaded, batch.inputs, reduce=self.reduce_block, memory=self.memory, on_layer=self.on_layer)
+            lengths = batch.real.sum(-1).to(self.key0.device, torch.float64)[:, None, None]
+            sinks = (self.key0 / lengths > self.settings.sink_threshold).sum(0).double()
+            self.extra[..., 0] += sinks.to(self.extra.device)
         finally:
             self.batch = None
 
-    def reduce(self, layer: int, weights: Any) -> None:
-        """Sum one layer's per-row statistics over real rows, a block of heads × query rows at a time, so that the
-        temporaries stay a small fraction of the layer's maps."""
+    def _prepare(self, batch: _Batch) -> None:
+        """Per batch: the distance-bin table and each text's key bins and first / last 1% masks (key_profile)."""
+        import torch
+
+        real = batch.real
+        size, length = real.shape
+        device = real.device
+        self.distance_edges = torch.tensor(distance_bins(self.settings.limit), dtype=torch.long, device=device)
+        bins = self.settings.bins
+        n = real.sum(-1, keepdim=True)  # (batch, 1)
+        keys = torch.arange(length, device=device)[None, :]
+        key_bins = torch.div(keys * bins, n, rounding_mode="floor")
+        self.key_bins = torch.where(real, key_bins, bins)  # padded keys: an extra bin, dropped
+        edge = torch.ceil(n.double() * EDGE_SHARE).long()
+        first = (keys < edge) & real
+        last = (keys >= n - edge) & real
+        self.key_edges = torch.stack([first, last], dim=-1).double()  # (batch, n, 2)
+
+    def reduce_block(self, layer: int, top: int, block: Any) -> None:
+        """Add one block of probabilities (batch, heads, rows, keys) of rows top.. of a layer's maps to the sums.
+        `keys` may be less than the padded length: the columns beyond have probability 0."""
         import torch
 
         batch = self.batch
-        assert batch is not None, "attention hook called outside a posemb batch"
-        self.calls[layer] += 1
-        size, heads, length, _ = weights.shape
-        budget = BLOCK_ELEMENTS["cpu" if weights.device.type == "cpu" else "accelerator"]
-        head_step = max(1, budget // (size * length * length))
-        row_step = length if head_step > 1 else max(1, budget // (size * length))
-        for first in range(0, heads, head_step):
-            a = weights[:, first : first + head_step]
-            last = first + a.shape[1]
-            edges = torch.stack([attention.previous_token_torch(a), attention.next_token_torch(a)], dim=-1).float()
-            self.edges[layer, first:last] += self._sum(torch.where(batch.real[:, None, 1:, None], edges, 0.0))
-            diagonal = attention.self_attention_torch(a)
-            for top in range(0, length, row_step):
-                rows = slice(top, top + row_step)
-                block = a[:, :, rows].float()
-                masses = attention.mass_on_torch(block, batch.key_masks)  # (batch, heads, rows, 7)
-                in_b = batch.segment_b[:, None, rows]
-                own = torch.where(in_b, masses[..., _SEGMENT_B], masses[..., _SEGMENT_A])
-                other = torch.where(in_b, masses[..., _SEGMENT_A], masses[..., _SEGMENT_B])
-                values = torch.stack(
-                    [
-                        masses[..., _CLS],
-                        masses[..., _SEP],
-                        masses[..., _PUNCT],
-                        masses[..., _SINK],
-                        diagonal[..., rows].float(),
-                        attention.entropy_torch(block, batch.real),
-                        attention.distance_torch(block, first_row=top),
-                        own,
-                        other,
-                    ],
-                    dim=-1,
-                )
-                real = batch.real[:, None, rows]
-                self.rows[layer, first:last] += self._sum(torch.where(real[..., None], values, 0.0))
-                off = torch.where(real, (masses[..., _ALL] - 1.0).abs(), 0.0)
-                self.deviation = torch.maximum(self.deviation, off.max().to(self.deviation.dtype))
+        assert batch is not None, "attention observed outside a posemb batch"
+        if top == 0:
+            self.calls[layer] += 1
+        size, heads, count, keys = block.shape
+        length = batch.real.shape[1]
+        device = block.device
+        rows = slice(top, top + count)
+        index = torch.arange(top, top + count, device=device)
+        within = torch.arange(count, device=device)
+
+        def at(offset: int) -> Any:  # a[i, i + offset] for the block's rows; 0 where that key is not in the block
+            columns = index + offset
+            inside = (columns >= 0) & (columns < keys)
+            return torch.where(inside, block[:, :, within, columns.clamp(0, keys - 1)], 0.0)
+
+        real = batch.real[:, None, rows]  # (batch, 1, rows)
+        has_prev = real & (index >= 1)
+        has_next = torch.zeros_like(real)
+        ahead = (index + 1 < length).nonzero().flatten()
+        has_next[:, :, ahead] = batch.real[:, None, top + 1 : top + 1 + len(ahead)]
+        edges = torch.stack([torch.where(has_prev, at(-1), 0.0), torch.where(has_next, at(1), 0.0)], dim=-1)
+        self.edges[layer] += self._sum(edges)
+        masses = attention.mass_on_torch(block, batch.key_masks[:, :keys])  # (batch, heads, rows, 7)
+        in_b = batch.segment_b[:, None, rows]
+        own = torch.where(in_b, masses[..., _SEGMENT_B], masses[..., _SEGMENT_A])
+        other = torch.where(in_b, masses[..., _SEGMENT_A], masses[..., _SEGMENT_B])
+        values = torch.stack(
+            [
+                masses[..., _CLS],
+                masses[..., _SEP],
+                masses[..., _PUNCT],
+                masses[..., _SINK],
+                at(0),
+                attention.entropy_torch(block, batch.real),
+                attention.distance_torch(block, first_row=top),
+                own,
+                other,
+            ],
+            dim=-1,
+        )
+        self.rows[layer] += self._sum(torch.where(real[..., None], values, 0.0))
+        off = torch.where(real, (masses[..., _ALL] - 1.0).abs(), 0.0)
+        self.deviation = torch.maximum(self.deviation, off.max().to(self.deviation.dtype))
+        # sink_rate: each text's attention on key 0, summed over its real rows (divided by n after the forward)
+        key0 = torch.where(real, block[..., 0], 0.0).sum(-1, dtype=torch.float64)  # (batch, heads)
+        self.key0[:, layer] += key0.to(self.key0.device)
+        # distance_profile: the mass of each row by |i - j| bin, from the row's running sums over keys (float64):
+        # bin [lo, hi] holds keys i - hi .. i - lo and i + lo .. i + hi, two differences of the running sum
+        running = torch.nn.functional.pad(block.cumsum(-1, dtype=torch.float64), (1, 0))  # (batch, heads, rows, 1+k)
+        low, high = self.distance_edges[:, 0], self.distance_edges[:, 1]  # (bins,)
+        i = index[:, None]
+        starts = torch.cat([(i - high).clamp(0, keys), (i + low).clamp(0, keys)], dim=1)  # (rows, 2 bins)
+        ends = torch.cat([(i - low + 1).clamp(0, keys), (i + high + 1).clamp(0, keys)], dim=1)
+        ends[:, self.distance_bins] = starts[:, self.distance_bins]  # offset 0 counted once, on the left
+        ends = torch.maximum(ends, starts)
+        shape = (size, heads, count, 2 * self.distance_bins)
+        mass = running.gather(-1, ends.expand(shape)) - running.gather(-1, starts.expand(shape))
+        profile = mass[..., : self.distance_bins] + mass[..., self.distance_bins :]
+        first = 1
+        self.extra[layer, :, first : first + self.distance_bins] += self._sum(
+            torch.where(real[..., None], profile, 0.0)
+        )
+        # key_profile: the mass received by each key bin of the text, and by its first / last 1% of keys
+        received = torch.matmul(real[:, :, None, :].to(block.dtype), block)[:, :, 0].double()  # (batch, heads, keys)
+        key_bins = self.settings.bins
+        by_bin = torch.zeros(size, heads, key_bins + 1, dtype=torch.float64, device=device)
+        by_bin.scatter_add_(-1, self.key_bins[:, None, :keys].expand(size, heads, keys), received)
+        first += self.distance_bins
+        self.extra[layer, :, first : first + key_bins] += by_bin[..., :key_bins].sum(0).to(self.extra.device)
+        first += key_bins
+        edges_mass = torch.matmul(received, self.key_edges[:, :keys])  # (batch, heads, 2)
+        self.extra[layer, :, first : first + 2] += edges_mass.sum(0).to(self.extra.device)
 
     def _sum(self, values: Any) -> Any:
         """Sum over texts and rows → (heads, statistics), in float64 (on the CPU for MPS, which has none)."""
@@ -889,11 +986,10 @@ class _Reducer:
             )
 
     def check_layers(self) -> None:
-        """Every layer's hook ran (once any batch ran)."""
+        """Every layer's attention was observed (once any batch ran)."""
         missing = [layer for layer, calls in enumerate(self.calls) if not calls]
         if missing and any(self.calls):
-            where = self.paths[missing[0]] if self.paths else f"layer {missing[0]}"
-            raise PosembError(f"the attention of {where} of {self.loaded.info.name} was never computed")
+            raise PosembError(f"the attention of layer {missing[0]} of {self.loaded.info.name} was never computed")
 
 
 def _head_rows(sums: dict[str, np.ndarray], counts: dict[str, Any], pairs: bool) -> list[dict[str, Any]]:
@@ -915,6 +1011,63 @@ def _head_rows(sums: dict[str, np.ndarray], counts: dict[str, Any], pairs: bool)
         row["pattern"] = pattern(row, pairs) if row["self"] is not None else None  # None: non-finite maps
         heads.append(row)
     return heads
+
+
+def distance_bins(limit: int | None) -> list[list[int]]:
+    """[first, last] offset of each distance_profile bin: 0, then 1, 2, 3–4, 5–8, 9–16, … (bin b ≥ 2 holds
+    2^(b−2) + 1 .. 2^(b−1)), up to the largest offset of a text of `limit` tokens (None: the largest model posemb
+    accepts, 2^24 positions)."""
+    largest = max(1, (limit or 2**24) - 1)
+    edges = [[0, 0], [1, 1]]
+    while edges[-1][1] < largest:
+        low = edges[-1][1] + 1
+        edges.append([low, min(2 * edges[-1][1], largest) if edges[-1][1] > 1 else 2])
+    return edges
+
+
+def extra_names(settings: _Settings) -> tuple[str, ...]:
+    """The position measures' sums, in the order of `_State.extra`: texts whose α₀ exceeds the threshold, the mass
+    of each distance bin and of each key bin (over rows), and the mass on the first / last 1% of keys."""
+    distance = [f"distance_bin_{b}" for b in range(len(distance_bins(settings.limit)))]
+    keys = [f"key_bin_{b}" for b in range(settings.bins)]
+    return ("sink_texts", *distance, *keys, "key_first", "key_last")
+
+
+def _measures(
+    sums: dict[str, np.ndarray], counts: dict[str, Any], settings: _Settings, heads: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """sink_rate, distance_profile (added to each head's row) and key_profile from their sums; None (null in JSON)
+    where the sums are absent (a partial written by posemb 0.4) or no text was read."""
+    names = extra_names(settings)
+    for row in heads:
+        row["sink_rate"] = row["distance_profile"] = None
+    empty = {"sink_threshold": settings.sink_threshold, "sink_rate": None, "distance_bins": None, "key_bins": None}
+    if any(name not in sums for name in names) or not counts["texts"]:
+        return {**empty, "key_profile": None}
+    texts, rows = counts["texts"], counts["tokens"]
+    distance = [name for name in names if name.startswith("distance_bin_")]
+    rate = sums["sink_texts"] / texts
+    for row in heads:
+        layer, head = row["layer"], row["head"]
+        row["sink_rate"] = _number(rate[layer, head])
+        row["distance_profile"] = [_number(sums[name][layer, head] / rows) for name in distance]
+    layers, per_layer = rate.shape
+    key_profile = []
+
+    def mean(name: str, layer: int) -> float | None:  # over the layer's heads and all rows
+        return _number(sums[name][layer].sum() / (rows * per_layer))
+
+    for layer in range(layers):
+        bins = [mean(f"key_bin_{b}", layer) for b in range(settings.bins)]
+        first, last = mean("key_first", layer), mean("key_last", layer)
+        key_profile.append({"layer": layer, "bins": bins, "first": first, "last": last})
+    return {
+        "sink_threshold": settings.sink_threshold,
+        "sink_rate": _number(rate.mean()),
+        "distance_bins": distance_bins(settings.limit),
+        "key_bins": settings.bins,
+        "key_profile": key_profile,
+    }
 
 
 def _number(value: Any) -> float | None:

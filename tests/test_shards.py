@@ -47,6 +47,9 @@ LINES = [
     "Heads attend to [CLS], [SEP] and full stops, says Clark et al. (2019).",
 ]
 SUM_NAMES = ("cls", "sep", "punct", "sink", "self", "entropy", "distance", "within", "across", "prev", "next")
+# from 0.5: the position measures (max length 64: offsets 0, 1, 2, 3-4, ..., 33-63 are 8 distance bins; 10 key bins)
+SUM_NAMES += ("sink_texts", *(f"distance_bin_{b}" for b in range(8)), *(f"key_bin_{b}" for b in range(10)))
+SUM_NAMES += ("key_first", "key_last")
 
 
 def _json(result) -> dict:
@@ -106,12 +109,9 @@ def test_merged_shards_equal_one_run(pieces, corpus):
     assert merged["texts"] == one["texts"] == sum(1 for line in LINES if line.strip())
     assert merged["tokens"] == one["tokens"]
     assert merged["shards"] == {"count": 3, "indices": [0, 1, 2], "missing": []}
-    assert list(merged) == ["model", "texts", "tokens", "shards", "heads"] and list(one) == [
-        "model",
-        "texts",
-        "tokens",
-        "heads",
-    ]
+    measures = ["sink_threshold", "sink_rate", "distance_bins", "key_bins", "key_profile"]  # from 0.5
+    assert list(merged) == ["model", "texts", "tokens", "shards", *measures, "heads"]
+    assert list(one) == ["model", "texts", "tokens", *measures, "heads"]
     assert largest_relative_difference(merged, one) == 0  # shards 1 and 2 add zeros
     # the merged partial is itself mergeable and prints the same numbers; its header has the documented keys
     again = _json(run_cli("stats", "merge", str(merged_file), "--json"))
@@ -233,6 +233,8 @@ def test_partial_file_is_the_documented_npz(pieces, corpus, bert):
             "pairs": False,
             "max_length": 64,
             "sink_k": 4,
+            "sink_threshold": 0.3,
+            "bins": 10,
             "dtype": "float32",
             "encoding_errors": "strict",
         }

@@ -44,6 +44,7 @@ PAIRS = [
     ("Why?", "Because attention spreads over both sentences, unevenly."),
 ]
 KEYS = ["layer", "head", *STATISTICS, "pattern"]
+JSON_KEYS = [*KEYS, "sink_rate", "distance_profile"]  # CSV and tables keep KEYS
 TOLERANCE = 1e-5
 
 
@@ -166,7 +167,7 @@ def test_pairs_match_direct_computation(bundled, bundled_path):
     assert_matches(result, direct(str(bundled_path), PAIRS, pairs=True), names=(*STATISTICS, "within", "across"))
     for row in result.heads:
         assert row["within"] + row["across"] == pytest.approx(1.0, abs=1e-5)
-        assert list(row) == ["layer", "head", *STATISTICS, "within", "across", "pattern"]
+        assert list(row) == ["layer", "head", *STATISTICS, "within", "across", "pattern", *JSON_KEYS[-2:]]
 
 
 def test_truncation_matches_direct_computation_and_is_counted(bundled, bundled_path):
@@ -300,10 +301,11 @@ def test_json_keys_exactly_as_documented(corpus, tiny_models):
     result = run_cli("stats", str(corpus), "-m", str(tiny_models["BERT"]), "--json", "--device", "cpu")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert list(data) == ["model", "texts", "tokens", "heads"]
+    measures = ["sink_threshold", "sink_rate", "distance_bins", "key_bins", "key_profile"]  # from 0.5
+    assert list(data) == ["model", "texts", "tokens", *measures, "heads"]
     assert data["texts"] == 6 and data["model"]["name"] == str(tiny_models["BERT"])
     assert [(h["layer"], h["head"]) for h in data["heads"]] == [(lay, head) for lay in range(2) for head in range(4)]
-    assert all(list(h) == KEYS for h in data["heads"])
+    assert all(list(h) == JSON_KEYS for h in data["heads"])
     assert all(h["pattern"] in ("vertical", "diagonal", "heterogeneous") for h in data["heads"])
     assert "Warning: 1 empty line(s) were skipped" in result.stderr
 
