@@ -168,7 +168,9 @@ def _truncation_warnings(tokenizer: Any, info: ModelInfo, text: str, pair: str |
     return [f"text has {total} tokens but {info.name} takes at most {info.max_positions}: {cut} tokens were cut"]
 
 
-_HELD: list[Any] = []  # one temporary file, reused: where fd 2 points while the tokenizer runs
+_HELD: dict[int, int] = {}  # process id -> the descriptor of one unlinked temporary file, reused: where fd 2 points
+# while the tokenizer runs (a raw descriptor, so no file object is left for the interpreter to warn about at exit;
+# per process, so that the children the server forks never share one)
 
 
 @contextlib.contextmanager
@@ -186,9 +188,12 @@ def rust_output_held() -> Iterator[None]:
     except (OSError, ValueError, AttributeError):  # no fd 2 (closed): nothing to hold
         yield
         return
-    if not _HELD:
-        _HELD.append(tempfile.TemporaryFile())
-    held = _HELD[0].fileno()
+    if os.getpid() not in _HELD:
+        descriptor, name = tempfile.mkstemp(prefix=".posemb-stderr-")
+        os.unlink(name)
+        _HELD.clear()
+        _HELD[os.getpid()] = descriptor
+    held = _HELD[os.getpid()]
     os.ftruncate(held, 0)
     os.lseek(held, 0, os.SEEK_SET)
     os.dup2(held, 2)

@@ -20,6 +20,7 @@ model computes in production).
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -263,14 +264,15 @@ def _check_calls(loaded: LoadedModel, calls: int) -> None:
         )
 
 
-_checked: dict[int, list[str]] = {}
+_checked: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()  # model -> warnings (an id
+# could be reused by a later model once the first is freed)
 
 
 def fallback_check(loaded: LoadedModel) -> list[str]:
     """For a model on the eager fallback that also has an SDPA path: run a short probe both ways, once per loaded
     model, and return a warning when the hidden states differ by more than FALLBACK_TOLERANCE (relative): then the
     eager maps posemb reads are not the attention the model computes in production. [] otherwise."""
-    key = id(loaded.model)
+    key = loaded.model
     if key in _checked:
         return _checked[key]
     _checked[key] = []

@@ -6,6 +6,7 @@ eager functions of the models that have them."""
 from __future__ import annotations
 
 import json
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -205,13 +206,14 @@ def test_tiny_rows_cover_every_registry_family():
     assert set(FAMILIES) <= set(TINY)
 
 
-def test_eager_fallback_warns_when_sdpa_differs(tmp_path, tiny_models):
-    """Falcon with ALiBi: transformers' eager and SDPA paths disagree (transformers 5.24); posemb says so once."""
+def test_eager_fallback_warns_when_sdpa_differs(tmp_path, tiny_models, monkeypatch):
+    """Falcon with ALiBi: transformers' eager and SDPA paths disagree (transformers 5.24). posemb's correction
+    (eager_fixes) makes them agree, so no warning; without it, the check sees the difference and says so once."""
     import torch
     import transformers
     from conftest import Tiny, _tokenizer
 
-    from posemb_cli import runner
+    from posemb_cli import eager_fixes, runner
     from posemb_cli.models import load
 
     row = Tiny("falcon", "bos", dict(TINY["Falcon"].config, alibi=True))
@@ -227,11 +229,16 @@ def test_eager_fallback_warns_when_sdpa_differs(tmp_path, tiny_models):
         eager = transformers.AutoModel.from_pretrained(str(tmp_path), attn_implementation="eager")(ids, **options)
         sdpa = transformers.AutoModel.from_pretrained(str(tmp_path), attn_implementation="sdpa")(ids, **options)
     assert float((eager.hidden_states[-1] - sdpa.hidden_states[-1]).abs().max()) > 1e-3  # they do differ
-    (warning,) = runner.fallback_check(loaded)
-    assert "eager attention" in warning and "SDPA" in warning
+    assert runner.fallback_check(loaded) == []  # posemb's corrected eager path equals SDPA
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("The cat sat on the mat.\n", encoding="utf-8")
-    result = run_cli("stats", str(corpus), "-m", str(tmp_path), "--format", "csv")
+    corrected = run_cli("stats", str(corpus), "-m", str(tmp_path), "--format", "csv")
+    assert corrected.exit_code == 0 and "give different hidden states" not in corrected.stderr
+    monkeypatch.setitem(eager_fixes.FIXES, "falcon_alibi_once", lambda model: None)  # transformers' eager as it is
+    uncorrected = shutil.copytree(tmp_path, tmp_path.parent / f"{tmp_path.name}-uncorrected")  # not a cached model
+    (warning,) = runner.fallback_check(load(str(uncorrected)))
+    assert "eager attention" in warning and "SDPA" in warning
+    result = run_cli("stats", str(corpus), "-m", str(uncorrected), "--format", "csv")
     assert result.exit_code == 0 and "give different hidden states" in result.stderr
     rotary = run_cli("stats", str(corpus), "-m", str(tiny_models["Falcon"]), "--format", "csv")  # paths agree
     assert rotary.exit_code == 0 and "give different hidden states" not in rotary.stderr
