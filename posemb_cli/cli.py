@@ -1489,7 +1489,11 @@ def extrapolate(
     output: Annotated[
         Optional[Path],
         typer.Option(
-            "--output", "-o", metavar="FILE", help="Loss against position, one line per variant (.png/.svg/.pdf)."
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Loss against position and perplexity against length, one line per variant (.png/.svg/.pdf), or an "
+            "interactive report (.html).",
         ),
     ] = None,
     dpi: DpiOpt = 150,
@@ -1516,7 +1520,7 @@ def extrapolate(
     chosen = compute.parse_lengths(lengths) if lengths else None
     spacing = compute.parse_bins(bins)
     if output is not None:
-        Output.picture_path(output)
+        Output.picture_path(output, report=True)
     from .lines import read_document
     from .schemes.rotary import parse_rope_params
 
@@ -1539,7 +1543,13 @@ def extrapolate(
         out.data(render.csv_text(result))
     else:
         render.print_extrapolation(out.console(), result)
-    if output is not None:
+    if output is not None and is_report(output):
+        from .render.html import extrapolate_report
+
+        for warning in extrapolate_report(output, result):
+            out.warn(warning)
+        out.info(f"Wrote {output}")
+    elif output is not None:
         from .render.figures.extrapolate import plot_extrapolation
 
         for warning in plot_extrapolation(result, output, dpi=dpi).warnings:

@@ -384,16 +384,22 @@ def test_screenshot_is_drawn_with_cjk_glyphs(page, tmp_path):
 
 
 def test_other_commands_draw_real_views_that_fit_a_phone(browser, tiny_models, tmp_path):
-    """compare: the CKA matrix; stats: the heatmaps and the pattern map; ablate: per-layer lines; each value read
-    from the page equals the command's JSON; and every page fits a 390 px screen."""
+    """compare: the CKA matrix; stats: the heatmaps and the pattern map; ablate: per-layer lines; extrapolate: lines
+    per variant; each value read from the page equals the command's JSON; and every page fits a 390 px screen."""
     bert, gpt2 = str(tiny_models["BERT"]), str(tiny_models["GPT-2"])
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the cat sat\non the mat today\n", encoding="utf-8")
+    document = tmp_path / "document.txt"
+    document.write_text("the cat sat on the mat today and so does order " * 12, encoding="utf-8")
     runs = {
         "positions": ["positions", "--scheme", "alibi", "--length", "24"],
         "compare": ["compare", "the cat sat", "-m", bert, "-m", gpt2],
         "stats": ["stats", str(corpus), "-m", bert],
         "ablate": ["ablate", "the cat sat on the mat", "-m", bert],
+        "extrapolate": [
+            *("extrapolate", str(document), "-m", str(tiny_models["LLaMA"]), "--lengths", "16,32"),
+            *("--variant", "as-trained", "--variant", "linear:2"),
+        ],
     }
     for name, args in runs.items():
         path = tmp_path / f"{name}.html"
@@ -419,6 +425,15 @@ def test_other_commands_draw_real_views_that_fit_a_phone(browser, tiny_models, t
             assert float(shown.text_content().rsplit(": ", 1)[1]) == pytest.approx(
                 mode["layers"][2]["cosine_mean"], abs=1e-3
             )
+        elif name == "extrapolate":  # perplexity per length, one line per variant, as in the JSON
+            variant = data["variants"][1]
+            dots = p.locator("figure.chart").first.locator("circle title")
+            assert dots.count() == len(data["variants"]) * len(data["lengths"])
+            shown = dots.nth(len(data["lengths"]) + 1).text_content()
+            assert shown.startswith(variant["name"] + " · window length 32: ")
+            assert float(shown.rsplit(": ", 1)[1]) == pytest.approx(variant["perplexity"]["32"], rel=1e-3)
+            p.click('[role=tab]:has-text("by position")')
+            assert p.locator("figure.chart:visible circle").count() > 0
         p.click('[role=tab]:has-text("tables"), [role=tab]:has-text("heads")')
         assert p.locator("table.sortable").count() >= 1
         assert p.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 100)")

@@ -68,11 +68,16 @@ def position_section(result: Extrapolation) -> Section:
     table.add_column("positions", justify="right")
     for variant in result.variants:
         table.add_column(escape(variant.name), justify="right")
-    for k, (start, end) in enumerate(result.bins):
-        past = result.training_length is not None and start >= result.training_length
-        label = f"{start}–{end - 1}" if end - start > 1 else str(start)
-        table.add_row(label + (" ›" if past else "  "), *(fmt(v.bin_mean[k], 3) for v in result.variants))
+    for k in range(len(result.bins)):
+        table.add_row(bin_label(result, k, "  "), *(fmt(v.bin_mean[k], 3) for v in result.variants))
     return section
+
+
+def bin_label(result: Extrapolation, k: int, within: str = "") -> str:
+    """Position bin k as the table shows it: its first and last position, › when it lies past the training length."""
+    start, end = result.bins[k]
+    past = result.training_length is not None and start >= result.training_length
+    return (f"{start}–{end - 1}" if end - start > 1 else str(start)) + (" ›" if past else within)
 
 
 CSV_COLUMNS = ("variant", "kind", "length", "bin_start", "bin_end", "mean_loss", "perplexity", "tokens")

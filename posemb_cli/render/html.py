@@ -575,3 +575,62 @@ def ablation_view(result: Any) -> dict[str, Any]:
         ]
         charts.append({"title": f"change in attention {key}, ablated − normal", "ylabel": f"Δ{key}", "series": series})
     return {"kind": "lines", "title": "per layer", "layers": layers, "charts": charts}
+
+
+def extrapolate_report(path: Path, result: Any, font: Path | None = None) -> list[str]:
+    """`extrapolate -o FILE.html`: perplexity against the window length and loss against the position, one line per
+    variant (drawn by the page), the terminal's tables and the picture. Returns font warnings."""
+    from .extrapolate_output import print_extrapolation
+    from .figures.extrapolate import plot_extrapolation
+
+    recorder = TableRecorder()
+    print_extrapolation(recorder, result)
+    warnings: list[str] = []
+    blocks = recorder.blocks
+    draw = lambda svg: warnings.extend(plot_extrapolation(result, svg, font=font).warnings)  # noqa: E731
+    blocks.append(picture_block(draw, "loss by position and perplexity by window length, one line per variant"))
+    views = extrapolation_views(result)
+    write_report(path, report_page(f"posemb extrapolate · {result.model.name}", blocks, views))
+    return warnings
+
+
+def extrapolation_views(result: Any) -> list[dict[str, Any]]:
+    """Two line views, one line per variant: perplexity per window length, and mean loss per position bin of the
+    longest windows (bins past the training length marked ›, as in the table)."""
+    from .extrapolate_output import bin_label
+
+    bins = [bin_label(result, k) for k in range(len(result.bins))]
+    intro = "One line per variant. Point at a dot to read it."
+    by_length = {
+        "title": "perplexity by window length",
+        "ylabel": "perplexity",
+        "series": [
+            {"name": v.name, "values": finite([v.perplexity[n] for n in result.lengths], 4)} for v in result.variants
+        ],
+    }
+    by_position = {
+        "title": f"mean loss (nats) by position in the {result.bins_length}-token windows",
+        "ylabel": "mean loss",
+        "series": [
+            {"name": v.name, "values": finite([np.nan if x is None else x for x in v.bin_mean], 4)}
+            for v in result.variants
+        ],
+    }
+    return [
+        {
+            "kind": "lines",
+            "tab": "by length",
+            "xlabel": "window length",
+            "intro": intro,
+            "layers": [str(n) for n in result.lengths],
+            "charts": [by_length],
+        },
+        {
+            "kind": "lines",
+            "tab": "by position",
+            "xlabel": "positions",
+            "intro": intro,
+            "layers": bins,
+            "charts": [by_position],
+        },
+    ]

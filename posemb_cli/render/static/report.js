@@ -257,7 +257,7 @@
     root.append(list);
     const buttons = [];
     data.views.forEach((view, k) => {
-      const name = VIEW_NAMES[view.kind] || view.title || view.kind;
+      const name = view.tab || VIEW_NAMES[view.kind] || view.title || view.kind;
       const button = el("button", { role: "tab", id: "tab-" + k, "aria-controls": "view-" + k,
         "aria-selected": String(k === 0), tabindex: k === 0 ? "0" : "-1", "data-view": view.kind }, name);
       const panel = el("section", { role: "tabpanel", id: "view-" + k, "aria-labelledby": "tab-" + k,
@@ -721,8 +721,9 @@
         document.createTextNode(" "), user(name));
       legend.append(item);
     });
-    panel.append(el("p", { class: "muted" }, "One line per mode, against the layer (embeddings: the embedding " +
-      "output). Point at a dot to read it."), legend);
+    const xlabel = view.xlabel || "layer";
+    panel.append(el("p", { class: "muted" }, view.intro || ("One line per mode, against the layer (embeddings: the " +
+      "embedding output). Point at a dot to read it.")), legend);
     const readout = el("div", { class: "readout", "aria-live": "polite" }, "");
     panel.append(readout);
     const charts = el("div", { class: "side" });
@@ -747,7 +748,7 @@
           layer === "embeddings" ? "emb" : layer));
       });
       svg.append(svgEl("text", { x: (left + width) / 2, y: height - 4, "text-anchor": "middle", "font-size": 10,
-        class: "muted" }, "layer"));
+        class: "muted" }, xlabel));
       chart.series.forEach((series, k) => {
         const colour = LINE_COLOURS[k % LINE_COLOURS.length];
         const points = series.values.map((v, m) => (v === null ? null : [x(m), y(v)]));
@@ -758,7 +759,7 @@
         points.forEach((p, m) => {
           if (!p) return;
           const dot = svgEl("circle", { cx: p[0], cy: p[1], r: 3, fill: colour, "data-layer": String(layers[m]) });
-          const text = visible(series.name) + " · layer " + layers[m] + ": " + fmt(series.values[m], 3);
+          const text = visible(series.name) + " · " + xlabel + " " + layers[m] + ": " + fmt(series.values[m], 3);
           dot.append(svgEl("title", {}, text));
           dot.addEventListener("mouseenter", () => { say(readout, [chart.ylabel + " · ", { user: text }]); });
           svg.append(dot);
