@@ -1274,6 +1274,7 @@ def _terminate_as_interrupt(active: bool) -> Iterator[None]:
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    interrupt.posemb_interrupt = True  # type: ignore[attr-defined]  # a file being written meanwhile keeps this rule
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield

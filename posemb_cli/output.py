@@ -348,7 +348,8 @@ def _remove(temp: str) -> None:
 @contextlib.contextmanager
 def _signals_end_the_run() -> Iterator[None]:
     """SIGTERM and SIGHUP raise SystemExit(128 + signal) meanwhile, as Ctrl-C raises KeyboardInterrupt, so that the
-    temp file is removed on the way out; a signal ignored before (`nohup`) stays ignored."""
+    temp file is removed on the way out; a signal ignored before (`nohup`) stays ignored, and one that posemb turned
+    into Ctrl-C before (a handler marked `posemb_interrupt`: `stats --checkpoint`) stays Ctrl-C."""
     import signal
     import threading
 
@@ -357,6 +358,9 @@ def _signals_end_the_run() -> Iterator[None]:
         return
 
     def end(signum: int, frame: Any) -> None:
+        handler = previous.get(signum)
+        if getattr(handler, "posemb_interrupt", False):  # `stats --checkpoint`: SIGTERM is Ctrl-C, even mid-write
+            handler(signum, frame)  # type: ignore[misc, operator]
         raise SystemExit(128 + signum)
 
     previous = {}

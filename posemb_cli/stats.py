@@ -340,6 +340,8 @@ def run_shard(
             state = _accumulate(loaded, blocks, reader, settings, start, on_state)
         except KeyboardInterrupt:
             saver.save()
+            if on_batch is not None and saver.state is not None:  # a stop during a save: the count said is the file's
+                on_batch(saver.state.counts["texts"])
             raise
     result = _partial(header, state)
     if checkpoint is not None:

@@ -580,6 +580,26 @@ def test_sigterm_saves_the_checkpoint_and_the_resumed_run_equals_one_run(corpus,
     assert _json(resumed) == _json(run_cli(*args))
 
 
+def test_sigterm_while_the_checkpoint_is_being_written_is_still_ctrl_c(corpus, bert, tmp_path, monkeypatch):
+    """SIGTERM that lands while a checkpoint file is being written (its atomic write turns SIGTERM into exit 143 for
+    other files) still ends `stats --checkpoint` as Ctrl-C: exit 130, a whole checkpoint saved and said so."""
+    checkpoint = tmp_path / "run.ckpt"
+    real_savez, saves = np.savez, []
+
+    def terminate_inside_the_second_save(handle, **arrays):
+        saves.append(1)
+        if len(saves) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        real_savez(handle, **arrays)
+
+    monkeypatch.setattr(np, "savez", terminate_inside_the_second_save)
+    args = ["stats", str(corpus), "-m", bert, "--batch-size", "2", "--checkpoint-texts", "1", "--json"]
+    stopped = run_cli(*args, "--checkpoint", str(checkpoint))
+    assert stopped.exit_code == 130, stopped.stderr
+    assert f"checkpoint {checkpoint} saved" in stopped.stderr
+    assert not partials.read_partial(checkpoint).complete and not list(tmp_path.glob(".posemb-*"))
+
+
 def _killed_and_resumed() -> dict:
     """Real processes: `posemb stats --checkpoint` stopped by SIGINT, then by SIGKILL, each at a random point after
     some progress, then the same command run to the end. Returns what the test checks."""
