@@ -62,14 +62,6 @@ def uses_backend(loaded: LoadedModel) -> bool:
     return not backend.bypasses_interface(loaded.model)
 
 
-def attention_cost(loaded: LoadedModel) -> str:
-    """One line for `posemb models` and docs: the attention memory a text of N tokens needs beyond the forward."""
-    heads = loaded.info.heads
-    if uses_backend(loaded):
-        return "posemb backend: heads × block × N (no N × N)"
-    return f"eager fallback: {heads} × N × N float32 per layer"
-
-
 def run(
     loaded: LoadedModel,
     inputs: dict[str, Any],
