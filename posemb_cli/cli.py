@@ -936,12 +936,8 @@ def compare(
     parse_specs(model or [])
     if (text is None) == (corpus is None):
         raise PosembUsageError("give one TEXT or --corpus FILE (not both)")
+    plot = _folder_picture(plot, "compare")
     if plot is not None:
-        if _output_target(plot) == "folder":
-            from .render.figures.toolkit import folder_paths
-
-            plot = folder_paths(plot, ["compare"])[0][1]
-        Output.picture_path(plot, report=True)
         _check_font(font)
     if corpus is None:
         texts, name = [argument_text(text or "", "TEXT", encoding_errors.value)], None
@@ -1105,7 +1101,7 @@ def stats(
         raise PosembUsageError(f"--profile {profile.value} draws a picture: give its file with -o FILE.png")
     if profile is not None and plot is not None:
         Output.picture_path(plot, report=False)
-    plot = _stats_picture(plot)
+    plot = _folder_picture(plot, "stats")
     for path in (partial, checkpoint):
         if path is not None:
             check_writable(path)
@@ -1201,7 +1197,7 @@ def stats_merge(
     default = None if partial is not None else "table"
     fmt = out.format("stats merge", output_format and output_format.value, json_flag, ("table", "json", "csv"), default)
     check_sort_column(sort, pairs=True)  # within/across: checked again once the pieces say whether they are pairs
-    plot = _stats_picture(plot)
+    plot = _folder_picture(plot, "stats")
     if partial is not None:
         check_writable(partial)
     merged = merge(parts, allow_missing=allow_missing)
@@ -1217,12 +1213,12 @@ def stats_merge(
     _print_stats(out, result, fmt, sort, reverse, plot)
 
 
-def _stats_picture(plot: Optional[Path]) -> Optional[Path]:
-    """The file `stats -o` writes (a folder: FOLDER/stats.png), checked before any work."""
+def _folder_picture(plot: Optional[Path], name: str) -> Optional[Path]:
+    """The file `-o` names for a command with one picture (a folder: FOLDER/NAME.png), checked before any work."""
     if plot is not None and _output_target(plot) == "folder":
         from .render.figures.toolkit import folder_paths
 
-        plot = folder_paths(plot, ["stats"])[0][1]
+        plot = folder_paths(plot, [name])[0][1]
     if plot is not None:
         Output.picture_path(plot, report=True)
     return plot
