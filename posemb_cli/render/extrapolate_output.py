@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..extrapolate import Extrapolation
+from ..output import shown
 from .table import Section, fmt
 
 
@@ -19,7 +20,7 @@ def print_extrapolation(console: Console, result: Extrapolation) -> None:
     trained = f"training length {result.training_length}" if result.training_length else "no training length"
     windows = "non-overlapping windows" if result.stride is None else f"sliding windows, stride {result.stride}"
     console.print(
-        f"[bold]{escape(m.name)}[/bold] · {m.position_scheme} · {trained} · {escape(result.source)}: "
+        f"[bold]{shown(m.name)}[/bold] · {m.position_scheme} · {trained} · {shown(result.source)}: "
         f"{result.text_tokens} tokens, {windows}, {result.dtype}",
         highlight=False,
         soft_wrap=True,
