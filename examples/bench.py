@@ -588,7 +588,8 @@ def long_model(folder: str) -> None:
 
 def long_text(tokenizer, tokens: int) -> str:
     """A text of random whole words of the vocabulary that the tokenizer turns into exactly `tokens` ids."""
-    words = [w for w in tokenizer.get_vocab() if w.isalpha() and w.isascii() and len(w) > 2]
+    # sorted: get_vocab()'s order is a hash map's, other in every process (each side runs in its own)
+    words = sorted(w for w in tokenizer.get_vocab() if w.isalpha() and w.isascii() and len(w) > 2)
     rng = random.Random(tokens)
     text = " ".join(rng.choice(words) for _ in range(tokens - 2))  # + [CLS] and [SEP]
     assert len(tokenizer(text)["input_ids"]) == tokens
@@ -634,7 +635,9 @@ def long_child(side: str, folder: str, tokens: int) -> dict:
             result = corpus_stats(loaded, [text], batch_size=1, max_length=tokens)
             assert result.tokens == tokens
             layers = range(LONG["layers"])
-            return {key: [[row[key] for row in result.heads if row["layer"] == k] for k in layers] for key in LONG_KEYS}
+            rows = {(row["layer"], row["head"]): row for row in result.heads}
+            heads = LONG["heads"]
+            return {key: [[rows[k, h][key] for h in range(heads)] for k in layers] for key in LONG_KEYS}
     else:
         implementation = "sdpa" if side == "sdpa" else "eager"
         model = transformers.AutoModel.from_pretrained(folder, attn_implementation=implementation).eval()
