@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import PosembError
-from .base import PositionAnalysis, PositionPicture, PositionScheme, toeplitz
+from .base import PositionAnalysis, PositionPicture, PositionScheme, probe_word_ids, toeplitz
 
 if TYPE_CHECKING:
     from ..models import LoadedModel
@@ -81,8 +81,6 @@ class Disentangled(PositionScheme):
     def terms(self, loaded: LoadedModel, length: int) -> dict[str, np.ndarray]:
         """c2p and p2c of the first layer on the probe, each (heads, 2 * length − 1) by offset j − i."""
         import torch
-
-        from ..positions import probe_word_ids
 
         family, model = loaded.family, loaded.model
         attention = family.module(model, family.attention_module.format(layer=0) if family.attention_module else None)

@@ -4,9 +4,9 @@ The server loop (single-threaded, selectors) accepts connections on a Unix socke
 checks the peer's uid (SO_PEERCRED) and the request (protocol.check_run), and forks one child per request. The child
 takes the client's stdin, stdout, stderr and working directory (passed as file descriptors), its environment and
 umask, and runs the app the server was given (`cli.app`, the normal command line: child.py) exactly as the client
-would have: same code, same core functions, same renderers, and the models already in memory (models.enable_load_cache). The child's exit status goes
-back to the client. After a request the server loads the models it used (CPU only, never with --trust-remote-code)
-into its own cache, so the next request finds them warm.
+would have: same code, same core functions, same renderers, and the models already in memory
+(models.enable_load_cache). The child's exit status goes back to the client. After a request the server loads the
+models it used (CPU only, never with --trust-remote-code) into its own cache, so the next request finds them warm.
 
 Before it forks, the server compares the client's process setting with its own (protocol.setting_differences:
 groups, namespaces, root folder, memory limits; the client runs the command itself when they differ), and the child
