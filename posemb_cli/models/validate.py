@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import PosembError
 from ..registry import CONFIG_KEYS, FAMILIES, GENERIC, SIZE_BOUNDS, Family, family_for
+from ..rope_parameters import check_rope_parameters
 
 # --dtype: the precision of the model's weights and forward pass (statistics are reduced in float32 or better anyway).
 # load(dtype=None) keeps what the checkpoint says (transformers' "auto"); `posemb stats` asks for float32 by default.
@@ -114,14 +115,12 @@ def check_family(config: dict[str, Any], name: str, trust_remote_code: bool) -> 
 
 
 def check_rope_config(config: Any, path: Path) -> None:
-    """A config's RoPE parameters within posemb's ranges (`schemes.rotary.check_rope_parameters`), before anything is
+    """A config's RoPE parameters within posemb's ranges (`rope_parameters.check_rope_parameters`), before anything is
     built from them: NaN, a zero or huge factor, a zero divisor is one line naming the field, never numbers computed
     from it."""
     parameters = getattr(config, "rope_parameters", None)
     if not isinstance(parameters, dict) or not parameters:
         return
-    from .schemes.rotary import check_rope_parameters
-
     nested = all(isinstance(value, dict) for value in parameters.values())
     for name, params in parameters.items() if nested else [(None, parameters)]:
         prefix = f"rope_parameters.{name}." if name else "rope_parameters."
