@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from . import runner
 from .errors import PosembError, PosembUsageError
 from .models import LoadedModel, ModelInfo
 
@@ -403,7 +404,7 @@ def window_losses(
     if argument is not None:
         kwargs[argument] = (torch.arange(length, device=loaded.device) + shift).expand(len(starts), -1)
     with torch.inference_mode():
-        logits = loaded.model(**kwargs).logits
+        logits = runner.run(loaded, kwargs, own_attention=True).output.logits
         vocabulary = logits.shape[-1]
         rows = max(1, 2**22 // vocabulary)  # float64 log-softmax a few MB at a time
         out = torch.empty((len(starts), length - 1), dtype=torch.float64)

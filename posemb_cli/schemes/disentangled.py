@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import runner
 from ..errors import PosembError
 from .base import PositionAnalysis, PositionPicture, PositionScheme, probe_word_ids, toeplitz
 
@@ -99,9 +100,9 @@ class Disentangled(PositionScheme):
 
         attention.disentangled_attention_bias = record
         try:
-            with torch.inference_mode():
-                input_ids = torch.tensor([ids], device=loaded.device)
-                model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
+            input_ids = torch.tensor([ids], device=loaded.device)
+            inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+            runner.run(loaded, inputs, own_attention=True)  # record() keeps the first layer's arguments
         finally:
             del attention.disentangled_attention_bias
         if not captured:
