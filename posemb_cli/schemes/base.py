@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import metrics
 from ..errors import PosembError, PosembUsageError
+from ..finite import finite_number
 
 if TYPE_CHECKING:
     from ..models import LoadedModel
@@ -109,7 +110,7 @@ def plain(value: Any) -> Any:
     if isinstance(value, (int, np.integer)):
         return int(value)
     if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
+        return finite_number(value)
     return value
 
 
