@@ -57,7 +57,7 @@ def document(
         "pair": result.pair,
         "model": result.model.to_json(),
         "tokens": [{key: getattr(token, key) for key in TOKEN_KEYS} for token in result.tokens],
-        "norms": {name: finite_lists(values) for name, values in result.norms().items()},
+        "norms": {name: finite_lists(values) for name, values in result.norms.items()},
     }
     if vectors:
         data["vectors"] = {name: getattr(result, name) for name in PARTS}
@@ -143,8 +143,8 @@ def csv_header() -> str:
 
 
 def csv_rows(result: TextResult, text_index: int) -> str:
-    norms = result.norms()
-    cosine = result.token_sum_cosine()
+    norms = result.norms
+    cosine = result.token_sum_cosine
     buffer = []
     for k, token in enumerate(result.tokens):
         row: list[Any] = [text_index, *(getattr(token, key) for key in TOKEN_KEYS)]

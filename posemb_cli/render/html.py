@@ -308,7 +308,7 @@ def property_rows(properties: dict[str, Any] | None) -> list[list[Any]]:
 
 
 def embeddings_view(result: TextResult) -> dict[str, Any]:
-    norms = result.norms()
+    norms = result.norms
     parts = {
         name: finite(norms[name], 4) for name in ("token", "position", "segment", "sum") if norms[name] is not None
     }
@@ -316,7 +316,7 @@ def embeddings_view(result: TextResult) -> dict[str, Any]:
         "kind": "embeddings",
         "scheme": result.model.position_scheme,
         "parts": parts,
-        "cosine": finite(result.token_sum_cosine(), 6),
+        "cosine": finite(result.token_sum_cosine, 6),
     }
 
 

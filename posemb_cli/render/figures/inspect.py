@@ -332,10 +332,10 @@ def plot_embeddings(
     picture_format(path)
     labels = token_labels(result.tokens, result.text, result.pair)
     n = len(labels)
-    norms = result.norms()
+    norms = result.norms
     parts = [name for name in ("token", "position", "segment", "sum") if norms[name] is not None]
     arrays = {f"{name}_norm": np.array(norms[name]) for name in parts}
-    arrays["cosine"] = np.array(result.token_sum_cosine())
+    arrays["cosine"] = np.array(result.token_sum_cosine)
     plot_w = min(max(0.13 * n * (len(parts) + 1), 5.5), 14.0)
     fontsize = min(max(plot_w * 72 / max(n, 1) * 0.55, 5.0), 9.0)
     step = thin(n, plot_w, fontsize)
