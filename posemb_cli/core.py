@@ -7,6 +7,7 @@ Nothing here knows about Typer, rich or matplotlib.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,11 @@ class TextResult:
         self.token_sum_cosine = None  # 1 means position and segment changed nothing
         if self.token is not None and self.sum is not None:
             self.token_sum_cosine = row_cosines(self.token, self.sum).astype(self.token.dtype)
+
+    @functools.cached_property
+    def head_mean(self) -> np.ndarray:
+        """(layers, n, n): each layer's attention averaged over its heads (the attention grid's mean column)."""
+        return self.attention.mean(axis=1)
 
     @property
     def special_mask(self) -> np.ndarray:
