@@ -29,6 +29,7 @@ from . import runner
 from .attention import LayerSums
 from .core import TextResult, inspect_texts
 from .errors import PosembError, PosembUsageError
+from .finite import finite_number
 from .metrics import linear_cka, row_cosines
 from .models import LoadedModel, ModelInfo
 
@@ -142,10 +143,10 @@ class LayerChange:
     def to_json(self) -> dict[str, Any]:
         return {
             "layer": self.layer,
-            "cosine_mean": _plain(self.cosine_mean),
-            "cosine_min": _plain(self.cosine_min),
-            "cka": _plain(self.cka),
-            "attention": None if self.attention is None else {k: _plain(v) for k, v in self.attention.items()},
+            "cosine_mean": finite_number(self.cosine_mean),
+            "cosine_min": finite_number(self.cosine_min),
+            "cka": finite_number(self.cka),
+            "attention": None if self.attention is None else {k: finite_number(v) for k, v in self.attention.items()},
         }
 
 
@@ -163,7 +164,7 @@ class ModeResult:
             "mode": self.mode,
             "position_ids": self.position_ids,
             "layers": [layer.to_json() for layer in self.layers],
-            "equivariance_max_deviation": _plain(self.equivariance_max_deviation),
+            "equivariance_max_deviation": finite_number(self.equivariance_max_deviation),
             "token_order": self.token_order,
             "notes": self.notes,
         }
@@ -189,11 +190,6 @@ class Ablation:
             "modes": [mode.to_json() for mode in self.modes],
             "warnings": self.warnings,
         }
-
-
-def _plain(value: float | None) -> float | None:
-    """JSON has no NaN: an undefined number (CKA of a constant) is null."""
-    return None if value is None or value != value else float(value)
 
 
 # ---------------------------------------------------------------- computation

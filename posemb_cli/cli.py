@@ -1620,9 +1620,9 @@ def serve(
             info = client.start_detached([*options, f"--idle-timeout={idle_timeout}"])
             out.info(f"posemb server running: pid {info['pid']}, socket {info['socket']}, log {info['log']}")
         else:
-            from .server.server import serve as run_server
+            from .server.lifecycle import serve as run_server
 
-            code = run_server(model or [], max_models, idle_timeout * 60, out.info)
+            code = run_server(app, model or [], max_models, idle_timeout * 60, out.info)
             if code:
                 raise typer.Exit(code)
     except (protocol.UnsafeFolder, RuntimeError, TimeoutError) as exc:

@@ -15,6 +15,7 @@ tokenizer, which contribute the position section only.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -148,6 +149,13 @@ class ModelReport:
     def kind(self) -> str:
         return "scheme" if self.spec.is_scheme else "model"
 
+    @property
+    def attention_means(self) -> dict[str, float]:
+        """entropy, distance and special over the layers (NaN layers left out; NaN when every layer is), for the
+        summary line."""
+        rows = self.attention or []
+        return {key: _nanmean([row[key] for row in rows]) for key in ("entropy", "distance", "special")}
+
     def to_json(self, words: bool) -> dict[str, Any]:
         data: dict[str, Any] = {
             "name": self.name,
@@ -208,6 +216,15 @@ class Similarity:
     words: int  # words used (present in both models, at most MAX_CKA_WORDS)
     cka: np.ndarray  # (layers_a + 1, layers_b + 1); row/column 0 is the embedding output
     dimensions: int = 0  # the smaller of the two models' vector sizes
+    closest_in_row: list[int | None] = field(init=False)  # per row, the column of the largest CKA (None: all NaN)
+    closest: tuple[int, int] | None = field(init=False)  # (row, column) of the largest CKA; None when all are NaN
+
+    def __post_init__(self) -> None:
+        self.closest_in_row = [int(np.nanargmax(row)) if np.isfinite(row).any() else None for row in self.cka]
+        self.closest = None
+        if np.isfinite(self.cka).any():
+            i, j = np.unravel_index(np.nanargmax(self.cka), self.cka.shape)
+            self.closest = (int(i), int(j))
 
     @property
     def note(self) -> str | None:
@@ -536,3 +553,8 @@ def _model_positions(report: ModelReport, loaded: LoadedModel, length: int) -> P
         report.warnings.append(f"{report.name} has position scheme {scheme!r}: no position section")
         return None
     return analyse_model(loaded, length, metric=POSITION_METRIC)
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")

@@ -7,6 +7,7 @@ Nothing here knows about Typer, rich or matplotlib.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,21 +56,26 @@ class TextResult:
     hidden_states: np.ndarray | None = None
     layers: list[dict[str, float]] = field(default_factory=list)  # attention.layer_summary: per layer, what tables show
     words: WordView | None = None  # the text word by word; only with words=True
+    # Computed once from the vectors (in __post_init__) and read by every renderer (table, JSON/CSV, HTML, figure):
+    norms: dict[str, np.ndarray | None] = field(init=False)  # per part (token, ..., embedding_output): (n,) L2 norms
+    token_sum_cosine: np.ndarray | None = field(init=False)  # (n,) cos(token, sum); None on the generic path
+
+    def __post_init__(self) -> None:
+        parts = {"token": self.token, "position": self.position, "segment": self.segment, "sum": self.sum}
+        parts["embedding_output"] = self.embedding_output
+        self.norms = {name: None if v is None else np.linalg.norm(v, axis=-1) for name, v in parts.items()}
+        self.token_sum_cosine = None  # 1 means position and segment changed nothing
+        if self.token is not None and self.sum is not None:
+            self.token_sum_cosine = row_cosines(self.token, self.sum).astype(self.token.dtype)
+
+    @functools.cached_property
+    def head_mean(self) -> np.ndarray:
+        """(layers, n, n): each layer's attention averaged over its heads (the attention grid's mean column)."""
+        return self.attention.mean(axis=1)
 
     @property
     def special_mask(self) -> np.ndarray:
         return np.array([t.special for t in self.tokens], dtype=bool)
-
-    def norms(self) -> dict[str, np.ndarray | None]:
-        parts = {"token": self.token, "position": self.position, "segment": self.segment, "sum": self.sum}
-        parts["embedding_output"] = self.embedding_output
-        return {name: None if v is None else np.linalg.norm(v, axis=-1) for name, v in parts.items()}
-
-    def token_sum_cosine(self) -> np.ndarray | None:
-        """Cosine between each token vector and its sum: 1 means position and segment changed nothing."""
-        if self.token is None or self.sum is None:
-            return None
-        return row_cosines(self.token, self.sum).astype(self.token.dtype)
 
 
 def inspect_text(text: str, pair: str | None = None, model: str | None = None, **options: Any) -> TextResult:

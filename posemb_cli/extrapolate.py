@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from . import runner
 from .errors import PosembError, PosembUsageError
+from .finite import finite_number
 from .models import LoadedModel, ModelInfo
 
 KINDS = {  # variant kind -> type of its value (None: takes none)
@@ -158,13 +160,13 @@ class VariantResult:
             "name": self.name,
             "description": self.description,
             "rope": self.rope,
-            "perplexity": {str(n): _finite(v) for n, v in self.perplexity.items()},
-            "loss": {str(n): _finite(v) for n, v in self.loss.items()},
+            "perplexity": {str(n): finite_number(v) for n, v in self.perplexity.items()},
+            "loss": {str(n): finite_number(v) for n, v in self.loss.items()},
             "tokens": {str(n): v for n, v in self.tokens.items()},
             "loss_by_position": {
                 "length": length,
                 "bins": [list(b) for b in bins],
-                "mean": [_finite(v) for v in self.bin_mean],
+                "mean": [finite_number(v) for v in self.bin_mean],
                 "tokens": self.bin_tokens,
             },
             "check": self.check,
@@ -207,10 +209,6 @@ class Extrapolation:
             "variants": [v.to_json(self.bins, self.bins_length) for v in self.variants],
             "warnings": self.warnings,
         }
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -403,7 +401,7 @@ def window_losses(
     if argument is not None:
         kwargs[argument] = (torch.arange(length, device=loaded.device) + shift).expand(len(starts), -1)
     with torch.inference_mode():
-        logits = loaded.model(**kwargs).logits
+        logits = runner.run(loaded, kwargs, own_attention=True).output.logits
         vocabulary = logits.shape[-1]
         rows = max(1, 2**22 // vocabulary)  # float64 log-softmax a few MB at a time
         out = torch.empty((len(starts), length - 1), dtype=torch.float64)

@@ -18,7 +18,7 @@ from . import schemes
 from .core import index_ranges, nonfinite_warning
 from .errors import PosembError, PosembUsageError
 from .models import LoadedModel
-from .schemes.base import PositionAnalysis, PositionPicture, properties
+from .schemes.base import PositionAnalysis, PositionPicture, probe_word_ids, properties
 
 DEFAULT_LENGTH = 128
 MAX_PICTURE_POSITIONS = 4096  # computed pictures (rotary, ALiBi): keep the n x n matrices reasonable
@@ -204,30 +204,6 @@ def position_picture(loaded: LoadedModel, n: int | None = None) -> PositionPictu
 
 
 # ------------------------------------------------------------------------------------------ identical-word probe
-
-
-def probe_word_ids(tokenizer: Any, vocab_size: int, words: int, seed: int) -> list[int]:
-    """``words`` ordinary vocabulary ids, drawn with ``np.random.default_rng(seed)``.
-
-    Ordinary: not special or added, below the model's vocabulary size, and alphabetic with at least two letters
-    once a word-start marker (Ġ, ▁) is removed; WordPiece continuations (##...) are left out.
-    """
-    excluded = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
-
-    def ordinary(token: str) -> bool:
-        word = token.lstrip("Ġ▁")
-        return not token.startswith("##") and len(word) >= 2 and word.isalpha()
-
-    candidates = sorted(
-        i for t, i in tokenizer.get_vocab().items() if i < vocab_size and i not in excluded and ordinary(t)
-    )
-    if not candidates:
-        candidates = sorted(i for i in tokenizer.get_vocab().values() if i < vocab_size and i not in excluded)
-    if not candidates:
-        raise PosembError("the vocabulary has no ordinary (non-special) token to probe with")
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(candidates), size=min(words, len(candidates)), replace=False)
-    return [candidates[k] for k in chosen]
 
 
 def first_layer_attention(loaded: LoadedModel, word_ids: list[int], length: int) -> np.ndarray:

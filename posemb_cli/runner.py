@@ -6,7 +6,9 @@ A caller says what it needs from one forward of a batch:
 - `reduce(layer, first_row, block)`: called with every block of attention probabilities, (batch, heads, rows,
   keys), float32, rows first_row.. of the layer's map; keys beyond `block.shape[-1]` have probability 0 (a causal
   block stops at its last row). The caller adds its reductions and lets the block go;
-- `maps`: explicit maps to keep (`Maps`: some layers, heads, query rows), within a budget.
+- `maps`: explicit maps to keep (`Maps`: some layers, heads, query rows), within a budget;
+- `own_attention`: the model's output alone, with the attention it was loaded with (SDPA for `posemb extrapolate`'s
+  causal LM; DeBERTa's eager for the disentangled terms): no hooks, no maps.
 
 Families whose attention goes through transformers' AttentionInterface run on posemb's backend (`backend.py`): the
 model computes its own q, k, v and RoPE, and posemb the attention, block by block, without any N × N tensor.
@@ -72,9 +74,13 @@ def run(
     maps: Maps | None = None,
     memory: int = backend.DEFAULT_MEMORY,
     on_layer: Callable[[int], None] | None = None,
+    own_attention: bool = False,
 ) -> Forward:
     """One forward of `inputs` (input_ids, attention_mask, ... on the model's device), in inference mode."""
     import torch
+
+    if own_attention and (embeddings or reduce is not None or maps is not None or on_layer is not None):
+        raise ValueError("own_attention runs the model as loaded: no embeddings, reductions, maps or layer calls")
 
     model, info = loaded.model, loaded.info
     batch, length = inputs["input_ids"].shape
@@ -93,6 +99,8 @@ def run(
 
     captured: dict[str, tuple[Any, Any]] = {}
     with torch.inference_mode(), _embedding_hooks(loaded, captured, embeddings):
+        if own_attention:  # the caller's inputs may set the options themselves (use_cache)
+            return Forward(model(**{**options, **inputs}), captured, None, False)
         if uses_backend(loaded):
             backend.register()
             session = backend.Session(info.layers, memory, observe if reduce or maps else None)

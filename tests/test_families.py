@@ -204,7 +204,7 @@ def test_deberta_c2p_p2c_by_hand(tiny_models):
     c2p[i, j] = q_i · k_r[δ(i, j)], p2c[i, j] = k_j · q_r[δ(j, i)], over sqrt(d · 3)."""
     from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_position
 
-    from posemb_cli.positions import probe_word_ids
+    from posemb_cli.schemes.base import probe_word_ids
 
     loaded = load(str(tiny_models["DeBERTa"]))
     model, n = loaded.model, 12

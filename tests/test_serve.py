@@ -512,8 +512,8 @@ def test_models_are_kept_least_recently_used_and_reloaded_when_their_files_chang
 
 IDLE_SERVER = """
 import sys
-from posemb_cli.server import server
-server._import_everything = lambda: None  # nothing to answer: skip the warm-up imports (torch among them)
+from posemb_cli.server import lifecycle
+lifecycle._import_everything = lambda: None  # nothing to answer: skip the warm-up imports (torch among them)
 sys.argv = ["posemb", "serve", "--idle-timeout", sys.argv[1]]
 from posemb_cli.__main__ import main
 main()
@@ -766,8 +766,8 @@ def test_a_socket_served_by_another_user_is_not_used(server, tmp_path):
 
 FD_SERVER = """
 import resource, sys
-from posemb_cli.server import server
-server._import_everything = lambda: None  # nothing to answer: skip the warm-up imports (torch among them)
+from posemb_cli.server import lifecycle
+lifecycle._import_everything = lambda: None  # nothing to answer: skip the warm-up imports (torch among them)
 resource.setrlimit(resource.RLIMIT_NOFILE, (48, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 sys.argv = ["posemb", "serve", "--idle-timeout", "0"]
 from posemb_cli.__main__ import main

@@ -8,10 +8,8 @@ in `Comparison.to_json()`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.markup import escape
 
@@ -211,7 +209,7 @@ def cka_section(comparison: Comparison, pair: Similarity) -> Section:
     table.add_column("")
     for label in b.layer_labels or []:
         table.add_column(layer_short(label), justify="right")
-    best = [int(np.nanargmax(row)) if np.isfinite(row).any() else None for row in pair.cka]  # NaN rows: no best
+    best = pair.closest_in_row
     for i, label in enumerate(a.layer_labels or []):
         cells = []
         for j in range(pair.cka.shape[1]):
@@ -261,17 +259,15 @@ def summary_lines(comparison: Comparison) -> list[str]:
     if attended:
         parts = []
         for k in attended:
-            rows = comparison.models[k].attention or []
-            entropy = _nanmean([r["entropy"] for r in rows])
-            special = _nanmean([r["special"] for r in rows])
-            distance = _nanmean([r["distance"] for r in rows])
+            means = comparison.models[k].attention_means
+            entropy, special, distance = means["entropy"], means["special"], means["distance"]
             numbers = f"entropy {fmt(entropy, 2)}, distance {fmt(distance, 2)}, special {fmt(special, 2)}"
             parts.append(f"{escape(headers[k])} {numbers}")
         lines.append("attention, mean over layers: " + "; ".join(parts))
     for pair in comparison.similarity:
-        if not np.isfinite(pair.cka).any():
+        if pair.closest is None:
             continue
-        i, j = np.unravel_index(np.nanargmax(pair.cka), pair.cka.shape)
+        i, j = pair.closest
         a, b = comparison.models[pair.a], comparison.models[pair.b]
         label_a, label_b = (a.layer_labels or [])[i], (b.layer_labels or [])[j]
         last = float(pair.cka[-1, -1])
@@ -280,11 +276,6 @@ def summary_lines(comparison: Comparison) -> list[str]:
             f"(CKA {pair.cka[i, j]:.2f}); last layers {fmt(last, 2)}"
         )
     return lines
-
-
-def _nanmean(values: Sequence[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else float("nan")
 
 
 def print_comparison(console: Console, comparison: Comparison) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,20 +16,12 @@ from typing import Any
 import numpy as np
 
 from ..core import TextResult
+from ..finite import finite_lists, finite_number
 from ..output import write_atomic
 from ..words import WordView
 
 TOKEN_KEYS = ("index", "id", "token", "position_id", "segment", "start", "end", "special", "unknown")
 PARTS = ("token", "position", "segment", "sum", "embedding_output")
-
-
-def _floats(array: np.ndarray | None) -> Any:
-    """An array as nested lists, NaN and Inf as null: JSON stays strict (`core.nonfinite_warning` says where)."""
-    if array is None:
-        return None
-    if np.isfinite(array).all():
-        return array.tolist()
-    return np.where(np.isfinite(array), array.astype(object), np.array(None)).tolist()
 
 
 def select_attention(attention: np.ndarray, layers: Sequence[int] | None, heads: Sequence[int] | None) -> np.ndarray:
@@ -66,7 +57,7 @@ def document(
         "pair": result.pair,
         "model": result.model.to_json(),
         "tokens": [{key: getattr(token, key) for key in TOKEN_KEYS} for token in result.tokens],
-        "norms": {name: _floats(values) for name, values in result.norms().items()},
+        "norms": {name: finite_lists(values) for name, values in result.norms.items()},
     }
     if vectors:
         data["vectors"] = {name: getattr(result, name) for name in PARTS}
@@ -82,7 +73,7 @@ def _plain(value: Any) -> Any:
     """NumPy arrays inside dicts -> lists (NaN and Inf as null, as `_floats`)."""
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
-    return _floats(value) if isinstance(value, np.ndarray) else value
+    return finite_lists(value) if isinstance(value, np.ndarray) else value
 
 
 def iter_json(value: Any, indent: int | None = None, level: int = 0) -> Iterator[str]:
@@ -107,7 +98,7 @@ def iter_json(value: Any, indent: int | None = None, level: int = 0) -> Iterator
 
 def _row(row: np.ndarray, indent: int | None, level: int) -> str:
     """A 1-D array as json.dumps prints its list: the C encoder's "[a, b]", re-spaced for `indent`."""
-    text = json.dumps(_floats(row))
+    text = json.dumps(finite_lists(row))
     if indent is None or len(row) == 0:
         return text
     inner, outer = "\n" + " " * (indent * (level + 1)), "\n" + " " * (indent * level)
@@ -152,20 +143,15 @@ def csv_header() -> str:
 
 
 def csv_rows(result: TextResult, text_index: int) -> str:
-    norms = result.norms()
-    cosine = result.token_sum_cosine()
+    norms = result.norms
+    cosine = result.token_sum_cosine
     buffer = []
     for k, token in enumerate(result.tokens):
         row: list[Any] = [text_index, *(getattr(token, key) for key in TOKEN_KEYS)]
-        row += [None if (norm := norms[name]) is None else _num(norm[k]) for name in PARTS]
-        row.append(None if cosine is None else _num(cosine[k]))
+        row += [None if (norm := norms[name]) is None else finite_number(norm[k]) for name in PARTS]
+        row.append(None if cosine is None else finite_number(cosine[k]))
         buffer.append(_csv_line(row))
     return "".join(buffer)
-
-
-def _num(value: float) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None  # an empty cell, as null
 
 
 def _csv_line(values: Sequence[Any]) -> str:

@@ -34,6 +34,7 @@ import numpy as np
 from rich.console import Console
 
 from ..errors import PosembUsageError
+from ..finite import finite_number
 from ..output import write_atomic
 from .figures.labels import label_note, token_labels
 
@@ -118,7 +119,7 @@ def finite(values: Any, digits: int = 6) -> Any:
     if values is None:
         return None
     out = np.round(np.asarray(values, dtype=np.float64), digits)
-    return [None if not np.isfinite(v) else float(v) for v in out.ravel()]
+    return [finite_number(v) for v in out.ravel()]
 
 
 def model_facts(info: Any) -> list[list[str]]:
@@ -307,7 +308,7 @@ def property_rows(properties: dict[str, Any] | None) -> list[list[Any]]:
 
 
 def embeddings_view(result: TextResult) -> dict[str, Any]:
-    norms = result.norms()
+    norms = result.norms
     parts = {
         name: finite(norms[name], 4) for name in ("token", "position", "segment", "sum") if norms[name] is not None
     }
@@ -315,7 +316,7 @@ def embeddings_view(result: TextResult) -> dict[str, Any]:
         "kind": "embeddings",
         "scheme": result.model.position_scheme,
         "parts": parts,
-        "cosine": finite(result.token_sum_cosine(), 6),
+        "cosine": finite(result.token_sum_cosine, 6),
     }
 
 
@@ -365,7 +366,7 @@ def rows_block(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str
 
     def cell(value: Any) -> Any:
         if isinstance(value, (float, np.floating)):
-            return None if not np.isfinite(value) else float(value)
+            return finite_number(value)
         return value if isinstance(value, (int, str)) or value is None else str(value)
 
     return {

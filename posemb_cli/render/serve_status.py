@@ -1,4 +1,4 @@
-"""`posemb serve --status`: the running server's status (server/server.py, Server.status) as lines or JSON."""
+"""`posemb serve --status`: the running server's status (server/loop.py, Server.status) as lines or JSON."""
 
 from __future__ import annotations
 

@@ -113,8 +113,8 @@ def token_table(result: TextResult) -> Table:
         ("cos(token,sum)", "right"),
     ]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    norms = result.norms()
-    cosine = result.token_sum_cosine()
+    norms = result.norms
+    cosine = result.token_sum_cosine
     for k, token in enumerate(result.tokens):
         label = escape(labels[k].text)
         if token.unknown:

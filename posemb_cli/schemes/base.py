@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import metrics
 from ..errors import PosembError, PosembUsageError
+from ..finite import finite_number
 
 if TYPE_CHECKING:
     from ..models import LoadedModel
@@ -109,7 +110,7 @@ def plain(value: Any) -> Any:
     if isinstance(value, (int, np.integer)):
         return int(value)
     if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
+        return finite_number(value)
     return value
 
 
@@ -212,3 +213,31 @@ class PositionScheme:
         return PositionAnalysis(
             self.name, model, source, length, metric, phi, properties(phi, window), meaning=self.meaning(metric)
         )
+
+
+# ------------------------------------------------------------------------------------------ identical-word probe
+
+
+def probe_word_ids(tokenizer: Any, vocab_size: int, words: int, seed: int) -> list[int]:
+    """``words`` ordinary vocabulary ids, drawn with ``np.random.default_rng(seed)``: the probe of `positions`'
+    identical-word attention and of DeBERTa's c2p/p2c terms (schemes.disentangled).
+
+    Ordinary: not special or added, below the model's vocabulary size, and alphabetic with at least two letters
+    once a word-start marker (Ġ, ▁) is removed; WordPiece continuations (##...) are left out.
+    """
+    excluded = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
+
+    def ordinary(token: str) -> bool:
+        word = token.lstrip("Ġ▁")
+        return not token.startswith("##") and len(word) >= 2 and word.isalpha()
+
+    candidates = sorted(
+        i for t, i in tokenizer.get_vocab().items() if i < vocab_size and i not in excluded and ordinary(t)
+    )
+    if not candidates:
+        candidates = sorted(i for i in tokenizer.get_vocab().values() if i < vocab_size and i not in excluded)
+    if not candidates:
+        raise PosembError("the vocabulary has no ordinary (non-special) token to probe with")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(candidates), size=min(words, len(candidates)), replace=False)
+    return [candidates[k] for k in chosen]

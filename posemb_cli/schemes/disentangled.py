@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import runner
 from ..errors import PosembError
-from .base import PositionAnalysis, PositionPicture, PositionScheme, toeplitz
+from .base import PositionAnalysis, PositionPicture, PositionScheme, probe_word_ids, toeplitz
 
 if TYPE_CHECKING:
     from ..models import LoadedModel
@@ -82,8 +83,6 @@ class Disentangled(PositionScheme):
         """c2p and p2c of the first layer on the probe, each (heads, 2 * length − 1) by offset j − i."""
         import torch
 
-        from ..positions import probe_word_ids
-
         family, model = loaded.family, loaded.model
         attention = family.module(model, family.attention_module.format(layer=0) if family.attention_module else None)
         if attention is None or not hasattr(attention, "disentangled_attention_bias"):
@@ -101,9 +100,9 @@ class Disentangled(PositionScheme):
 
         attention.disentangled_attention_bias = record
         try:
-            with torch.inference_mode():
-                input_ids = torch.tensor([ids], device=loaded.device)
-                model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
+            input_ids = torch.tensor([ids], device=loaded.device)
+            inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+            runner.run(loaded, inputs, own_attention=True)  # record() keeps the first layer's arguments
         finally:
             del attention.disentangled_attention_bias
         if not captured:

@@ -192,7 +192,7 @@ def _attention_grid(
     n = len(labels)
     rows, cols = len(layer_ids), len(head_ids) + 1  # the last column is the mean over all heads of the layer
     attention = np.array(result.attention[np.ix_(layer_ids, head_ids)])  # (rows, heads, n, n)
-    mean = np.array(result.attention[layer_ids].mean(axis=1))  # (rows, n, n): over all heads of each layer
+    mean = np.array(result.head_mean[layer_ids])  # (rows, n, n): over all heads of each layer
     cell = min(max(min(1.3, 18.0 / cols, 14.0 / rows), 0.35), 1.3)
     gap, mean_gap = 0.07, 0.3
     fontsize = min(max(cell * 72 / max(n, 1) * 0.75, 4.5), 7.0)
@@ -332,10 +332,10 @@ def plot_embeddings(
     picture_format(path)
     labels = token_labels(result.tokens, result.text, result.pair)
     n = len(labels)
-    norms = result.norms()
+    norms = result.norms
     parts = [name for name in ("token", "position", "segment", "sum") if norms[name] is not None]
     arrays = {f"{name}_norm": np.array(norms[name]) for name in parts}
-    arrays["cosine"] = np.array(result.token_sum_cosine())
+    arrays["cosine"] = np.array(result.token_sum_cosine)
     plot_w = min(max(0.13 * n * (len(parts) + 1), 5.5), 14.0)
     fontsize = min(max(plot_w * 72 / max(n, 1) * 0.55, 5.0), 9.0)
     step = thin(n, plot_w, fontsize)

@@ -1,12 +1,12 @@
-"""The posemb server: one process that keeps models loaded and answers every posemb command of its user.
+"""The server loop: one process that keeps models loaded and answers every posemb command of its user.
 
 The server loop (single-threaded, selectors) accepts connections on a Unix socket in the user's private folder,
 checks the peer's uid (SO_PEERCRED) and the request (protocol.check_run), and forks one child per request. The child
 takes the client's stdin, stdout, stderr and working directory (passed as file descriptors), its environment and
-umask, and runs the normal command line, `cli.app`, exactly as the client would have: same code, same core
-functions, same renderers, and the models already in memory (models.enable_load_cache). The child's exit status goes
-back to the client. After a request the server loads the models it used (CPU only, never with --trust-remote-code)
-into its own cache, so the next request finds them warm.
+umask, and runs the app the server was given (`cli.app`, the normal command line: child.py) exactly as the client
+would have: same code, same core functions, same renderers, and the models already in memory
+(models.enable_load_cache). The child's exit status goes back to the client. After a request the server loads the
+models it used (CPU only, never with --trust-remote-code) into its own cache, so the next request finds them warm.
 
 Before it forks, the server compares the client's process setting with its own (protocol.setting_differences:
 groups, namespaces, root folder, memory limits; the client runs the command itself when they differ), and the child
@@ -22,29 +22,24 @@ fork of a process whose OpenMP pool has started hangs. Each child sets the threa
 
 from __future__ import annotations
 
+import functools
 import gc
-import json
 import os
 import selectors
 import signal
 import socket
-import sys
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-from ..errors import PosembError
-from . import protocol
+from . import child, protocol
 
 MAX_CONNECTIONS = 256  # open connections; more are refused
 MAX_RUNNING = 32  # requests running at once; more are refused (their clients run the command themselves)
 REQUEST_DEADLINE = 10.0  # seconds a client has to send its whole request
 CANCEL_GRACE = 5.0  # seconds an interrupted child has to end before SIGKILL
-LOG_LIMIT = 5 * 2**20  # a larger log is moved to server.log.1 when a server starts
 
 
 @dataclass
@@ -65,10 +60,17 @@ class Connection:
 
 class Server:
     def __init__(
-        self, folder: Path, identity: dict[str, Any], max_models: int, idle_timeout: float, log: Callable[[str], None]
+        self,
+        app: Callable[..., Any],
+        folder: Path,
+        identity: dict[str, Any],
+        max_models: int,
+        idle_timeout: float,
+        log: Callable[[str], None],
     ) -> None:
         from ..models import enable_load_cache
 
+        self.app = app  # what each child runs: the command line (cli.app), given by `posemb serve`
         self.folder = folder
         self.log = log
         self.idle_timeout = idle_timeout  # seconds; 0: never
@@ -282,7 +284,7 @@ class Server:
         else:
             try:
                 request = protocol.check_run(message, len(conn.fds))
-                _check_descriptors(conn.fds)
+                child.check_descriptors(conn.fds)
             except protocol.ProtocolError as exc:
                 self._reject(conn, str(exc))
                 return
@@ -344,33 +346,17 @@ class Server:
         self.numbered += 1
         conn.number, conn.argv, conn.started = self.numbered, request["argv"], time.monotonic()
         if pid == 0:  # the child: never returns
-            code = 1
-            try:
-                os.close(report_read)
-                self._forget_in_child(conn)
-                code = run_request(request, conn.fds, self.threads, self.cache)
-            except KeyboardInterrupt:
-                code = 130
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                _report(report_write, self.cache)
-                os._exit(code)
+            close = functools.partial(self._close_in_child, conn, report_read)
+            child.main(self.app, request, conn.fds, self.threads, self.cache, report_write, close)
         os.close(report_write)
         _close_fds(conn.fds)
         conn.fds, conn.pid, conn.report = [], pid, report_read
         self.last_active = time.monotonic()
         self.log(f"request {conn.number} (pid {pid}): {_shorten(conn.argv)}")
 
-    def _forget_in_child(self, conn: Connection) -> None:
-        """In a new child: its own session (no terminal signals, no job control), death with the server, default
-        signal handling, and none of the server's sockets, pipes or locks (only the request's own descriptors)."""
-        os.setsid()
-        _die_with_parent()
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    def _close_in_child(self, conn: Connection, report_read: int) -> None:
+        """In a new child: none of the server's sockets, pipes or locks (only the request's own descriptors)."""
+        os.close(report_read)
         self.selector.close()
         if self.listener is not None:
             self.listener.close()
@@ -411,7 +397,7 @@ class Server:
         if not conn.closed:
             _send_quietly(conn.sock, reply)
         self.log(f"request {conn.number}: {reply} in {seconds:.2f} s")
-        used = _read_report(conn.report)
+        used = child.read_report(conn.report)
         conn.pid = None
         self._close(conn)
         self.served += 1
@@ -462,279 +448,11 @@ class Server:
         }
 
 
-# ---------------------------------------------------------------- the child's work
-
-
-def _check_descriptors(fds: list[int]) -> None:
-    """The working directory must be a folder, and stdin/stdout/stderr open files of any kind but a folder."""
-    import stat
-
-    for number, fd in enumerate(fds):
-        mode = os.fstat(fd).st_mode
-        if (number == 3) != stat.S_ISDIR(mode):
-            what = "the working directory is not a folder" if number == 3 else f"descriptor {number} is a folder"
-            raise protocol.ProtocolError(what)
-
-
-def _apply_setting(setting: dict[str, Any]) -> None:
-    """The client's resource limits (ulimit -f, -n, -t, ...; the server checked that it may set them) and the signals
-    it ignores."""
-    import resource
-
-    for name, (soft, hard) in setting["limits"].items():
-        number = getattr(resource, name, None)
-        if number is not None and name not in protocol.EQUAL_LIMITS:
-            resource.setrlimit(number, (soft, hard))
-    for name in setting["ignored"]:
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
-
-
-def run_request(request: dict[str, Any], fds: list[int], threads: int, cache: Any) -> int:
-    """Become the client's process (working directory, umask, environment, limits, stdin/stdout/stderr, argv) and run
-    the command line as `posemb` does; returns the exit code."""
-    import torch
-    from typer._click.utils import _detect_program_name  # the name Click shows in usage lines, as in the client
-
-    from ..cli import app
-
-    stdin, stdout, stderr, cwd = fds
-    os.fchdir(cwd)
-    os.close(cwd)
-    _apply_setting(request["setting"])
-    os.umask(request["umask"])
-    os.environ.clear()
-    os.environ.update(request["env"])
-    for target, fd in enumerate((stdin, stdout, stderr)):
-        os.dup2(fd, target)
-        os.close(fd)
-    streams = [_text_stream(fd, "r" if fd == 0 else "w", request["stdio"][fd]) for fd in (0, 1, 2)]
-    sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams  # type: ignore[misc]
-    argv = request["argv"]
-    sys.argv = list(argv)
-    torch.set_num_threads(threads)
-    cache.used.clear()
-    prog = _detect_program_name(argv[0], SimpleNamespace(__package__=request["package"]))  # type: ignore[arg-type]
-    try:
-        app(args=argv[1:], prog_name=prog)
-        code = 0
-    except SystemExit as exc:
-        code = _exit_code(exc.code)
-    except KeyboardInterrupt:
-        code = 130
-    except BaseException:
-        sys.excepthook(*sys.exc_info())  # what Python prints for an uncaught exception (there: with --debug)
-        code = 1
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except OSError:
-            pass
-    return code
-
-
-def _text_stream(fd: int, mode: str, spec: dict[str, Any]) -> Any:
-    """sys.stdin/stdout/stderr as Python makes them at start-up, with the client's encoding and buffering."""
-    stream: Any = open(  # noqa: SIM115 - the child's standard streams live until it exits
-        fd, mode, encoding=spec["encoding"], errors=spec["errors"], newline="\n", closefd=False
-    )
-    stream.reconfigure(line_buffering=spec["line_buffering"], write_through=spec["write_through"])
-    return stream
-
-
-def _exit_code(code: Any) -> int:
-    """The exit status Python gives SystemExit(code)."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xFF
-    print(code, file=sys.stderr)
-    return 1
-
-
-def _report(fd: int, cache: Any) -> None:
-    """Tell the server which models the request used (at most 100), so that it can keep them for the next one."""
-    used = []
-    for key in list(dict.fromkeys(cache.used))[:100]:
-        entry = cache.entries.get(key)
-        used.append({**key._asdict(), "name": entry[1].info.name if entry else key.folder})
-    try:
-        os.write(fd, json.dumps(used).encode())
-    except OSError:
-        pass
-    os.close(fd)
-
-
-def _read_report(fd: int | None) -> list[dict[str, Any]]:
-    if fd is None:
-        return []
-    try:
-        data = b""
-        while chunk := os.read(fd, 65536):
-            data += chunk
-        used = json.loads(data or b"[]")
-        return [entry for entry in used if isinstance(entry, dict) and isinstance(entry.get("folder"), str)]
-    except (OSError, ValueError):
-        return []
-    finally:
-        os.close(fd)
-
-
-# ---------------------------------------------------------------- start and stop
-
-
-def serve(models: list[str], max_models: int, idle_timeout: float, announce: Callable[[str], None]) -> int:
-    """Run a server in this process until it is stopped (--stop, SIGTERM, Ctrl-C: exit 130) or idle for
-    `idle_timeout` seconds (0: never). Loads `models` first; PosembError for anything that prevents serving."""
-    if not hasattr(socket, "SO_PEERCRED"):
-        raise PosembError("posemb serve needs SO_PEERCRED (Linux) to check who connects; run commands directly")
-    try:
-        folder = protocol.runtime_dir(create=True)
-    except protocol.UnsafeFolder as exc:
-        raise PosembError(f"refusing to serve: {exc}") from None
-    identity = protocol.identity()
-    lock, previous = _lock_pid_file(folder)
-    log_file = _open_log(folder)
-
-    def log(message: str) -> None:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        log_file.write(f"{stamp} [{os.getpid()}] {message}\n")
-        log_file.flush()
-
-    try:
-        if previous:
-            log(f"took over from server pid {previous}, which is gone")
-        for removed in _remove_stale_socket(folder):
-            log(f"removed {removed}")
-        _import_everything()
-        server = Server(folder, identity, max_models, idle_timeout, log)
-        server.held_fds = [lock, log_file.fileno()]
-        for name in models:
-            server.keep(name)
-            log(f"loaded {name}")
-        server.cache.used.clear()
-        listener = _listen(folder / protocol.SOCKET)
-        log(f"posemb {server.identity['version']} serving on {folder / protocol.SOCKET} (pid {os.getpid()})")
-        where = f"socket {folder / protocol.SOCKET}, log {folder / protocol.LOG_FILE}"
-        idle = f", stops after {_duration(idle_timeout)} idle" if idle_timeout else ""
-        announce(f"posemb server running: pid {os.getpid()}, {where}{idle}")
-        code = server.run(listener)
-        log(f"stopped ({server.stopping}) after {server.served} request(s)")
-        return code
-    finally:
-        remove_socket(folder)
-        (folder / protocol.PID_FILE).unlink(missing_ok=True)
-        os.close(lock)
-        log_file.close()
-
-
-def _lock_pid_file(folder: Path) -> tuple[int, str]:
-    """Hold the pid file locked for the server's life: one server per user, and a lock that dies with the process
-    tells the next one that a socket and pid file left behind are stale."""
-    import fcntl
-
-    path = folder / protocol.PID_FILE
-    for _ in range(40):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.read(fd, 32).decode("ascii", "replace").strip()
-            os.close(fd)
-            if pid:
-                message = f"a posemb server is already running (pid {pid}); `posemb serve --stop` stops it"
-                raise PosembError(message) from None
-            time.sleep(0.05)  # a client is removing a stale pid file, or a server is starting: look again
-            continue
-        if os.path.exists(path) and os.fstat(fd).st_ino == os.stat(path).st_ino:
-            previous = os.read(fd, 32).decode("ascii", "replace").strip()  # a server that died without cleaning up
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            return fd, previous
-        os.close(fd)  # the file was removed as stale while we waited for it: lock the new one
-    raise PosembError(f"could not lock {path}")
-
-
-def _remove_stale_socket(folder: Path) -> list[str]:
-    path = folder / protocol.SOCKET
-    if path.exists() or path.is_symlink():
-        path.unlink()
-        return [f"a stale socket ({path})"]
-    return []
-
-
 def remove_socket(folder: Path) -> None:
     (folder / protocol.SOCKET).unlink(missing_ok=True)
 
 
-def _open_log(folder: Path) -> Any:
-    path = folder / protocol.LOG_FILE
-    if path.exists() and path.stat().st_size > LOG_LIMIT:
-        path.replace(folder / (protocol.LOG_FILE + ".1"))
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    return open(fd, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115 - open for the server's life
-
-
-def _listen(path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)  # the socket is born 0600: no moment where another user could connect
-    try:
-        sock.bind(str(path))
-    except OSError as exc:
-        sock.close()
-        why = exc.strerror or str(exc)
-        raise PosembError(f"cannot listen on {path}: {why} (set XDG_RUNTIME_DIR to a short path)") from None
-    finally:
-        os.umask(old)
-    os.chmod(path, 0o600)
-    sock.listen(64)
-    sock.setblocking(False)
-    return sock
-
-
-def _import_everything() -> None:
-    """Import what requests use (every posemb module, and what they import lazily: rich's tables and emoji, the
-    matplotlib backends, the rotary embedding of scheme:rotary) once, here, so that no child spends time on it.
-    A module missing from this list only makes requests slower, never different."""
-    import importlib
-    import io
-    import pkgutil
-
-    import posemb_cli
-
-    for module in pkgutil.walk_packages(posemb_cli.__path__, "posemb_cli."):
-        if not module.name.startswith(("posemb_cli.server", "posemb_cli.__main__")):
-            importlib.import_module(module.name)
-    for name in (
-        "rich._emoji_codes",
-        "rich.progress",
-        "matplotlib.figure",
-        "matplotlib.backends.backend_agg",
-        "matplotlib.backends.backend_svg",
-        "matplotlib.backends.backend_pdf",
-        "transformers.models.llama.modeling_llama",
-    ):
-        importlib.import_module(name)
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("warm", "up")
-    table.add_row("我", "1.0")
-    Console(file=io.StringIO(), width=80).print(table)  # loads rich's lazily read unicode width tables
-
-
 # ---------------------------------------------------------------- small tools
-
-
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGKILL when the server dies, so no orphan keeps writing to a client that has moved on."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the server died before prctl took effect
-        os._exit(1)
 
 
 def _send_quietly(sock: socket.socket, message: dict[str, Any]) -> bool:
