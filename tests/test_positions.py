@@ -40,11 +40,6 @@ JSON_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def bundled():
-    return load(None)
-
-
-@pytest.fixture(scope="module")
 def tiny_bert(tiny_models):
     return load(str(tiny_models["BERT"]))
 

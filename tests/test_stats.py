@@ -140,11 +140,6 @@ def assert_matches(result, reference: dict, names=STATISTICS) -> None:
 # ---------------------------------------------------------------- numbers
 
 
-@pytest.fixture(scope="module")
-def bundled():
-    return load(None, device="cpu")
-
-
 def test_matches_direct_computation_bundled(bundled, bundled_path):
     result = corpus_stats(bundled, LINES, batch_size=4)
     assert result.texts == len(LINES)
