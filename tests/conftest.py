@@ -242,6 +242,52 @@ def bundled_path() -> Path:
     return bundled_model_path()
 
 
+@pytest.fixture(scope="session")
+def bundled():
+    """The bundled model as posemb loads it (`load(None)`), once per test run; no test changes it."""
+    from posemb_cli.models import load
+
+    return load(None)
+
+
+# ---------------------------------------------------------------- the independent reference: transformers directly
+#
+# The numbers posemb shows are checked against transformers called here by hand, never through posemb_cli. A folder
+# is read once per test run (tokenizer and eager model); no test changes what it gets back.
+_transformers_cache: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
+def transformers_model(path, auto: str = "AutoModel"):
+    """(tokenizer, model) of a folder, loaded by transformers itself with eager attention, in eval mode. `auto`: the
+    transformers Auto class (e.g. "AutoModelForCausalLM")."""
+    import transformers
+
+    key = (str(path), auto)
+    if key not in _transformers_cache:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+        model = getattr(transformers, auto).from_pretrained(str(path), attn_implementation="eager").eval()
+        _transformers_cache[key] = tokenizer, model
+    return _transformers_cache[key]
+
+
+def transformers_run(path, text: str, pair: str | None = None, offsets: bool = False):
+    """transformers' own forward pass on one text (or pair): (tokenizer, model, encoding, outputs with attentions and
+    hidden states). T5: its encoder alone reads the text. offsets=True: the encoding keeps `offset_mapping`, which
+    is not passed to the model."""
+    import torch
+
+    tokenizer, model = transformers_model(path)
+    if model.config.is_encoder_decoder:
+        model = model.get_encoder()
+    encoding = tokenizer(text, pair, return_tensors="pt", return_offsets_mapping=offsets)
+    inputs = {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
+    if "token_type_ids" in encoding and hasattr(getattr(model, "embeddings", None), "token_type_embeddings"):
+        inputs["token_type_ids"] = encoding["token_type_ids"]
+    with torch.no_grad():
+        out = model(**inputs, output_attentions=True, output_hidden_states=True)
+    return tokenizer, model, encoding, out
+
+
 def run_cli(*args: str, input: str | None = None):
     """posemb in-process, as a user calls it; stdout and stderr kept apart."""
     from typer.testing import CliRunner

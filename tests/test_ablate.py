@@ -48,10 +48,9 @@ def _json(*args: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def bundled():
-    from posemb_cli.models import load
-
-    loaded = load(None)
+def ablation(bundled):
+    """The bundled model (conftest), its hidden states on TEXT and `posemb ablate --json` of every mode."""
+    loaded = bundled
     ids = loaded.tokenizer(TEXT)["input_ids"]
     report = _json(TEXT, *[f"--mode={m}" for m in MODES])
     return loaded.model, ids, _hidden(loaded.model, ids), {m["mode"]: m for m in report["modes"]}, report
@@ -67,8 +66,8 @@ def _check_measures(mode: dict, normal: np.ndarray, ablated: np.ndarray) -> None
         assert layer["cka"] == pytest.approx(_cka(normal[k], ablated[k]), abs=1e-5)
 
 
-def test_position_modes_equal_transformers_with_the_same_position_ids(bundled):
-    model, ids, normal, modes, report = bundled
+def test_position_modes_equal_transformers_with_the_same_position_ids(ablation):
+    model, ids, normal, modes, report = ablation
     n = len(ids)
     assert report["texts"] == 1 and report["model"]["position_scheme"] == "learned_absolute"
     expected = {
@@ -88,10 +87,10 @@ def test_position_modes_equal_transformers_with_the_same_position_ids(bundled):
         assert all(layer["attention"] is not None for layer in mode["layers"][1:])
 
 
-def test_isolate_is_each_token_alone_and_the_articles_reshaped_call(bundled):
+def test_isolate_is_each_token_alone_and_the_articles_reshaped_call(ablation):
     import torch
 
-    model, ids, normal, modes, _ = bundled
+    model, ids, normal, modes, _ = ablation
     alone = np.stack([_hidden(model, [token])[:, 0] for token in ids], axis=1)  # (layers + 1, n, d)
     with torch.inference_mode():  # the seed article: model(input_ids.view(-1, 1))
         out = model(torch.tensor([ids]).view(-1, 1), output_hidden_states=True)
@@ -106,8 +105,8 @@ def test_isolate_is_each_token_alone_and_the_articles_reshaped_call(bundled):
     assert [layer["cosine_mean"] for layer in mode["layers"]] == pytest.approx(cos.mean(1), abs=1e-5)
 
 
-def test_permute_tokens_matches_tokens_by_identity(bundled):
-    model, ids, normal, modes, _ = bundled
+def test_permute_tokens_matches_tokens_by_identity(ablation):
+    model, ids, normal, modes, _ = ablation
     mode = modes["permute-tokens"]
     order = mode["token_order"][0]  # slot k held token order[k]
     assert sorted(order) == list(range(len(ids))) and order != sorted(order)
@@ -118,10 +117,10 @@ def test_permute_tokens_matches_tokens_by_identity(bundled):
     _check_measures(mode, normal, matched)
 
 
-def test_attention_change_is_ablated_minus_normal(bundled):
+def test_attention_change_is_ablated_minus_normal(ablation):
     import torch
 
-    model, ids, _, modes, _ = bundled
+    model, ids, _, modes, _ = ablation
     position_ids = modes["reverse"]["position_ids"][0]
 
     def summary(position_ids):

@@ -10,21 +10,14 @@ import sys
 
 import numpy as np
 import pytest
-import torch
-import transformers
-from conftest import run_cli, run_posemb
+from conftest import run_cli, run_posemb, transformers_run
 
 TEXT, PAIR = "position matters", "so does order"
 
 
 @pytest.fixture(scope="module")
 def direct_bundled(bundled_path):
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(bundled_path))
-    model = transformers.AutoModel.from_pretrained(str(bundled_path), attn_implementation="eager").eval()
-    encoding = tokenizer(TEXT, PAIR, return_tensors="pt")
-    with torch.no_grad():
-        out = model(**encoding, output_attentions=True, output_hidden_states=True)
-    return tokenizer, model, encoding, out
+    return transformers_run(bundled_path, TEXT, PAIR)
 
 
 def _command_names() -> list[str]:

@@ -9,8 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-import transformers
-from conftest import run_cli
+from conftest import run_cli, transformers_run
 from rich.console import Console
 
 from posemb_cli.core import Token
@@ -218,23 +217,14 @@ def test_bundled_headline_tokenization_and_json_keys(tiny_models):
     assert np.array(pair["cka"]).shape == (7, 3)
 
 
-def _direct(path, text):
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
-    model = transformers.AutoModel.from_pretrained(str(path), attn_implementation="eager").eval()
-    encoding = tokenizer(text, return_tensors="pt", return_offsets_mapping=True)
-    offsets = encoding.pop("offset_mapping")[0].tolist()
-    with torch.no_grad():
-        out = model(**encoding, output_attentions=True, output_hidden_states=True)
-    return offsets, out
-
-
 def test_numbers_against_transformers(tiny_models):
     """Attention distance and CKA on word vectors, computed here from transformers' own outputs."""
     data = compare_json(TEXT, "-m", str(tiny_models["BERT"]), "-m", str(tiny_models["GPT-2"]))
     words = [(w["start"], w["end"]) for w in data["words"]]
     layers = []
     for family in ("BERT", "GPT-2"):
-        offsets, out = _direct(tiny_models[family], TEXT)
+        _, _, encoding, out = transformers_run(tiny_models[family], TEXT, offsets=True)
+        offsets = encoding["offset_mapping"][0].tolist()
         a = out.attentions[1][0].numpy()  # layer 1: (heads, n, n)
         n = a.shape[-1]
         distance = (a * np.abs(np.arange(n)[:, None] - np.arange(n)[None, :])).sum(-1).mean()

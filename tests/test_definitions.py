@@ -54,11 +54,6 @@ def grid(result, column: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def bundled():
-    return load(None)
-
-
-@pytest.fixture(scope="module")
 def per_text(bundled):
     """For each text: (n, its notebook means, posemb's stats of that text alone)."""
     out = []

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import transformers
-from conftest import FAMILIES, TINY
+from conftest import FAMILIES, TINY, transformers_model, transformers_run
 
 from posemb_cli.core import inspect_texts
 from posemb_cli.models import load
@@ -14,21 +13,6 @@ from posemb_cli.models import load
 TEXT = "Position matters, and so does order!"
 PAIR = "The cat sat."
 ATOL = 1e-5
-
-
-def _direct(path, text, pair=None):
-    """The plain transformers computation, written out by hand."""
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
-    model = transformers.AutoModel.from_pretrained(str(path), attn_implementation="eager").eval()
-    if model.config.is_encoder_decoder:  # T5: the encoder alone reads the text
-        model = model.get_encoder()
-    encoding = tokenizer(text, pair, return_tensors="pt")
-    inputs = {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
-    if "token_type_ids" in encoding and hasattr(getattr(model, "embeddings", None), "token_type_embeddings"):
-        inputs["token_type_ids"] = encoding["token_type_ids"]
-    with torch.no_grad():
-        out = model(**inputs, output_attentions=True, output_hidden_states=True)
-    return tokenizer, model, encoding, out
 
 
 def _expected_parts(family, model, encoding):
@@ -89,7 +73,7 @@ def test_every_family_has_a_tiny_model():
 def test_numbers_match_transformers(family, tiny_models):
     path = tiny_models[family]
     pair = PAIR if family in ("BERT", "ELECTRA", "RoBERTa", "ALBERT") else None
-    tokenizer, model, encoding, out = _direct(path, TEXT, pair)
+    tokenizer, model, encoding, out = transformers_run(path, TEXT, pair)
     result = next(inspect_texts(load(str(path)), [TEXT], pair=pair))
 
     assert [t.id for t in result.tokens] == encoding["input_ids"][0].tolist()
@@ -115,7 +99,7 @@ def test_numbers_match_transformers(family, tiny_models):
 
 def test_segments_and_offsets_with_pair(tiny_models):
     path = tiny_models["BERT"]
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+    tokenizer, _ = transformers_model(path)
     encoding = tokenizer(TEXT, PAIR)
     result = next(inspect_texts(load(str(path)), [TEXT], pair=PAIR))
     assert [t.segment for t in result.tokens] == encoding["token_type_ids"]
@@ -142,7 +126,7 @@ def test_batched_equals_one_at_a_time(family, tiny_models):
 
 def test_bundled_model_matches_transformers(bundled_path):
     text = "我爱自然语言处理"
-    tokenizer, model, encoding, out = _direct(bundled_path, text)
+    tokenizer, model, encoding, out = transformers_run(bundled_path, text)
     result = next(inspect_texts(load(None), [text]))
     assert [t.id for t in result.tokens] == encoding["input_ids"][0].tolist()
     token, position, segment, _ = _expected_parts("BERT", model, encoding)

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import CORPUS, run_cli
+from conftest import CORPUS, run_cli, transformers_model
 
 TEXTS = [*CORPUS, "short", "Order, order: the tokens sit where they sit, and attention knows it."]
 
@@ -17,10 +17,8 @@ TEXTS = [*CORPUS, "short", "Order, order: the tokens sit where they sit, and att
 def _maps(folder, texts):
     """Per text, transformers' eager maps (layers, heads, n, n) in float64, each text alone (no padding)."""
     import torch
-    import transformers
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
-    model = transformers.AutoModel.from_pretrained(str(folder), attn_implementation="eager").eval()
+    tokenizer, model = transformers_model(folder)
     out = []
     with torch.inference_mode():
         for text in texts:

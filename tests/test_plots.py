@@ -21,11 +21,11 @@ MIXED = "Position matters, 我爱自然语言处理 and so does order!"
 
 
 @pytest.fixture(scope="module")
-def bundled():
+def pictured(bundled):
+    """The bundled model (conftest) and its results on the headline and on the English text."""
     from posemb_cli.core import inspect_texts
-    from posemb_cli.models import load
 
-    loaded = load(None)
+    loaded = bundled
     chinese, english = inspect_texts(loaded, [HEADLINE, ENGLISH])
     return loaded, chinese, english
 
@@ -96,10 +96,10 @@ class GlyphCapture(logging.Handler):
 # ---------------------------------------------------------------- attention
 
 
-def test_attention_grid_equals_json(bundled, tmp_path):
+def test_attention_grid_equals_json(pictured, tmp_path):
     from posemb_cli.render.figures.inspect import render_plot
 
-    loaded, chinese, _ = bundled
+    loaded, chinese, _ = pictured
     [(path, data)] = render_plot("attention", chinese, tmp_path / "attn.png")
     assert path == tmp_path / "attn.png" and path.read_bytes().startswith(b"\x89PNG")
     assert_pixels(path, data)
@@ -119,10 +119,10 @@ def test_attention_grid_equals_json(bundled, tmp_path):
     assert no_temp_files(tmp_path)
 
 
-def test_attention_one_head_svg_equals_json(bundled, tmp_path):
+def test_attention_one_head_svg_equals_json(pictured, tmp_path):
     from posemb_cli.render.figures.inspect import render_plot
 
-    _, chinese, _ = bundled
+    _, chinese, _ = pictured
     [(path, data)] = render_plot("attention", chinese, tmp_path / "head.svg", layers=[3], heads=[7])
     head = path.read_bytes()
     assert head.lstrip().startswith(b"<?xml") and b"<svg" in head[:2000]
@@ -180,11 +180,11 @@ def cosine(rows: np.ndarray) -> np.ndarray:
     return unit @ unit.T
 
 
-def test_positions_bundled_pdf(bundled, tmp_path):
+def test_positions_bundled_pdf(pictured, tmp_path):
     from posemb_cli.positions import position_picture
     from posemb_cli.render.figures.inspect import render_plot
 
-    loaded, _, english = bundled
+    loaded, _, english = pictured
     table = loaded.model.embeddings.position_embeddings.weight.detach().numpy().astype(np.float64)
     info = position_picture(loaded)
     assert info.panels["similarity"].shape == (128, 128) and "start at" not in info.note  # default: 128 of 512
@@ -199,12 +199,12 @@ def test_positions_bundled_pdf(bundled, tmp_path):
     assert "cosine similarity" in data.title.lower()
 
 
-def test_positions_count_and_limit(bundled, tmp_path):
+def test_positions_count_and_limit(pictured, tmp_path):
     from posemb_cli.errors import PosembUsageError
     from posemb_cli.positions import position_picture
     from posemb_cli.render.figures.inspect import render_plot
 
-    loaded, _, english = bundled
+    loaded, _, english = pictured
     [(path, data)] = render_plot(
         "positions", english, tmp_path / "p.png", position_picture=position_picture(loaded, 16)
     )
@@ -281,10 +281,10 @@ def test_positions_alibi_bias(tiny, tmp_path):
 # ---------------------------------------------------------------- embeddings
 
 
-def test_embeddings_bundled_equals_json(bundled, tmp_path):
+def test_embeddings_bundled_equals_json(pictured, tmp_path):
     from posemb_cli.render.figures.inspect import render_plot
 
-    _, _, english = bundled
+    _, _, english = pictured
     [(path, data)] = render_plot("embeddings", english, tmp_path / "parts.png", dpi=120)
     assert_pixels(path, data)
     obj = json_of(english)
@@ -321,11 +321,11 @@ def test_embeddings_tiny_models(tiny, tmp_path, family):
 # ---------------------------------------------------------------- all, files and errors
 
 
-def test_all_into_new_folder(bundled, tmp_path):
+def test_all_into_new_folder(pictured, tmp_path):
     from posemb_cli.positions import position_picture
     from posemb_cli.render.figures.inspect import render_plot
 
-    loaded, _, english = bundled
+    loaded, _, english = pictured
     folder = tmp_path / "figures"
     written = render_plot("all", english, folder, position_picture=position_picture(loaded, 32))
     assert [p.name for p, _ in written] == ["attention.png", "positions.png", "embeddings.png"]
@@ -445,15 +445,15 @@ def test_cjk_font_is_installed():
     _require_cjk_font()
 
 
-def test_headline_renders_without_missing_glyphs(bundled, tmp_path):
+def test_headline_renders_without_missing_glyphs(pictured, tmp_path):
     from posemb_cli.render.figures.inspect import render_plot
 
     _require_cjk_font()
 
-    _, chinese, _ = bundled
+    _, chinese, _ = pictured
     told: list[str] = []
     with GlyphCapture() as capture:
-        render_plot("attention", chinese, tmp_path / "attn.png", on_warning=told.append)
+        render_plot("attention", chinese, tmp_path / "attn.png", dpi=50, on_warning=told.append)  # glyphs: any dpi
         render_plot("attention", chinese, tmp_path / "head.pdf", layers=[3], heads=[7], on_warning=told.append)
         render_plot("embeddings", chinese, tmp_path / "parts.svg", on_warning=told.append)
     assert capture.glyph_messages == []

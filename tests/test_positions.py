@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import transformers
+from conftest import transformers_model
 from rich.console import Console
 from safetensors.numpy import load_file
 
@@ -37,11 +37,6 @@ JSON_KEYS = {
     "notes",
     "warnings",
 }
-
-
-@pytest.fixture(scope="module")
-def bundled():
-    return load(None)
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +171,7 @@ def test_identical_word_probe_is_first_layer_attention(tiny_models, tiny_bert):
     ids = probe["word_ids"]
     special = set(tiny_bert.tokenizer.all_special_ids)
     assert len(ids) == len(set(ids)) == 5 and not special & set(ids)
-    model = transformers.AutoModel.from_pretrained(str(tiny_models["BERT"]), attn_implementation="eager").eval()
+    _, model = transformers_model(tiny_models["BERT"])
     with torch.no_grad():
         out = model(input_ids=torch.tensor(ids)[:, None].repeat(1, 24), output_attentions=True)
     expected = out.attentions[0].double().mean(dim=0).numpy()  # (heads, 24, 24)

@@ -59,10 +59,9 @@ def _is_punct(piece: str) -> bool:
 def direct(folder: str, items: list, pairs: bool = False, sink_k: int = 4, max_length: int | None = None) -> dict:
     """Per-head means over all query rows of all texts, from transformers' attentions, one text at a time."""
     import torch
-    import transformers
+    from conftest import transformers_model
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
-    model = transformers.AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
+    tokenizer, model = transformers_model(folder)
     sums: dict = {}
     counts = {"rows": 0, "edge": 0, "uniform": 0.0}
     for item in items:
@@ -138,11 +137,6 @@ def assert_matches(result, reference: dict, names=STATISTICS) -> None:
 
 
 # ---------------------------------------------------------------- numbers
-
-
-@pytest.fixture(scope="module")
-def bundled():
-    return load(None, device="cpu")
 
 
 def test_matches_direct_computation_bundled(bundled, bundled_path):
