@@ -74,7 +74,7 @@ def _numeric_options() -> list[tuple[str, str, typing.Any]]:
 def test_every_numeric_option_has_a_stated_range():
     """A new numeric option cannot slip in unbounded: each uses the one shared parser (--layer/--head are lists,
     checked against the model)."""
-    from posemb_cli.cli import Bounded
+    from posemb_cli.cli.options import Bounded
 
     options = _numeric_options()
     assert len(options) >= 20

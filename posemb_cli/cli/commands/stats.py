@@ -14,7 +14,7 @@ from ..errors import handle_errors, terminate_as_interrupt
 
 PICTURE = o.picture_options(
     o.STATS_PLOTS,
-    plot_help="What -o draws: heads (heatmaps layers × heads, one per statistic; the default), distance "
+    plot_help="What -o draws: heads (heatmaps layers x heads, one per statistic; the default), distance "
     "(distance_profile) or keys (key_profile). --plot FILE, posemb 0.4's spelling of -o FILE, still works in 0.5 "
     "(deprecated).",
     output_help="The picture (.png/.svg/.pdf; a folder: FOLDER/stats.png), or an interactive report (.html).",
