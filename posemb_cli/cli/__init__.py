@@ -20,6 +20,7 @@ commands: Typer would evaluate every command's string annotations at each start,
 Output (stdout/stderr, console width, formats, output paths) goes through one `output.Output`, the context object.
 """
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -70,11 +71,19 @@ def main(
 
 
 # The commands in the order --help lists them.
-for command in (inspect, positions, models, compare, stats):
-    app.command()(command)
-app.command("stats merge")(stats_merge)
-for command in (ablate, extrapolate, serve):
-    app.command()(command)
+COMMANDS: dict[str, Callable[..., None]] = {
+    "inspect": inspect,
+    "positions": positions,
+    "models": models,
+    "compare": compare,
+    "stats": stats,
+    "stats merge": stats_merge,
+    "ablate": ablate,
+    "extrapolate": extrapolate,
+    "serve": serve,
+}
+for name, command in COMMANDS.items():
+    app.command(None if name == command.__name__ else name)(command)
 
 
 def run() -> None:

@@ -152,7 +152,11 @@ class PictureOptions(NamedTuple):
 
 
 def picture_options(
-    kinds: tuple[str, ...], plot_help: str, output_help: str, output_metavar: str = "FILE|FOLDER", path_too: bool = False
+    kinds: tuple[str, ...],
+    plot_help: str,
+    output_help: str,
+    output_metavar: str = "FILE|FOLDER",
+    path_too: bool = False,
 ) -> PictureOptions:
     """--plot KIND (one of `kinds`), -o/--output FILE (the picture, a folder of pictures or the .html report) and
     --dpi, the same three in every command that draws."""

@@ -115,6 +115,8 @@ def ablate(
 
     def run(advance: Callable[[int], None]) -> Iterator[Any]:
         truncate = not no_truncate
-        return ablate_texts(loaded, source, modes, seed=seed, corpus_mean=corpus_mean, truncate=truncate, on_text=advance)
+        return ablate_texts(
+            loaded, source, modes, seed=seed, corpus_mean=corpus_mean, truncate=truncate, on_text=advance
+        )
 
     emit.ablate(out, run, total, fmt, single, picture)
