@@ -86,8 +86,13 @@ def test_every_numeric_option_has_a_stated_range():
 
 
 def test_enum_errors_name_the_values_without_pydantic_prefix():
-    line = _one_line_error(run_cli("inspect", "x", "--format", "xml"), code=2)
-    assert line == "Error: Invalid value for '--format' / '-f': 'xml' is not one of 'table', 'json', 'jsonl', 'csv'."
+    line = _one_line_error(run_cli("inspect", "x", "--device", "tpu"), code=2)
+    assert line == "Error: Invalid value for '--device': 'tpu' is not one of 'auto', 'cpu', 'cuda', 'mps'."
+    line = _one_line_error(run_cli("inspect", "x", "--format", "xml"), code=2)  # --format: the command's own words
+    assert line == (
+        "Error: inspect prints table or json or jsonl or csv, not xml: use --format table, --format jsonl, "
+        "--format csv or --json"
+    )
     line = _one_line_error(run_cli("stats", "-", "--encoding-errors", "ignore"), code=2)
     assert "'ignore' is not one of 'strict', 'replace'." in line and "Value error" not in line
 
