@@ -74,7 +74,7 @@ def _numeric_options() -> list[tuple[str, str, typing.Any]]:
 def test_every_numeric_option_has_a_stated_range():
     """A new numeric option cannot slip in unbounded: each uses the one shared parser (--layer/--head are lists,
     checked against the model)."""
-    from posemb_cli.cli import Bounded
+    from posemb_cli.cli.options import Bounded
 
     options = _numeric_options()
     assert len(options) >= 20
@@ -86,8 +86,13 @@ def test_every_numeric_option_has_a_stated_range():
 
 
 def test_enum_errors_name_the_values_without_pydantic_prefix():
-    line = _one_line_error(run_cli("inspect", "x", "--format", "xml"), code=2)
-    assert line == "Error: Invalid value for '--format' / '-f': 'xml' is not one of 'table', 'json', 'jsonl', 'csv'."
+    line = _one_line_error(run_cli("inspect", "x", "--device", "tpu"), code=2)
+    assert line == "Error: Invalid value for '--device': 'tpu' is not one of 'auto', 'cpu', 'cuda', 'mps'."
+    line = _one_line_error(run_cli("inspect", "x", "--format", "xml"), code=2)  # --format: the command's own words
+    assert line == (
+        "Error: inspect prints table or json or jsonl or csv, not xml: use --format table, --format jsonl, "
+        "--format csv or --json"
+    )
     line = _one_line_error(run_cli("stats", "-", "--encoding-errors", "ignore"), code=2)
     assert "'ignore' is not one of 'strict', 'replace'." in line and "Value error" not in line
 
