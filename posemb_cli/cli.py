@@ -759,6 +759,10 @@ def positions(
     json_flag: JsonOpt = False,
     device: DeviceOpt = Device.cpu,
     trust_remote_code: TrustOpt = False,
+    spectrum: Annotated[
+        Optional[Path],
+        typer.Option("--spectrum", metavar="FILE|-", help="Rotary: per-pair query/key norms over a corpus (-m)."),
+    ] = None,
 ) -> None:
     """How a model (or an analytic scheme) encodes position: proximity Φ and its properties (Wang et al. 2021).
 
@@ -768,6 +772,17 @@ def positions(
 
     out: Output = ctx.obj
     fmt = out.format("positions", output_format.value, json_flag, TABLE_JSON, "table")
+    if spectrum is not None:  # issue 21: posemb_cli/spectrum.py computes, render/spectrum_output.py renders
+        from . import spectrum as measure
+        from .models import load
+        from .render.spectrum_output import emit
+
+        if model is None:
+            raise PosembUsageError("--spectrum needs a rotary model: give -m MODEL")
+        if output is not None:
+            Output.picture_path(output, report=True)
+        loaded = load(model, device=device.value, trust_remote_code=trust_remote_code)
+        return emit(out, measure.spectrum(loaded, str(spectrum)), fmt, output, dpi)
     if vectors and fmt != "json":
         raise PosembUsageError("--vectors adds the scheme's tables to JSON: use it with --json")
     if plot is not None:

@@ -6,7 +6,9 @@ A caller says what it needs from one forward of a batch:
 - `reduce(layer, first_row, block)`: called with every block of attention probabilities, (batch, heads, rows,
   keys), float32, rows first_row.. of the layer's map; keys beyond `block.shape[-1]` have probability 0 (a causal
   block stops at its last row). The caller adds its reductions and lets the block go;
-- `maps`: explicit maps to keep (`Maps`: some layers, heads, query rows), within a budget.
+- `maps`: explicit maps to keep (`Maps`: some layers, heads, query rows), within a budget;
+- `qk(layer, query, key)`: the query (batch, heads, N, d) and key (batch, kv_heads, N, d) each layer's attention
+  receives, after the model's own RoPE (posemb's backend only: `uses_backend`).
 
 Families whose attention goes through transformers' AttentionInterface run on posemb's backend (`backend.py`): the
 model computes its own q, k, v and RoPE, and posemb the attention, block by block, without any N × N tensor.
@@ -72,11 +74,16 @@ def run(
     maps: Maps | None = None,
     memory: int = backend.DEFAULT_MEMORY,
     on_layer: Callable[[int], None] | None = None,
+    qk: Callable[[int, Any, Any], None] | None = None,
 ) -> Forward:
     """One forward of `inputs` (input_ids, attention_mask, ... on the model's device), in inference mode."""
     import torch
 
     model, info = loaded.model, loaded.info
+    if qk is not None and not uses_backend(loaded):
+        raise PosembError(
+            f"the attention of {info.name} does not go through posemb's backend: its q and k are not seen"
+        )
     batch, length = inputs["input_ids"].shape
     if maps is not None:
         check_map_budget(loaded, maps, batch, length)
@@ -96,10 +103,10 @@ def run(
         if uses_backend(loaded):
             backend.register()
             session = backend.Session(info.layers, memory, observe if reduce or maps else None)
-            session.on_layer = on_layer
+            session.on_layer, session.on_qk = on_layer, qk
             with _implementation(model, backend.NAME), session:
                 output = model(**inputs, **options)
-            if reduce is not None or maps is not None:
+            if reduce is not None or maps is not None or qk is not None:
                 _check_calls(loaded, session.calls)
             return Forward(output, captured, kept if maps is not None else None, True)
         output = _eager(loaded, inputs, options, observe if reduce or maps else None, memory, on_layer)
