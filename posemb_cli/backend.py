@@ -145,6 +145,8 @@ class Session:
         self.observe = observe  # (layer, first_row, probabilities (batch, heads, rows, keys ≤ N), rows_total)
         self.calls = 0
         self.on_layer: Callable[[int], None] | None = None  # progress: called after each layer
+        # (layer, query (batch, heads, q, d), key (batch, kv_heads, kv, d)): the model's own, after its RoPE
+        self.on_qk: Callable[[int, Any, Any], None] | None = None
 
     def next_layer(self) -> int:
         layer = self.calls % self.layers  # one module may serve several layers (ALBERT): calls come in layer order
@@ -185,6 +187,8 @@ def attention_forward(
 
     session = _session.get()
     layer = session.next_layer() if session is not None else 0
+    if session is not None and session.on_qk is not None:
+        session.on_qk(layer, query, key)
     batch, heads, q_length, _ = query.shape
     groups = heads // key.shape[1]
     if groups > 1:  # GQA / MQA: each key head serves `groups` query heads, as transformers' repeat_kv

@@ -9,6 +9,8 @@ A caller says what it needs from one forward of a batch:
 - `maps`: explicit maps to keep (`Maps`: some layers, heads, query rows), within a budget;
 - `own_attention`: the model's output alone, with the attention it was loaded with (SDPA for `posemb extrapolate`'s
   causal LM; DeBERTa's eager for the disentangled terms): no hooks, no maps.
+- `qk(layer, query, key)`: the query (batch, heads, N, d) and key (batch, kv_heads, N, d) each layer's attention
+  receives, after the model's own RoPE (posemb's backend only: `uses_backend`).
 
 Families whose attention goes through transformers' AttentionInterface run on posemb's backend (`backend.py`): the
 model computes its own q, k, v and RoPE, and posemb the attention, block by block, without any N × N tensor.
@@ -75,14 +77,19 @@ def run(
     memory: int = backend.DEFAULT_MEMORY,
     on_layer: Callable[[int], None] | None = None,
     own_attention: bool = False,
+    qk: Callable[[int, Any, Any], None] | None = None,
 ) -> Forward:
     """One forward of `inputs` (input_ids, attention_mask, ... on the model's device), in inference mode."""
     import torch
 
-    if own_attention and (embeddings or reduce is not None or maps is not None or on_layer is not None):
-        raise ValueError("own_attention runs the model as loaded: no embeddings, reductions, maps or layer calls")
+    if own_attention and (embeddings or reduce or maps or on_layer or qk):
+        raise ValueError("own_attention runs the model as loaded: no embeddings, reductions, maps, layer calls or q/k")
 
     model, info = loaded.model, loaded.info
+    if qk is not None and not uses_backend(loaded):
+        raise PosembError(
+            f"the attention of {info.name} does not go through posemb's backend: its q and k are not seen"
+        )
     batch, length = inputs["input_ids"].shape
     if maps is not None:
         check_map_budget(loaded, maps, batch, length)
@@ -104,10 +111,10 @@ def run(
         if uses_backend(loaded):
             backend.register()
             session = backend.Session(info.layers, memory, observe if reduce or maps else None)
-            session.on_layer = on_layer
+            session.on_layer, session.on_qk = on_layer, qk
             with _implementation(model, backend.NAME), session:
                 output = model(**inputs, **options)
-            if reduce is not None or maps is not None:
+            if reduce is not None or maps is not None or qk is not None:
                 _check_calls(loaded, session.calls)
             return Forward(output, captured, kept if maps is not None else None, True)
         output = _eager(loaded, inputs, options, observe if reduce or maps else None, memory, on_layer)

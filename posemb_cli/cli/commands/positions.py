@@ -118,6 +118,10 @@ def positions(
     json_flag: o.JsonOpt = False,
     device: o.DeviceOpt = o.Device.cpu,
     trust_remote_code: o.TrustOpt = False,
+    spectrum: Annotated[
+        Optional[Path],
+        typer.Option("--spectrum", metavar="FILE|-", help="Rotary: per-pair query/key norms over a corpus (-m)."),
+    ] = None,
 ) -> None:
     """How a model (or an analytic scheme) encodes position: proximity Φ and its properties (Wang et al. 2021).
 
@@ -128,6 +132,8 @@ def positions(
 
     out: Output = ctx.obj
     fmt = out.format("positions", output_format, json_flag, o.TABLE_JSON, "table")
+    if spectrum is not None:
+        return _spectrum(out, model, spectrum, fmt, output, dpi, device.value, trust_remote_code)
     if vectors and fmt != "json":
         raise PosembUsageError("--vectors adds the scheme's tables to JSON: use it with --json")
     picture = _picture(plot, output, dpi)
@@ -171,6 +177,29 @@ def positions(
     if vectors:
         compute.check_export_size(analysis)
     emit.positions(out, analysis, fmt, matrix, vectors, picture)
+
+
+def _spectrum(
+    out: Output,
+    model: Optional[str],
+    corpus: Path,
+    fmt: str,
+    output: Optional[Path],
+    dpi: float,
+    device: str,
+    trust: bool,
+) -> None:
+    """--spectrum CORPUS: spectrum.spectrum computes, render/spectrum_output.py renders (table, JSON, -o FILE)."""
+    from ... import spectrum as measure
+    from ...models import load
+    from ...render.spectrum_output import emit
+
+    if model is None:
+        raise PosembUsageError("--spectrum needs a rotary model: give -m MODEL")
+    if output is not None:
+        Output.picture_path(output, report=True)
+    loaded = load(model, device=device, trust_remote_code=trust)
+    emit(out, measure.spectrum(loaded, str(corpus)), fmt, output, dpi)
 
 
 def _picture(plot: Optional[str], output: Optional[Path], dpi: float) -> Any:
