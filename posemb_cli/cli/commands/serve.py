@@ -1,7 +1,7 @@
 """posemb serve -> server/client.py (--status, --stop, --detach) or server/lifecycle.py (the server itself, which forks
 a child per command that runs the app); render/emit.py (serve_status.py)."""
 
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -78,19 +78,16 @@ def serve(
             info = client.start_detached([*options, f"--idle-timeout={idle_timeout}"])
             out.info(f"posemb server running: pid {info['pid']}, socket {info['socket']}, log {info['log']}")
         else:
-            _run_server(out, model or [], max_models, idle_timeout)
+            _run_server(ctx.find_root().command, out, model or [], max_models, idle_timeout)
     except (protocol.UnsafeFolder, RuntimeError, TimeoutError) as exc:
         raise PosembError(str(exc)) from None
 
 
-def _run_server(out: Output, models: list[str], max_models: int, idle_timeout: float) -> None:
+def _run_server(app: Any, out: Output, models: list[str], max_models: int, idle_timeout: float) -> None:
     """The server in this process, until it stops; it is given the command line it runs in each child: this
     command's root (the app's click group, so that nothing under server/ imports the cli)."""
-    import click
-
     from ...server.lifecycle import serve as run_server
 
-    app = click.get_current_context().find_root().command
     code = run_server(app, models, max_models, idle_timeout * 60, out.info)
     if code:
         raise typer.Exit(code)
