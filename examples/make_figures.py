@@ -67,7 +67,7 @@ def main() -> None:
 def html_screenshots(loaded, ablation) -> None:
     """The HTML reports at 1280 px and at 390 px (a phone), one screenshot per view."""
     from posemb_cli.render.html import ablate_report, inspect_report, stats_report
-    from posemb_cli.stats import run_shard
+    from posemb_cli.stats import partial_stats, run_shard
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     try:
@@ -85,7 +85,7 @@ def html_screenshots(loaded, ablation) -> None:
         inspect_report(folder / "long.html", long, "attention", None)
         corpus = folder / "corpus.txt"
         corpus.write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
-        stats_report(folder / "stats.html", run_shard(str(corpus), "0/1", model=loaded).stats())
+        stats_report(folder / "stats.html", partial_stats(run_shard(str(corpus), "0/1", model=loaded)))
         ablate_report(folder / "ablate.html", ablation)
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         shots = [

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import torch
 
 ENTROPY_SMOOTHING = 1e-4
+ROW_SUM_TOLERANCE = 1e-4  # float32; half precision: its machine epsilon (see _Reducer.check_rows)
 
 
 def entropy(a: np.ndarray) -> np.ndarray:

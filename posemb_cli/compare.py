@@ -26,13 +26,14 @@ import numpy as np
 from . import schemes
 from . import words as wordlib
 from .attention import LayerSums
-from .core import Token, inspect_texts
+from .core import inspect_texts
 from .errors import PosembError, PosembUsageError
 from .metrics import cka_matrix
 from .models import LoadedModel, load, read_config, resolve
 from .positions import analyse_model, analyse_scheme
 from .registry import describe
 from .schemes.base import PositionAnalysis, plain
+from .tokens import Token
 
 SCHEME_PREFIX = "scheme:"
 POSITION_LENGTH = 128  # positions compared, or fewer when a model has fewer

@@ -15,28 +15,14 @@ from typing import Any
 import numpy as np
 
 from . import charsets
-from .attention import layer_summary
+from .attention import ROW_SUM_TOLERANCE, layer_summary
+from .batches import chunks
 from .errors import PosembError
-from .lines import chunks
+from .finite import index_ranges, nonfinite_warning
 from .metrics import row_cosines
 from .models import LoadedModel, ModelInfo, load
+from .tokens import Token
 from .words import WordView, word_view
-
-ROW_SUM_TOLERANCE = 1e-4
-
-
-@dataclass(frozen=True)
-class Token:
-    index: int
-    id: int
-    token: str
-    position_id: int | None
-    segment: int | None
-    start: int | None  # character offsets into the text (or the pair) the token came from
-    end: int | None
-    special: bool
-    unknown: bool
-    sequence: int | None  # 0 = text, 1 = pair, None = special token
 
 
 @dataclass
@@ -412,29 +398,6 @@ def _nonfinite_places(result: TextResult) -> list[str]:
         if outputs is not None and not np.isfinite(outputs[layer + 1]).all():
             places.append(f"the output of layer {layer}")
     return places
-
-
-def nonfinite_warning(places: list[str]) -> list[str]:
-    """The one warning for non-finite numbers (NaN or Inf), naming where they first appear; [] where there are none.
-    Every renderer shows such numbers as null (JSON, CSV: an empty cell) or "–" (tables), never as a bare NaN."""
-    if not places:
-        return []
-    also = f"; also in {', '.join(places[1:4])}{' and more' if len(places) > 4 else ''}" if len(places) > 1 else ""
-    return [
-        f"non-finite numbers (NaN or Inf) first appear in {places[0]}{also}: they are null in JSON and a dash in "
-        "tables (check the model's weights, and layer_norm_eps in its config.json)"
-    ]
-
-
-def index_ranges(indices: Iterable[int]) -> str:
-    """[0, 1, 2, 5] -> "0–2, 5"."""
-    spans: list[list[int]] = []
-    for i in sorted(int(i) for i in indices):
-        if spans and i == spans[-1][1] + 1:
-            spans[-1][1] = i
-        else:
-            spans.append([i, i])
-    return ", ".join(str(a) if a == b else f"{a}–{b}" for a, b in spans)
 
 
 def _check_attention(result: TextResult) -> None:

@@ -782,6 +782,6 @@ def pair_changes(new: np.ndarray, old: np.ndarray) -> str:
 
 
 def _ranges(values: Sequence[int]) -> str:
-    from .core import index_ranges
+    from .finite import index_ranges
 
     return index_ranges(np.asarray(values)) if len(values) else ""

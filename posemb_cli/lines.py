@@ -12,12 +12,9 @@ import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 
 from .errors import PosembError
-
-if TYPE_CHECKING:
-    from .partials import Shard
 
 MAX_LINE_BYTES = 1_000_000  # one text (a line, a TEXT argument); models read at most a few thousand tokens of it
 MAX_SKIP_BYTES = 256 * 2**20  # a longer line is an error: no text file has one (/dev/zero, a binary file)
@@ -29,7 +26,6 @@ def _print_warning(message: str) -> None:
 
 
 WARN: list[Callable[[str], None]] = [_print_warning]  # the CLI puts its Output.warn here (--quiet silences it)
-T = TypeVar("T")
 
 
 def decode_lines(stream: BinaryIO, name: str, encoding_errors: str = "strict") -> Iterator[tuple[int, str]]:
@@ -145,26 +141,6 @@ def read_texts(texts: Iterable[str], encoding_errors: str = "strict") -> Iterato
             yield line
 
 
-def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Lists of up to `size` items, in order. When reading an item fails (invalid UTF-8 on line 7), the items read
-    before it are yielded first and the error is raised after them: every line before a bad one gets its answer."""
-    iterator = iter(items)
-    while True:
-        chunk: list[T] = []
-        try:
-            for item in iterator:
-                chunk.append(item)
-                if len(chunk) == size:
-                    break
-        except PosembError:
-            if chunk:
-                yield chunk
-            raise
-        if not chunk:
-            return
-        yield chunk
-
-
 def stdin() -> BinaryIO:
     """stdin as bytes; an error when it is closed (`posemb inspect - <&-`)."""
     if sys.stdin is None or sys.stdin.closed:
@@ -198,10 +174,10 @@ def check_corpus(corpus: str) -> None:
         open_lines(corpus)[0].close()
 
 
-def count_lines(path: str, shard: Shard | None = None) -> int | None:
+def count_lines(path: str, takes: Callable[[int], bool] | None = None) -> int | None:
     """Non-empty lines of a regular file, streamed (for the progress bar's total; a 1 GB file is never held in
-    memory); with `shard`, only the lines it takes. None for anything else: counting would drain a pipe (`<(...)`,
-    a FIFO) or never end (/dev/zero)."""
+    memory); with `takes` (a shard's `takes`), only the line numbers it takes. None for anything else: counting
+    would drain a pipe (`<(...)`, a FIFO) or never end (/dev/zero)."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None
@@ -211,10 +187,10 @@ def count_lines(path: str, shard: Shard | None = None) -> int | None:
                 blank = blank and not piece.strip()
                 if piece.endswith(b"\n"):
                     number += 1
-                    count += (shard is None or shard.takes(number)) and not blank
+                    count += (takes is None or takes(number)) and not blank
                     blank = True
             if not blank:  # a last line without a line end
-                count += shard is None or shard.takes(number + 1)
+                count += takes is None or takes(number + 1)
             return count
     except OSError:
         return None

@@ -59,14 +59,11 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import PosembError, PosembUsageError
-
-if TYPE_CHECKING:
-    from .stats import CorpusStats
 
 FORMAT = "posemb-stats-partial"
 VERSION = 2  # 2 (posemb 0.5): shards deal out blocks of lines (was: single lines), header.shards.block_lines, checksum
@@ -174,12 +171,6 @@ class Partial:
 
     def missing_shards(self) -> list[int]:
         return sorted(set(range(self.shard_count)) - set(self.shard_indices))
-
-    def stats(self) -> CorpusStats:
-        """The per-head means, exactly as `posemb stats` prints them."""
-        from .stats import partial_stats
-
-        return partial_stats(self)
 
     def save(self, path: str | Path) -> None:
         """Write the `.npz` atomically (a temporary name in the same folder, flushed to disk, then renamed), with the

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from . import schemes
-from .core import index_ranges, nonfinite_warning
 from .errors import PosembError, PosembUsageError
+from .finite import index_ranges, nonfinite_warning
 from .models import LoadedModel
 from .schemes.base import PositionAnalysis, PositionPicture, probe_word_ids, properties
 

@@ -74,9 +74,11 @@ from typing import Any, Union
 import numpy as np
 
 from . import attention, backend, partials
-from .core import check_segment_ids, index_ranges, nonfinite_warning, tokenize
+from .batches import chunks
+from .core import check_segment_ids, tokenize
 from .errors import PosembError, PosembUsageError
-from .lines import CountedLines, chunks, decode_line
+from .finite import index_ranges, nonfinite_warning
+from .lines import CountedLines, decode_line
 from .models import LoadedModel, ModelInfo
 from .partials import Partial, Shard, merge, read_partial
 
@@ -96,7 +98,6 @@ DEFAULT_BATCH_SIZE = 32
 # Attention values reduced at once (a block of heads × query rows): bounds the reduction's temporaries. Small on the
 # CPU (4 MB: cache-friendly, and far below one layer of long texts); large on accelerators, where launches cost.
 BLOCK_ELEMENTS = {"cpu": 1 << 20, "accelerator": 1 << 25}
-ROW_SUM_TOLERANCE = 1e-4  # float32; half precision: its machine epsilon (see _Reducer.check_rows)
 DEFAULT_CHECKPOINT_TEXTS = 1000  # --checkpoint saves after this many texts ...
 DEFAULT_CHECKPOINT_SECONDS = 60.0  # ... or this many seconds, whichever comes first
 
@@ -296,7 +297,8 @@ def run_shard(
     − 1, from 0, blank lines counted) when b mod N = I; every piece of a corpus must use the same `block_lines` (the
     header records it; `merge` checks it) and, for merges equal to one run, the same `batch_size`. `model` is a name
     or folder, loaded here on `device` in `dtype`, or a LoadedModel. The other options are those of `corpus_stats`.
-    Returns a `Partial` (its `.stats()` are the numbers `posemb stats` prints); with `partial`, also writes it there.
+    Returns a `Partial` (`partial_stats(partial)` gives the numbers `posemb stats` prints); with `partial`, also
+    writes it there.
 
     `checkpoint`: if that file exists, continue the run it holds (refused, naming the difference, if it was made
     with another corpus, model or option); save the state there every `checkpoint_texts` texts or
@@ -352,7 +354,7 @@ def run_shard(
 
 
 def partial_stats(partial: Partial) -> CorpusStats:
-    """The per-head means of a partial (`Partial.stats()`): what `posemb stats` and `posemb stats merge` print."""
+    """The per-head means of a partial : what `posemb stats` and `posemb stats merge` print."""
     header = partial.header
     info = ModelInfo(**{key.name: header["model"][key.name] for key in dataclasses.fields(ModelInfo)})
     options = header["options"]
@@ -505,7 +507,7 @@ def _header(
     loaded: LoadedModel, settings: _Settings, shard: Shard, encoding_errors: str, corpus: str, digest: str | None
 ) -> dict[str, Any]:
     """A partial's header (partials.py describes it) before any line is read."""
-    from . import __version__
+    from ._version import __version__
 
     return {
         "format": partials.FORMAT,
@@ -802,7 +804,7 @@ class _Reducer:
         self.distance_bins = len(distance_bins(self.settings.limit))
         self.rows, self.edges, self.extra = self._zeros()
         self.deviation = torch.zeros((), device=loaded.device)
-        self.tolerance = max(ROW_SUM_TOLERANCE, torch.finfo(getattr(torch, loaded.dtype)).eps)
+        self.tolerance = max(attention.ROW_SUM_TOLERANCE, torch.finfo(getattr(torch, loaded.dtype)).eps)
         self.calls = [0] * info.layers
         self.batch: _Batch | None = None
         self.memory = backend.DEFAULT_MEMORY

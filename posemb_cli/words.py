@@ -28,7 +28,7 @@ import numpy as np
 from .attention import layer_summary
 
 if TYPE_CHECKING:
-    from .core import Token
+    from .tokens import Token
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Annotated
 
 import typer
 
-from .. import __version__
+from .._version import __version__
 from ..output import Output
 from .commands.ablate import ablate
 from .commands.compare import compare

@@ -16,8 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..core import TextResult, Token
+from ..core import TextResult
 from ..output import shown
+from ..tokens import Token
 from ..words import WordView
 from .figures.labels import PIECES_NOTE, has_pieces, token_labels
 

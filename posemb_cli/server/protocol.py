@@ -205,13 +205,13 @@ class Reader:
 def identity() -> dict[str, Any]:
     """What must be equal for a server's answer to be the one this process would give: posemb's version, its files
     (where they are, and a stamp of their sizes and times), the Python environment, and the start-up variables."""
-    import posemb_cli
+    from .._version import __version__
 
-    package = Path(posemb_cli.__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if k.startswith(STARTUP_ENV_PREFIXES) or k in STARTUP_ENV_NAMES}
     return {
         "protocol": PROTOCOL,
-        "version": posemb_cli.__version__,
+        "version": __version__,
         "python": sys.prefix,
         "package": str(package),
         "source": _source_stamp(package),

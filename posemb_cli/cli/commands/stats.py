@@ -157,7 +157,7 @@ def stats(
     from ...models import load
 
     loaded = load(model, device=device.value, trust_remote_code=trust_remote_code, dtype=dtype.value)
-    total = count_lines(corpus, piece) if out.progress and corpus != "-" else None
+    total = count_lines(corpus, piece.takes) if out.progress and corpus != "-" else None
     out.done = 0
     if checkpoint is not None:
         out.saved = f"checkpoint {checkpoint} saved: run the same command to go on from there."
@@ -195,7 +195,7 @@ def stats(
 
     for warning in fallback_check(loaded):
         out.warn(warning)
-    emit.stats(out, result.stats(), fmt, sort, reverse, picture)
+    emit.stats(out, compute.partial_stats(result), fmt, sort, reverse, picture)
     if partial is not None:
         out.info(f"Wrote {partial}")
 
@@ -229,6 +229,7 @@ def stats_merge(
 
     Example: posemb stats merge part-*.npz --format json > heads.json
     """
+    from ... import stats as compute
     from ...output import check_writable
     from ...partials import merge
     from ...render import emit
@@ -246,7 +247,7 @@ def stats_merge(
     if partial is not None:
         merged.save(partial)
         out.info(f"Wrote {partial}")
-    result = merged.stats()
+    result = compute.partial_stats(merged)
     missing = merged.missing_shards()
     if missing:
         shown = ", ".join(map(str, missing))

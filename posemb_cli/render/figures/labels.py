@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...core import Token
+from ...tokens import Token
 
 PIECES_NOTE = "x¹ x² …: byte-level pieces of one character"
 SPECIAL_COLOUR = "#8a8a8a"
