@@ -155,13 +155,35 @@ def _ablations(out: Output, results: Iterable[Any], fmt: str, single: bool) -> A
     return last
 
 
-def extrapolate(out: Output, result: Any, fmt: str, picture: pictures.Request) -> None:
-    from . import extrapolate_output as render
-
+def _warnings_then_json(out: Output, result: Any, fmt: str) -> bool:
+    """The result's warnings on stderr; its JSON on stdout if fmt is json. Whether it printed the JSON."""
     for warning in result.warnings:
         out.warn(warning)
     if fmt == "json":
         out.json(result.to_json())
+    return fmt == "json"
+
+
+def spectrum(out: Output, result: Any, fmt: str, output: Path | None, dpi: float) -> None:
+    """`positions --spectrum`: the table or JSON, then -o FILE (.png/.svg/.pdf, or .html: the page)."""
+    from . import spectrum_output as render
+
+    if not _warnings_then_json(out, result, fmt):
+        render.print_spectrum(out.console(), result)
+    if output is None:
+        return
+    if output.suffix.lower() in (".html", ".htm"):
+        render.spectrum_report(output, result)
+    else:
+        render.plot_spectrum(result, output, dpi)
+    out.info(f"Wrote {output}")
+
+
+def extrapolate(out: Output, result: Any, fmt: str, picture: pictures.Request) -> None:
+    from . import extrapolate_output as render
+
+    if _warnings_then_json(out, result, fmt):
+        pass  # the JSON
     elif fmt == "csv":
         out.data(render.csv_text(result))
     else:

@@ -90,20 +90,3 @@ def spectrum_report(path: Path, result: Spectrum) -> None:
     blocks = recorder.blocks
     blocks.append(picture_block(lambda svg: plot_spectrum(result, svg), "per layer, heads × rotary pairs"))
     write_report(path, report_page(f"posemb positions --spectrum · {result.model}", blocks))
-
-
-def emit(out: Any, result: Spectrum, fmt: str, output: Path | None, dpi: float) -> None:
-    """Print the table or JSON, then write -o FILE (.png/.svg/.pdf or .html)."""
-    for warning in result.warnings:
-        out.warn(warning)
-    if fmt == "json":
-        out.json(result.to_json())
-    else:
-        print_spectrum(out.console(), result)
-    if output is None:
-        return
-    if output.suffix.lower() in (".html", ".htm"):
-        spectrum_report(output, result)
-    else:
-        plot_spectrum(result, output, dpi)
-    out.info(f"Wrote {output}")

@@ -192,14 +192,14 @@ def _spectrum(
     """--spectrum CORPUS: spectrum.spectrum computes, render/spectrum_output.py renders (table, JSON, -o FILE)."""
     from ... import spectrum as measure
     from ...models import load
-    from ...render.spectrum_output import emit
+    from ...render import emit
 
     if model is None:
         raise PosembUsageError("--spectrum needs a rotary model: give -m MODEL")
     if output is not None:
         Output.picture_path(output, report=True)
     loaded = load(model, device=device, trust_remote_code=trust)
-    emit(out, measure.spectrum(loaded, str(corpus)), fmt, output, dpi)
+    emit.spectrum(out, measure.spectrum(loaded, str(corpus)), fmt, output, dpi)
 
 
 def _picture(plot: Optional[str], output: Optional[Path], dpi: float) -> Any:
