@@ -148,3 +148,34 @@ def test_profile_pictures(tiny_models, tmp_path):
         assert picture.stat().st_size > 1000
     result = run_cli("stats", str(corpus), "-m", model, "--profile", "keys")
     assert result.exit_code == 2 and "-o" in result.stderr
+
+
+def test_profile_pages_show_the_numbers_of_the_json(tiny_models, tmp_path):
+    """`--plot distance|keys -o FILE.html`: the page's table holds the profile of `--json`, head by head (distance)
+    and layer by layer (keys), with the picture beside it."""
+    import re
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    model = str(tiny_models["LLaMA"])
+    data = json.loads(run_cli("stats", str(corpus), "-m", model, "--json").stdout)
+    for kind in ("distance", "keys"):
+        page = tmp_path / f"{kind}.html"
+        result = run_cli("stats", str(corpus), "-m", model, "--plot", kind, "-o", str(page), "-q")
+        assert result.exit_code == 0, result.stderr
+        html = page.read_text(encoding="utf-8")
+        report = json.loads(re.search(r'id="report-data">(.*?)</script>', html, re.S)[1])
+        blocks = [block for view in report["views"] for block in view.get("blocks", []) if block.get("rows")]
+        assert len(blocks) == 1 and "data:image/svg+xml" in html
+        rows, columns = blocks[0]["rows"], blocks[0]["columns"]
+        if kind == "distance":
+            assert len(rows) == data["model"]["layers"] * data["model"]["heads"]
+            for head in data["heads"]:
+                row = next(r for r in rows if r[columns.index("layer")] == head["layer"] and r[1] == head["head"])
+                shown = row[2:]
+                np.testing.assert_allclose(shown, head["distance_profile"][: len(shown)], rtol=1e-12)
+                assert not any(head["distance_profile"][len(shown) :])  # only bins no head uses are left out
+        else:
+            assert [r[0] for r in rows] == [entry["layer"] for entry in data["key_profile"]]
+            for row, entry in zip(rows, data["key_profile"], strict=True):
+                np.testing.assert_allclose(row[1:], [*entry["bins"], entry["first"], entry["last"]], rtol=1e-12)

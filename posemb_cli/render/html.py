@@ -530,6 +530,38 @@ def stats_report(path: Path, result: Any, sort: str | None = None, reverse: bool
     write_report(path, report_page(f"posemb stats · {info.name}", blocks, tab="heads"))
 
 
+def profile_report(path: Path, result: Any, kind: str) -> None:
+    """`stats --plot distance|keys -o FILE.html`: the profile's picture and its numbers as a table that sorts (per
+    head and distance bin, or per layer and key bin)."""
+    from .figures.profiles import distance_grid, plot_profile
+    from .stats_output import stats_title
+
+    if kind == "distance":
+        grid, labels = distance_grid(result)
+        columns = ["layer", "head", *labels]
+        rows = [
+            {"layer": layer, "head": head, **dict(zip(labels, map(float, grid[layer, head]), strict=True))}
+            for layer in range(grid.shape[0])
+            for head in range(grid.shape[1])
+        ]
+        alt, what = "per layer, heads × distance bins", "attention mass at offset |i − j| per query row"
+    else:
+        bins = result.key_bins or 0
+        labels = [f"{100 * b // bins}–{100 * (b + 1) // bins}%" for b in range(bins)]
+        columns = ["layer", *labels, "first", "last"]
+        rows = [
+            {"layer": e["layer"], **dict(zip(labels, e["bins"], strict=True)), "first": e["first"], "last": e["last"]}
+            for e in result.key_profile or []
+        ]
+        alt, what = "one curve per layer", "attention mass received per bin of the text (first / last 1% of keys)"
+    blocks = [
+        picture_block(lambda svg: plot_profile(result, kind, svg), alt),
+        rows_block(f"{stats_title(result)} · {what}", rows, columns),
+    ]
+    name = "distance_profile" if kind == "distance" else "key_profile"
+    write_report(path, report_page(f"posemb stats {name} · {result.model.name}", blocks))
+
+
 def ablate_report(path: Path, result: Any, kinds: Sequence[str] | None = None, font: Path | None = None) -> list[str]:
     """`ablate -o FILE.html`: the terminal's tables and the pictures (`kinds`; None: similarity, and attention
     where some mode has attention maps). Returns font warnings."""

@@ -100,9 +100,14 @@ def stats(out: Output, result: Any, request: Request, sort: str | None, reverse:
         if not result.texts or result.key_profile is None:
             out.warn(f"{path} was not written: there were no texts to draw")
             return
-        from .figures.profiles import plot_profile
+        if is_report(path):
+            from .html import profile_report
 
-        plot_profile(result, request.kind, path)
+            profile_report(path, result, request.kind)
+        else:
+            from .figures.profiles import plot_profile
+
+            plot_profile(result, request.kind, path)
         _wrote(out, path)
     elif not result.texts:
         raise PosembError(f"{path} was not written: there were no texts to draw")

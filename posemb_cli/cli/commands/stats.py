@@ -258,7 +258,7 @@ def stats_merge(
 
 def _picture(plot: Optional[str], output: Optional[Path], profile: Optional[o.Profile], out: Output) -> Any:
     """--plot heads|distance|keys (or --profile distance|keys) and -o, checked before any work; a profile is a
-    picture (.png/.svg/.pdf), the heatmaps also a page (.html)."""
+    picture (.png/.svg/.pdf) or a page (.html), as the heatmaps are."""
     from ...render.pictures import Request
 
     kind, output = o.plot_and_file(plot, output, o.STATS_PLOTS, out)
@@ -271,5 +271,5 @@ def _picture(plot: Optional[str], output: Optional[Path], profile: Optional[o.Pr
     if kind is not None and output is None:
         raise PosembUsageError(f"--plot {kind} needs -o FILE")
     if kind in ("distance", "keys") and output is not None:
-        Output.picture_path(output, report=False)
+        Output.picture_path(output, report=True)
     return Request(kind=kind, path=o.folder_picture(output, "stats"))
