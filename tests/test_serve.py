@@ -290,8 +290,8 @@ def test_eight_clients_at_once(server):
 
 def test_a_client_of_another_version_or_setting_runs_the_command_itself(server):
     other = (
-        "import sys, posemb_cli\n"
-        "posemb_cli.__version__ = '0.0.0-other'\n"
+        "import sys, posemb_cli._version\n"
+        "posemb_cli._version.__version__ = '0.0.0-other'\n"
         "sys.argv = ['posemb'] + sys.argv[1:]\n"
         "from posemb_cli.__main__ import main\n"
         "main()\n"
