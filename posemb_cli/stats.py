@@ -95,9 +95,6 @@ DEFAULT_SINK_THRESHOLD = 0.3  # sink_rate's ε (Gu et al., ICLR 2025)
 DEFAULT_BINS = 10  # key_profile: equal bins of the text
 EDGE_SHARE = 0.01  # key_profile's first / last: this share of the text's keys (at least one key)
 DEFAULT_BATCH_SIZE = 32
-# Attention values reduced at once (a block of heads × query rows): bounds the reduction's temporaries. Small on the
-# CPU (4 MB: cache-friendly, and far below one layer of long texts); large on accelerators, where launches cost.
-BLOCK_ELEMENTS = {"cpu": 1 << 20, "accelerator": 1 << 25}
 DEFAULT_CHECKPOINT_TEXTS = 1000  # --checkpoint saves after this many texts ...
 DEFAULT_CHECKPOINT_SECONDS = 60.0  # ... or this many seconds, whichever comes first
 
