@@ -68,7 +68,7 @@ from .errors import PosembError, PosembUsageError
 FORMAT = "posemb-stats-partial"
 VERSION = 2  # 2 (posemb 0.5): shards deal out blocks of lines (was: single lines), header.shards.block_lines, checksum
 COUNTS = ("texts", "tokens", "edge_rows", "uniform", "truncated", "skipped", "typed_special")
-# The sums every partial holds (stats.py fills them). A sum another version adds is validated alike and merged.
+# The sums every partial holds (stats/reducer.py fills them). A sum another version adds is validated alike and merged.
 SUMS = ("cls", "sep", "punct", "sink", "self", "entropy", "distance", "within", "across", "prev", "next")
 BLOCK_LINES = 1024  # lines per block: shards take whole blocks; a run sorts and batches each block by itself
 MAX_SHARDS = 1_000_000

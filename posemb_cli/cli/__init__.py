@@ -8,7 +8,7 @@ Commands and where their work lives:
   positions -> positions.analyse_model / analyse_scheme (schemes/: one class per scheme)
   models    -> models.list_models
   compare   -> compare.compare
-  stats     -> stats.run_shard (shards, checkpoints: stats.py; the partial file: partials.py)
+  stats     -> stats.run_shard (stats/run.py: shards, checkpoints; the partial file: partials.py)
   stats merge -> partials.merge
   ablate    -> ablate.ablate_texts
   extrapolate -> extrapolate.extrapolate

@@ -1,4 +1,4 @@
-"""posemb stats -> stats.run_shard (shards, checkpoints: stats.py; the partial file: partials.py); posemb stats merge
+"""posemb stats -> stats.run_shard (stats/run.py: shards, checkpoints; partials.py: the file); posemb stats merge
 -> partials.merge; both render/emit.py (stats_output.py; pictures: figures/stats.py, figures/profiles.py, html.py)."""
 
 from pathlib import Path

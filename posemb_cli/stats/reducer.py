@@ -1,0 +1,258 @@
+"""The reducer: each block of attention probabilities that `runner.run` hands over, reduced into float64 sums per
+head (posemb's backend, or the eager fallback's maps a layer at a time)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import attention, backend, partials
+from ..errors import PosembError
+from ..models import LoadedModel
+from .batching import _Batch
+from .result import (
+    _ALL,
+    _CLS,
+    _EDGE_VALUES,
+    _PUNCT,
+    _ROW_VALUES,
+    _SEGMENT_A,
+    _SEGMENT_B,
+    _SEP,
+    _SINK,
+    DEFAULT_SINK_K,
+    EDGE_SHARE,
+    _Settings,
+    distance_bins,
+    extra_names,
+)
+
+
+@dataclass(frozen=True)
+class _State:
+    """The running sums after whole batches; replaced after each batch, never changed in place, so that an
+    interruption mid-batch leaves the last consistent state to save."""
+
+    rows: Any  # (layers, heads, len(_ROW_VALUES)) float64 tensor: sums over every real query row
+    edges: Any  # (layers, heads, len(_EDGE_VALUES)): sums over rows with that neighbour
+    counts: dict[str, Any]
+    lines: int = 0  # corpus lines before the chunk being read (0 when the texts do not come from a corpus file)
+    sha256: str = ""  # of those lines
+    batches: int = 0  # batches of that chunk already in the sums
+    chunk_lines: int = 0  # where that chunk ends, and the SHA-256 up to there: a resumed run checks it reads the same
+    chunk_sha256: str = ""
+    extra: Any = None  # (layers, heads, len(extra_names(settings))): the position measures' sums
+    extra_names: tuple[str, ...] = ()  # their names (sum_<name> in a partial)
+
+
+class _Reducer:
+    """Reduces each block of attention probabilities that `runner.run` hands over (posemb's backend, or the eager
+    maps of a fallback family cut into row blocks) to per-head sums, then lets the block go. `rows`, `edges` and
+    `extra` hold one batch's sums; `add` makes the next `_State` from them."""
+
+    def __init__(self, loaded: LoadedModel, pairs: bool, settings: _Settings | None = None) -> None:
+        import torch
+
+        self.loaded, self.pairs = loaded, pairs
+        self.settings = settings or _Settings(pairs, 1, loaded.info.max_positions, DEFAULT_SINK_K)
+        info = loaded.info
+        # MPS has no float64: accumulate there on the CPU.
+        self.accumulator_device = "cpu" if str(loaded.device).startswith("mps") else loaded.device
+        self.extra_names = extra_names(self.settings)
+        self.distance_bins = len(distance_bins(self.settings.limit))
+        self.rows, self.edges, self.extra = self._zeros()
+        self.deviation = torch.zeros((), device=loaded.device)
+        self.tolerance = max(attention.ROW_SUM_TOLERANCE, torch.finfo(getattr(torch, loaded.dtype)).eps)
+        self.calls = [0] * info.layers
+        self.batch: _Batch | None = None
+        self.memory = backend.DEFAULT_MEMORY
+        self.on_layer: Callable[[int], None] | None = None
+
+    def _zeros(self) -> tuple[Any, Any, Any]:
+        import torch
+
+        layers, heads = self.loaded.info.layers, self.loaded.info.heads
+        zeros: dict[str, Any] = {"dtype": torch.float64, "device": self.accumulator_device}
+        rows = torch.zeros(layers, heads, len(_ROW_VALUES), **zeros)
+        extra = torch.zeros(layers, heads, len(self.extra_names), **zeros)
+        return rows, torch.zeros(layers, heads, len(_EDGE_VALUES), **zeros), extra
+
+    def zero_state(self) -> _State:
+        rows, edges, extra = self._zeros()
+        counts: dict[str, Any] = partials.zero_counts()
+        return _State(rows=rows, edges=edges, counts=counts, extra=extra, extra_names=self.extra_names)
+
+    def adopt(self, state: _State) -> _State:
+        """A state whose sums are NumPy arrays (read from a checkpoint), with them as tensors on this device."""
+        import torch
+
+        device = self.accumulator_device
+        rows, edges = (torch.as_tensor(np.asarray(x, np.float64), device=device) for x in (state.rows, state.edges))
+        if rows.shape != self.rows.shape or edges.shape != self.edges.shape:
+            raise PosembError(f"the checkpoint's sums are not those of {self.loaded.info.name} (their shape differs)")
+        extra = self.extra.clone() if state.extra is None else torch.as_tensor(np.asarray(state.extra), device=device)
+        if extra.shape != self.extra.shape:
+            raise PosembError(f"the checkpoint's sums are not those of {self.loaded.info.name} (their shape differs)")
+        return dataclasses.replace(state, rows=rows, edges=edges, extra=extra, extra_names=self.extra_names)
+
+    def add(self, state: _State, counts: dict[str, Any], batches: int) -> _State:
+        """The state after this batch: new tensors, so that `state` itself stays as it was."""
+        extra = self.extra if state.extra is None else state.extra + self.extra
+        return dataclasses.replace(
+            state,
+            rows=state.rows + self.rows,
+            edges=state.edges + self.edges,
+            extra=extra,
+            counts=counts,
+            batches=batches,
+        )
+
+    def hooked(self) -> Any:
+        """The context the batches run in (the attention is observed per forward, by `runner.run`)."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def run(self, batch: _Batch) -> None:
+        import torch
+
+        from .. import runner
+
+        self.batch = batch
+        self.rows, self.edges, self.extra = self._zeros()
+        size, length = batch.real.shape
+        layers, heads = self.loaded.info.layers, self.loaded.info.heads
+        self.key0 = torch.zeros(size, layers, heads, dtype=torch.float64, device=self.accumulator_device)
+        self._prepare(batch)
+        try:
+            runner.run(self.loaded, batch.inputs, reduce=self.reduce_block, memory=self.memory, on_layer=self.on_layer)
+            lengths = batch.real.sum(-1).to(self.key0.device, torch.float64)[:, None, None]
+            sinks = (self.key0 / lengths > self.settings.sink_threshold).sum(0).double()
+            self.extra[..., 0] += sinks.to(self.extra.device)
+        finally:
+            self.batch = None
+
+    def _prepare(self, batch: _Batch) -> None:
+        """Per batch: the distance-bin table and each text's key bins and first / last 1% masks (key_profile)."""
+        import torch
+
+        real = batch.real
+        size, length = real.shape
+        device = real.device
+        self.distance_edges = torch.tensor(distance_bins(self.settings.limit), dtype=torch.long, device=device)
+        bins = self.settings.bins
+        n = real.sum(-1, keepdim=True)  # (batch, 1)
+        keys = torch.arange(length, device=device)[None, :]
+        key_bins = torch.div(keys * bins, n, rounding_mode="floor")
+        self.key_bins = torch.where(real, key_bins, bins)  # padded keys: an extra bin, dropped
+        edge = torch.ceil(n.double() * EDGE_SHARE).long()
+        first = (keys < edge) & real
+        last = (keys >= n - edge) & real
+        self.key_edges = torch.stack([first, last], dim=-1).double()  # (batch, n, 2)
+
+    def reduce_block(self, layer: int, top: int, block: Any) -> None:
+        """Add one block of probabilities (batch, heads, rows, keys) of rows top.. of a layer's maps to the sums.
+        `keys` may be less than the padded length: the columns beyond have probability 0."""
+        import torch
+
+        batch = self.batch
+        assert batch is not None, "attention observed outside a posemb batch"
+        if top == 0:
+            self.calls[layer] += 1
+        size, heads, count, keys = block.shape
+        length = batch.real.shape[1]
+        device = block.device
+        rows = slice(top, top + count)
+        index = torch.arange(top, top + count, device=device)
+        within = torch.arange(count, device=device)
+
+        def at(offset: int) -> Any:  # a[i, i + offset] for the block's rows; 0 where that key is not in the block
+            columns = index + offset
+            inside = (columns >= 0) & (columns < keys)
+            return torch.where(inside, block[:, :, within, columns.clamp(0, keys - 1)], 0.0)
+
+        real = batch.real[:, None, rows]  # (batch, 1, rows)
+        has_prev = real & (index >= 1)
+        has_next = torch.zeros_like(real)
+        ahead = (index + 1 < length).nonzero().flatten()
+        has_next[:, :, ahead] = batch.real[:, None, top + 1 : top + 1 + len(ahead)]
+        edges = torch.stack([torch.where(has_prev, at(-1), 0.0), torch.where(has_next, at(1), 0.0)], dim=-1)
+        self.edges[layer] += self._sum(edges)
+        masses = attention.mass_on_torch(block, batch.key_masks[:, :keys])  # (batch, heads, rows, 7)
+        in_b = batch.segment_b[:, None, rows]
+        own = torch.where(in_b, masses[..., _SEGMENT_B], masses[..., _SEGMENT_A])
+        other = torch.where(in_b, masses[..., _SEGMENT_A], masses[..., _SEGMENT_B])
+        values = torch.stack(
+            [
+                masses[..., _CLS],
+                masses[..., _SEP],
+                masses[..., _PUNCT],
+                masses[..., _SINK],
+                at(0),
+                attention.entropy_torch(block, batch.real),
+                attention.distance_torch(block, first_row=top),
+                own,
+                other,
+            ],
+            dim=-1,
+        )
+        self.rows[layer] += self._sum(torch.where(real[..., None], values, 0.0))
+        off = torch.where(real, (masses[..., _ALL] - 1.0).abs(), 0.0)
+        self.deviation = torch.maximum(self.deviation, off.max().to(self.deviation.dtype))
+        # sink_rate: each text's attention on key 0, summed over its real rows (divided by n after the forward)
+        key0 = torch.where(real, block[..., 0], 0.0).sum(-1, dtype=torch.float64)  # (batch, heads)
+        self.key0[:, layer] += key0.to(self.key0.device)
+        # distance_profile: the mass of each row by |i - j| bin, from the row's running sums over keys (float64):
+        # bin [lo, hi] holds keys i - hi .. i - lo and i + lo .. i + hi, two differences of the running sum
+        running = torch.nn.functional.pad(block.cumsum(-1, dtype=torch.float64), (1, 0))  # (batch, heads, rows, 1+k)
+        low, high = self.distance_edges[:, 0], self.distance_edges[:, 1]  # (bins,)
+        i = index[:, None]
+        starts = torch.cat([(i - high).clamp(0, keys), (i + low).clamp(0, keys)], dim=1)  # (rows, 2 bins)
+        ends = torch.cat([(i - low + 1).clamp(0, keys), (i + high + 1).clamp(0, keys)], dim=1)
+        ends[:, self.distance_bins] = starts[:, self.distance_bins]  # offset 0 counted once, on the left
+        ends = torch.maximum(ends, starts)
+        shape = (size, heads, count, 2 * self.distance_bins)
+        mass = running.gather(-1, ends.expand(shape)) - running.gather(-1, starts.expand(shape))
+        profile = mass[..., : self.distance_bins] + mass[..., self.distance_bins :]
+        first = 1
+        self.extra[layer, :, first : first + self.distance_bins] += self._sum(
+            torch.where(real[..., None], profile, 0.0)
+        )
+        # key_profile: the mass received by each key bin of the text, and by its first / last 1% of keys
+        received = torch.matmul(real[:, :, None, :].to(block.dtype), block)[:, :, 0].double()  # (batch, heads, keys)
+        key_bins = self.settings.bins
+        by_bin = torch.zeros(size, heads, key_bins + 1, dtype=torch.float64, device=device)
+        by_bin.scatter_add_(-1, self.key_bins[:, None, :keys].expand(size, heads, keys), received)
+        first += self.distance_bins
+        self.extra[layer, :, first : first + key_bins] += by_bin[..., :key_bins].sum(0).to(self.extra.device)
+        first += key_bins
+        edges_mass = torch.matmul(received, self.key_edges[:, :keys])  # (batch, heads, 2)
+        self.extra[layer, :, first : first + 2] += edges_mass.sum(0).to(self.extra.device)
+
+    def _sum(self, values: Any) -> Any:
+        """Sum over texts and rows → (heads, statistics), in float64 (on the CPU for MPS, which has none)."""
+        import torch
+
+        if str(values.device).startswith("mps"):
+            return values.sum(dim=(0, 2)).cpu().double()
+        return values.sum(dim=(0, 2), dtype=torch.float64)
+
+    def check_rows(self) -> None:
+        """Rows must sum to 1: to 1e-4 in float32, to the machine epsilon of a half-precision --dtype (the
+        probabilities are rounded to it)."""
+        deviation = float(self.deviation)
+        if deviation >= self.tolerance:
+            raise PosembError(
+                f"attention rows of {self.loaded.info.name} do not sum to 1 (off by {deviation:.2g}); "
+                "posemb needs softmax attention probabilities"
+            )
+
+    def check_layers(self) -> None:
+        """Every layer's attention was observed (once any batch ran)."""
+        missing = [layer for layer, calls in enumerate(self.calls) if not calls]
+        if missing and any(self.calls):
+            raise PosembError(f"the attention of layer {missing[0]} of {self.loaded.info.name} was never computed")
