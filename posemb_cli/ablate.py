@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import runner
+from . import attention, runner
 from .attention import LayerSums
 from .core import TextResult, inspect_texts
 from .errors import PosembError, PosembUsageError
@@ -37,7 +37,7 @@ DEFAULT_MODES = ("zero", "shuffle", "reverse", "isolate", "permute-tokens")
 POSITION_KINDS = ("zero", "shuffle", "reverse", "shift", "ids")  # modes that change the position ids
 PERMUTING_KINDS = ("shuffle", "reverse", "permute-tokens")  # modes with an equivariance check
 KINDS = POSITION_KINDS + ("isolate", "permute-tokens")
-ATTENTION_KEYS = ("entropy", "distance", "self", "prev", "next")
+ATTENTION_KEYS = attention.names(attention.LAYERS_VIEW, ablated=True)
 MODE_SYNTAX = "zero, shuffle, reverse, shift:K, ids:I,J,..., isolate, permute-tokens"
 
 

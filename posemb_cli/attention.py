@@ -1,4 +1,6 @@
-"""Attention statistics, one function each, shared by `inspect`, `compare` and `stats`.
+"""Attention statistics, one function each, shared by `inspect`, `compare`, `stats` and `ablate`, and `TABLE`: each
+statistic once (name, help, unit, how it is counted, its definitions, its titles), from which every list of names,
+columns, titles and units in posemb is derived (`STATS_VIEW`, `PAIRS_VIEW` and `LAYERS_VIEW` give each view's order).
 
 Every function takes attention maps `a` of shape (..., n, n) whose rows are queries and returns one value per
 query row (shape (..., rows)); callers average over rows (and heads, layers or texts) as they need.
@@ -12,7 +14,9 @@ garbage that callers must mask out. torch is imported lazily, so `posemb --help`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -132,7 +136,146 @@ def next_token_torch(a: torch.Tensor) -> torch.Tensor:
     return a.diagonal(1, -2, -1)
 
 
-SUMMARY_KEYS = ("entropy", "uniform_entropy", "distance", "special", "self", "prev", "next")
+@dataclass(frozen=True)
+class Statistic:
+    """One attention statistic. Every list of statistic names, titles and units in posemb is read from `TABLE`."""
+
+    name: str
+    help: str
+    unit: str  # "share" (of a row's attention), "nats" or "tokens"
+    counted: str  # "row": a mean over real query rows; "edge": over rows with that neighbour; "closed": a closed form
+    numpy: Callable[..., Any] | None  # per query row of one text's maps (the definition)
+    torch: Callable[..., Any] | None  # the same on padded batches (stats' reducer)
+    title: str | None = None  # its panel in `posemb stats`' picture ({k}: sink's k); None: not drawn there
+    compare_label: str | None = None  # its panel in `posemb compare`'s figure; None: not drawn there
+    ablated: bool = False  # `posemb ablate` reports its change per layer
+
+
+# Each statistic once. The order here is the order of the sums in stats' reducer and in a partial file.
+TABLE = (
+    Statistic(
+        "cls",
+        "mass on [CLS]/BOS (the special token at position 0)",
+        "share",
+        "row",
+        mass_on,
+        mass_on_torch,
+        "cls: mass on [CLS]/BOS",
+    ),
+    Statistic(
+        "sep",
+        "mass on [SEP]/EOS (the other special tokens)",
+        "share",
+        "row",
+        mass_on,
+        mass_on_torch,
+        "sep: mass on [SEP]/EOS",
+    ),
+    Statistic(
+        "punct", "mass on punctuation tokens", "share", "row", mass_on, mass_on_torch, "punct: mass on punctuation"
+    ),
+    Statistic(
+        "sink",
+        "mass on the first k tokens (Xiao et al. 2023)",
+        "share",
+        "row",
+        sink,
+        mass_on_torch,
+        "sink: mass on first {k}",
+    ),
+    Statistic("self", "a[i, i]", "share", "row", self_attention, self_attention_torch, "self: a[i, i]", ablated=True),
+    Statistic(
+        "prev",
+        "a[i, i−1], rows i ≥ 1",
+        "share",
+        "edge",
+        previous_token,
+        previous_token_torch,
+        "prev: a[i, i−1]",
+        "share on previous",
+        ablated=True,
+    ),
+    Statistic(
+        "next",
+        "a[i, i+1], rows i ≤ n − 2",
+        "share",
+        "edge",
+        next_token,
+        next_token_torch,
+        "next: a[i, i+1]",
+        "share on next",
+        ablated=True,
+    ),
+    Statistic(
+        "entropy",
+        "entropy of the row, smoothed",
+        "nats",
+        "row",
+        entropy,
+        entropy_torch,
+        "entropy (nats)",
+        "entropy (nats)",
+        ablated=True,
+    ),
+    Statistic(
+        "uniform_entropy",
+        "entropy of a head spread evenly over the keys a row sees",
+        "nats",
+        "closed",
+        uniform_entropy,
+        None,
+    ),
+    Statistic(
+        "distance",
+        "Σ_j a[i, j]·|i − j| (Vig & Belinkov 2019)",
+        "tokens",
+        "row",
+        distance,
+        distance_torch,
+        "distance Σ a·|i−j| (tokens)",
+        "mean distance",
+        ablated=True,
+    ),
+    Statistic(
+        "special",
+        "mass on every special token (cls + sep)",
+        "share",
+        "row",
+        mass_on,
+        mass_on_torch,
+        compare_label="share on special",
+    ),
+    Statistic(
+        "within", "mass on the row's own segment (pairs)", "share", "row", mass_on, mass_on_torch, "within own segment"
+    ),
+    Statistic("across", "mass on the other segment (pairs)", "share", "row", mass_on, mass_on_torch, "across segments"),
+)
+BY_NAME = {statistic.name: statistic for statistic in TABLE}
+
+# Where each is reported, in the order it is shown:
+STATS_VIEW = ("cls", "sep", "punct", "self", "prev", "next", "entropy", "uniform_entropy", "distance", "sink")
+PAIRS_VIEW = ("within", "across")  # posemb stats --pairs, after STATS_VIEW
+LAYERS_VIEW = ("entropy", "uniform_entropy", "distance", "special", "self", "prev", "next")  # inspect, compare
+assert set(STATS_VIEW + PAIRS_VIEW + LAYERS_VIEW) == set(BY_NAME), "every statistic is in a view, every view's in TABLE"
+
+
+def names(view: tuple[str, ...], counted: str | None = None, **flags: bool) -> tuple[str, ...]:
+    """The names of `view` (in its order) counted so (None: any), with the given flags (e.g. ablated=True)."""
+    return tuple(
+        name
+        for name in view
+        if (counted is None or BY_NAME[name].counted == counted)
+        and all(getattr(BY_NAME[name], flag) == value for flag, value in flags.items())
+    )
+
+
+def summed(counted: str) -> tuple[str, ...]:
+    """The statistics `posemb stats` sums over rows counted so ("row" or "edge"), in TABLE order (the reducer's)."""
+    reported = set(STATS_VIEW + PAIRS_VIEW)
+    return tuple(s.name for s in TABLE if s.counted == counted and s.name in reported)
+
+
+SUMMARY_KEYS = LAYERS_VIEW
 
 
 class LayerSums:

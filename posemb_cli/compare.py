@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import schemes
+from . import attention, schemes
 from . import words as wordlib
 from .attention import LayerSums
 from .core import inspect_texts
@@ -40,7 +40,7 @@ POSITION_LENGTH = 128  # positions compared, or fewer when a model has fewer
 POSITION_METRIC = "cosine"  # comparable across models whose position vectors differ in scale
 MAX_CKA_WORDS = 2048  # word vectors kept per model for CKA: the first words of the texts, in order
 MAX_UNKNOWN_CHARS = 200
-ATTENTION_KEYS = ("entropy", "uniform_entropy", "distance", "special", "self", "prev", "next")
+ATTENTION_KEYS = attention.LAYERS_VIEW
 FACT_KEYS = (
     "type",
     "family",

@@ -63,13 +63,14 @@ from typing import Any
 
 import numpy as np
 
+from . import attention
 from .errors import PosembError, PosembUsageError
 
 FORMAT = "posemb-stats-partial"
 VERSION = 2  # 2 (posemb 0.5): shards deal out blocks of lines (was: single lines), header.shards.block_lines, checksum
 COUNTS = ("texts", "tokens", "edge_rows", "uniform", "truncated", "skipped", "typed_special")
 # The sums every partial holds (stats/reducer.py fills them). A sum another version adds is validated alike and merged.
-SUMS = ("cls", "sep", "punct", "sink", "self", "entropy", "distance", "within", "across", "prev", "next")
+SUMS = attention.summed("row") + attention.summed("edge")
 BLOCK_LINES = 1024  # lines per block: shards take whole blocks; a run sorts and batches each block by itself
 MAX_SHARDS = 1_000_000
 MAX_FILE_BYTES = 2**30

@@ -16,13 +16,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .. import attention
 from ..core import TextResult
 from ..output import shown
 from ..tokens import Token
 from ..words import WordView
 from .figures.labels import PIECES_NOTE, has_pieces, token_labels
 
-ATTENTION_COLUMNS = ("entropy", "distance", "special", "self", "prev", "next")
+ATTENTION_COLUMNS = tuple(n for n in attention.LAYERS_VIEW if attention.BY_NAME[n].counted != "closed")
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -151,12 +152,10 @@ def attention_table(result: TextResult) -> Table:
         "distance in tokens; shares of attention on special tokens, self, previous and next token",
         caption_justify="left",
     )
-    for name in ("layer", "entropy", "distance", "special", "self", "prev", "next"):
+    for name in ("layer", *ATTENTION_COLUMNS):
         table.add_column(name, justify="right")
     for row in result.layers:
-        table.add_row(
-            str(row["layer"]), *(fmt(row[key]) for key in ("entropy", "distance", "special", "self", "prev", "next"))
-        )
+        table.add_row(str(row["layer"]), *(fmt(row[key]) for key in ATTENTION_COLUMNS))
     return table
 
 

@@ -11,15 +11,15 @@ from typing import Any, Union
 
 import numpy as np
 
-from .. import backend
+from .. import attention, backend
 from ..errors import PosembUsageError
 from ..finite import index_ranges, nonfinite_warning
 from ..models import ModelInfo
 
-STATISTICS = ("cls", "sep", "punct", "self", "prev", "next", "entropy", "uniform_entropy", "distance", "sink")
+STATISTICS = attention.STATS_VIEW
 
 
-PAIR_STATISTICS = ("within", "across")
+PAIR_STATISTICS = attention.PAIRS_VIEW
 
 
 PATTERNS = ("vertical", "diagonal", "block", "heterogeneous")
@@ -54,10 +54,10 @@ _CLS, _SEP, _PUNCT, _SINK, _ALL, _SEGMENT_A, _SEGMENT_B = range(7)
 
 
 # Per-row values summed over all real rows, and over rows with a neighbour (prev: i ≥ 1, next: i ≤ n − 2).
-_ROW_VALUES = ("cls", "sep", "punct", "sink", "self", "entropy", "distance", "within", "across")
+_ROW_VALUES = attention.summed("row")
 
 
-_EDGE_VALUES = ("prev", "next")
+_EDGE_VALUES = attention.summed("edge")
 
 
 @dataclass

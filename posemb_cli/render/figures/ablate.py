@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ... import attention
 from ...ablate import ATTENTION_KEYS, Ablation
 from .labels import plain, shorten
 from .toolkit import (
@@ -31,7 +32,7 @@ from .toolkit import (
 )
 
 PANEL_W, PANEL_H, GAP, LEFT, BOTTOM, LEGEND = 3.4, 2.6, 0.8, 0.75, 0.75, 1.5
-UNITS = {"entropy": "nats", "distance": "tokens", "self": "share", "prev": "share", "next": "share"}
+UNITS = {s.name: s.unit for s in attention.TABLE}
 
 
 def plot_ablation(

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ...attention import BY_NAME, LAYERS_VIEW
 from ...compare import Comparison, Similarity
 from ..compare_table import column_headers, layer_short
 from .labels import plain, shorten
@@ -40,13 +41,7 @@ from .toolkit import (
     save_figure,
 )
 
-STATISTICS = (
-    ("entropy", "entropy (nats)"),
-    ("distance", "mean distance"),
-    ("special", "share on special"),
-    ("prev", "share on previous"),
-    ("next", "share on next"),
-)
+STATISTICS = tuple((n, label) for n in LAYERS_VIEW if (label := BY_NAME[n].compare_label) is not None)
 PANEL, GAP, LEFT, RIGHT = 2.3, 0.75, 0.7, 0.8
 ANNOTATE_MAX_CELLS = 14  # CKA values are written in the cells up to this many layers a side
 

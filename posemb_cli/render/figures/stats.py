@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ... import attention
 from ...stats import PATTERNS, CorpusStats
 from .toolkit import picture_format, save
 
@@ -21,25 +22,13 @@ DPI = 150
 COLUMNS = 4
 CMAP = "viridis"
 PATTERN_COLOURS = {"vertical": "#1f77b4", "diagonal": "#ff7f0e", "block": "#2ca02c", "heterogeneous": "#d9d9d9"}
-TITLES = {
-    "cls": "cls: mass on [CLS]/BOS",
-    "sep": "sep: mass on [SEP]/EOS",
-    "punct": "punct: mass on punctuation",
-    "self": "self: a[i, i]",
-    "prev": "prev: a[i, i−1]",
-    "next": "next: a[i, i+1]",
-    "entropy": "entropy (nats)",
-    "distance": "distance Σ a·|i−j| (tokens)",
-    "sink": "sink: mass on first {k}",
-    "within": "within own segment",
-    "across": "across segments",
-}
+TITLES = {s.name: s.title for s in attention.TABLE if s.title is not None}
 
 
 def panels(result: CorpusStats) -> list[str]:
     """The statistics drawn, in order (uniform_entropy is one number for all heads: it goes in the entropy title)."""
-    keys = ["cls", "sep", "punct", "self", "prev", "next", "entropy", "distance", "sink"]
-    return keys + (["within", "across"] if result.pairs else []) + ["pattern"]
+    drawn = attention.STATS_VIEW + (attention.PAIRS_VIEW if result.pairs else ())
+    return [name for name in drawn if attention.BY_NAME[name].title is not None] + ["pattern"]
 
 
 def plot_stats(result: CorpusStats, path: Path, dpi: float = DPI) -> dict[str, np.ndarray]:
