@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -13,7 +12,7 @@ import numpy as np
 
 from .. import attention, backend
 from ..errors import PosembUsageError
-from ..finite import index_ranges, nonfinite_warning
+from ..finite import finite_number, index_ranges, nonfinite_warning
 from ..models import ModelInfo
 
 STATISTICS = attention.STATS_VIEW
@@ -174,7 +173,7 @@ def _head_rows(sums: dict[str, np.ndarray], counts: dict[str, Any], pairs: bool)
     for layer, head in itertools.product(range(layers), range(heads_per_layer)):
         row: dict[str, Any] = {"layer": layer, "head": head}
         for key in columns(pairs)[2:-1]:  # the documented order; pattern last, from the others
-            row[key] = uniform if key == "uniform_entropy" else _number(means[key][layer, head])
+            row[key] = uniform if key == "uniform_entropy" else finite_number(means[key][layer, head])
         row["pattern"] = pattern(row, pairs) if row["self"] is not None else None  # None: non-finite maps
         heads.append(row)
     return heads
@@ -216,13 +215,13 @@ def _measures(
     rate = sums["sink_texts"] / texts
     for row in heads:
         layer, head = row["layer"], row["head"]
-        row["sink_rate"] = _number(rate[layer, head])
-        row["distance_profile"] = [_number(sums[name][layer, head] / rows) for name in distance]
+        row["sink_rate"] = finite_number(rate[layer, head])
+        row["distance_profile"] = [finite_number(sums[name][layer, head] / rows) for name in distance]
     layers, per_layer = rate.shape
     key_profile = []
 
     def mean(name: str, layer: int) -> float | None:  # over the layer's heads and all rows
-        return _number(sums[name][layer].sum() / (rows * per_layer))
+        return finite_number(sums[name][layer].sum() / (rows * per_layer))
 
     for layer in range(layers):
         bins = [mean(f"key_bin_{b}", layer) for b in range(settings.bins)]
@@ -230,15 +229,11 @@ def _measures(
         key_profile.append({"layer": layer, "bins": bins, "first": first, "last": last})
     return {
         "sink_threshold": settings.sink_threshold,
-        "sink_rate": _number(rate.mean()),
+        "sink_rate": finite_number(rate.mean()),
         "distance_bins": distance_bins(settings.limit),
         "key_bins": settings.bins,
         "key_profile": key_profile,
     }
-
-
-def _number(value: Any) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def _nonfinite_heads(heads: list[dict[str, Any]]) -> list[str]:
