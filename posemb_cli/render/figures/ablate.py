@@ -18,13 +18,13 @@ from ...ablate import ATTENTION_KEYS, Ablation
 from .labels import plain, shorten
 from .toolkit import (
     DEFAULT_DPI,
-    LINE_COLOURS,
     TITLE_INCHES,
     PlotData,
     add_axes,
     add_footnote,
     add_title,
     figure_settings,
+    line_look,
     marked_line,
     new_figure,
     picture_format,
@@ -74,7 +74,8 @@ def _similarity(result: Ablation, path: Path, dpi: float) -> PlotData:
         for m, mode in enumerate(result.modes):
             values = np.array([np.nan if (v := getattr(layer, key)) is None else v for layer in mode.layers])
             arrays[f"{key}/{mode.mode}"] = values
-            marked_line(ax, x, values, _colour(m), plain(mode.mode), _style(m))
+            colour, style = line_look(m)
+            marked_line(ax, x, values, colour, plain(mode.mode), style)
         ax.set_title(label)
         ax.set_ylim(lowest - 0.05, 1.05)
         ax.axhline(1.0, color="#888888", linewidth=0.6, linestyle="--")
@@ -104,7 +105,8 @@ def _attention(result: Ablation, path: Path, dpi: float) -> PlotData:
             layers = [layer for layer in mode.layers if layer.attention is not None]
             values = np.array([layer.attention[key] for layer in layers if layer.attention is not None])
             arrays[f"{key}/{mode.mode}"] = values
-            marked_line(ax, np.arange(len(values)), values, _colour(m), plain(mode.mode), _style(m))
+            colour, style = line_look(m)
+            marked_line(ax, np.arange(len(values)), values, colour, plain(mode.mode), style)
         ax.axhline(0.0, color="#888888", linewidth=0.6, linestyle="--")
         ax.set_title(f"Δ {key} ({UNITS[key]})")
         ax.set_xlabel("layer")
@@ -119,12 +121,3 @@ def _attention(result: Ablation, path: Path, dpi: float) -> PlotData:
         note += "; isolate has no attention between tokens"
     add_footnote(fig, note)
     return save_figure(fig, path, dpi, kind="ablate_attention", title=title, arrays=arrays)
-
-
-def _colour(index: int) -> str:
-    return LINE_COLOURS[index % len(LINE_COLOURS)]
-
-
-def _style(index: int) -> str:
-    """Line styles that differ too, so that two modes with equal numbers (zero and isolate) both show."""
-    return ("-", "--", "-.", ":")[index % 4]

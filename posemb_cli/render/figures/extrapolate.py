@@ -13,20 +13,19 @@ from ...extrapolate import Extrapolation
 from .labels import plain, shorten
 from .toolkit import (
     DEFAULT_DPI,
-    LINE_COLOURS,
     TITLE_INCHES,
     PlotData,
     add_axes,
     add_footnote,
     add_title,
     figure_settings,
+    line_look,
     new_figure,
     picture_format,
     save_figure,
 )
 
 LEFT, BOTTOM, PANEL_H, LOSS_W, PPL_W, GAP, LEGEND = 0.8, 0.75, 3.0, 4.6, 2.6, 0.9, 1.9
-STYLES = ("-", "--", "-.", ":")
 
 
 def plot_extrapolation(
@@ -49,7 +48,7 @@ def _draw(result: Extrapolation, path: Path, dpi: float) -> PlotData:
     lengths = np.array(result.lengths, dtype=float)
     arrays: dict[str, np.ndarray] = {"positions": centres, "lengths": lengths}
     for k, variant in enumerate(result.variants):
-        colour, style = LINE_COLOURS[k % len(LINE_COLOURS)], STYLES[k % len(STYLES)]
+        colour, style = line_look(k)
         mean = np.array([np.nan if v is None else v for v in variant.bin_mean], dtype=float)
         ppl = np.array([variant.perplexity[n] for n in result.lengths], dtype=float)
         arrays[f"loss/{variant.name}"], arrays[f"perplexity/{variant.name}"] = mean, ppl

@@ -42,6 +42,7 @@ LINE_COLOURS = (
     "#e377c2",
     "#17becf",
 )  # one per model or mode
+LINE_STYLES = ("-", "--", "-.", ":")  # with the colours: two lines with equal numbers both show
 SIMILARITY_CMAP = "RdBu_r"
 
 TITLE_INCHES = 0.95  # room for three title lines
@@ -63,6 +64,12 @@ class PlotData:
     drawn: dict[str, list[np.ndarray]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+def line_look(index: int) -> tuple[str, str]:
+    """The colour and line style of line `index` of a picture: styles differ too, so that two lines with equal
+    numbers (ablate's zero and isolate, extrapolate's as-trained and shift) both show."""
+    return LINE_COLOURS[index % len(LINE_COLOURS)], LINE_STYLES[index % len(LINE_STYLES)]
 
 
 # ---------------------------------------------------------------- where pictures go
