@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .batches import chunks
 from .core import tokenize
 from .errors import PosembError, PosembUsageError
 from .lines import check_corpus, decode_lines, open_lines
@@ -160,13 +161,10 @@ def spectrum(loaded: LoadedModel, corpus: str, encoding_errors: str = "strict") 
 
     stream, name = open_lines(corpus)
     limit = info.max_positions
+    size = BATCH if loaded.family.padding_free(loaded.model.config) else 1  # as every command batches
     with stream:
-        batch: list[str] = []
         lines = (line for _, line in decode_lines(stream, name, encoding_errors) if line.strip())
-        while True:
-            batch = [line for _, line in zip(range(BATCH), lines, strict=False)]
-            if not batch:
-                break
+        for batch in chunks(lines, size):
             encoding = tokenize(loaded.tokenizer, batch, truncation=limit is not None, max_length=limit)
             ids = encoding["input_ids"]
             truncated += sum(limit is not None and len(row) >= limit for row in ids)
