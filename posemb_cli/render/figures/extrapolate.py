@@ -72,9 +72,10 @@ def _draw(result: Extrapolation, path: Path, dpi: float) -> PlotData:
     if result.training_length:
         top = loss_ax.get_ylim()[1]
         loss_ax.annotate(
-            f" training length {result.training_length}",
+            f"training length {result.training_length} ",  # left of its line: inside the panel at any length
             (result.training_length, top),
             va="top",
+            ha="right",
             fontsize=7,
             color="#555555",
         )
