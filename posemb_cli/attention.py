@@ -92,13 +92,13 @@ def entropy_torch(a: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
 
     a: (batch, heads, rows, n), all query rows or a block of them; key_mask: (batch, n) bool. Returns (batch, heads,
     rows). A padded key carries zero attention, so its smoothed term is the constant (ε/n)·ln(ε/n): the sum runs over
-    all keys in three passes (smooth, x·ln x, sum) and that constant is taken back out for each padded key."""
+    all keys in three passes (smooth, ln, x·ln x summed) and that constant is taken back out for each padded key."""
     import torch
 
     n = key_mask.sum(-1).to(a.dtype)[:, None, None]  # (batch, 1, 1)
     floor = (ENTROPY_SMOOTHING / n)[..., None]
-    smoothed = torch.add(floor, a, alpha=1.0 - ENTROPY_SMOOTHING)  # the one temporary the size of `a`
-    total = smoothed.xlogy_(smoothed).sum(-1)
+    smoothed = torch.add(floor, a, alpha=1.0 - ENTROPY_SMOOTHING)  # two temporaries the size of `a`
+    total = torch.linalg.vecdot(smoothed, smoothed.log())  # the smoothed terms are > 0: x·ln x needs no xlogy
     padded = a.shape[-1] - n
     return -(total - padded * floor[..., 0] * floor[..., 0].log())
 

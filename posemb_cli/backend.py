@@ -190,10 +190,9 @@ def attention_forward(
     if session is not None and session.on_qk is not None:
         session.on_qk(layer, query, key)
     batch, heads, q_length, _ = query.shape
-    groups = heads // key.shape[1]
-    if groups > 1:  # GQA / MQA: each key head serves `groups` query heads, as transformers' repeat_kv
-        key = key[:, :, None].expand(-1, -1, groups, -1, -1).reshape(batch, heads, key.shape[2], key.shape[3])
-        value = value[:, :, None].expand(-1, -1, groups, -1, -1).reshape(batch, heads, value.shape[2], value.shape[3])
+    kv_heads = key.shape[1]
+    groups = heads // kv_heads  # GQA / MQA: each key head serves `groups` query heads (as transformers' repeat_kv):
+    # the block's query rows of a key head's group are one matrix product with that head's keys, not repeated keys
     kv_length = key.shape[2]
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
@@ -210,21 +209,19 @@ def attention_forward(
     keys_t = key.transpose(-1, -2)
     for first in range(0, q_length, step):
         last = min(q_length, first + step)
+        rows = last - first
         seen = _seen(attention_mask, first, last, kv_length, causal, query.device)
         end = kv_length if seen is None else _last_seen(seen, kv_length)
-        logits = torch.matmul(query[:, :, first:last], keys_t[..., :end]).float().mul_(scaling)
+        grouped = query[:, :, first:last].reshape(batch, kv_heads, groups * rows, -1)
+        logits = torch.matmul(grouped, keys_t[..., :end]).view(batch, heads, rows, end).float().mul_(scaling)
         if softcap is not None:
             logits = torch.tanh_(logits.div_(softcap)).mul_(softcap)
         if position_bias is not None:
             logits += position_bias[:, :, first:last, :end].float()
         if seen is not None:
-            block = seen[..., :end]
-            if block.dtype == torch.bool:
-                logits.masked_fill_(~block, min_value)
-            else:  # an additive float mask (a model that builds its own)
-                logits += block.float()
+            _apply_mask(logits, seen[..., :end], min_value)
         if sinks is not None:  # a learned sink logit per head, in the softmax's denominator only (gpt-oss)
-            sink = sinks.reshape(1, -1, 1, 1).float().expand(batch, -1, last - first, 1)
+            sink = sinks.reshape(1, -1, 1, 1).float().expand(batch, -1, rows, 1)
             combined = torch.cat([logits, sink], dim=-1)
             combined = combined - combined.amax(dim=-1, keepdim=True)
             probabilities = torch.softmax(combined, dim=-1)[..., :-1]
@@ -233,10 +230,27 @@ def attention_forward(
         del logits
         if session is not None and session.observe is not None:
             session.observe(layer, first, probabilities, q_length)
-        output[:, :, first:last] = torch.matmul(probabilities.to(value.dtype), value[:, :, :end])
+        weights = probabilities.to(value.dtype).reshape(batch, kv_heads, groups * rows, end)
+        output[:, :, first:last] = torch.matmul(weights, value[:, :, :end]).view(batch, heads, rows, -1)
     if session is not None and session.on_layer is not None:
         session.on_layer(layer)
     return output.transpose(1, 2).contiguous(), None
+
+
+def _apply_mask(logits: Any, block: Any, min_value: float) -> None:
+    """Mask the block's logits in place: a bool mask (true = seen) sets the unseen ones to the float32 minimum, only
+    over the columns where some row sees less than all (causal blocks: the block's own rows); a float mask adds."""
+    import torch
+
+    if block.dtype != torch.bool:  # an additive float mask (a model that builds its own)
+        logits += block.float()
+        return
+    unseen = ~block
+    columns = unseen.reshape(-1, unseen.shape[-1]).any(dim=0).nonzero().flatten()
+    if len(columns) == 0:
+        return
+    lo, hi = int(columns[0]), int(columns[-1]) + 1
+    logits[..., lo:hi].masked_fill_(unseen[..., lo:hi], min_value)
 
 
 def _seen(attention_mask: Any, first: int, last: int, kv_length: int, causal: bool, device: Any) -> Any:

@@ -246,6 +246,42 @@ def test_torch_statistics_agree_with_numpy():
         np.testing.assert_allclose(attention.sink(one, 2), attention.mass_on(one, np.arange(n) < 2))
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_block_reductions_equal_the_definitions(causal):
+    """blocks.reduce (one matrix product per block, plus the near keys gathered) gives each row's key masses,
+    distance and distance-bin masses as the definitions do: `attention.distance_torch`, `attention.mass_on_torch`
+    and the bin of |i − j| summed key by key in float64 here, for blocks anywhere in the map, causal blocks cut at
+    their last row, and one-row blocks."""
+    import torch
+
+    from posemb_cli import blocks
+    from posemb_cli.stats import distance_bins
+
+    torch.manual_seed(0)
+    n, heads, size = 300, 3, 2
+    edges = distance_bins(n)
+    lookup = blocks.bin_lookup(edges, n, "cpu")
+    logits = torch.randn(size, heads, n, n) * 3
+    if causal:
+        logits = logits.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+    maps = torch.softmax(logits, -1)
+    key_masks = (torch.rand(size, n, 4) > 0.5).float()
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    bin_of = torch.tensor(
+        [[next(b for b, (lo, hi) in enumerate(edges) if lo <= d <= hi) for d in row] for row in (i - j).abs().tolist()]
+    )
+    expected_profile = torch.zeros(size, heads, n, len(edges), dtype=torch.float64)
+    expected_profile.scatter_add_(-1, bin_of.expand(size, heads, n, n), maps.double())
+    for first, rows in [(0, 7), (7, 40), (150, 33), (299, 1), (64, 64), (0, n)]:
+        keys = first + rows if causal else n  # a causal block stops at its last row
+        block = maps[:, :, first : first + rows, :keys].contiguous()
+        plan = blocks.plan(first, rows, keys, lookup, len(edges))
+        masses, distance, profile = blocks.reduce(block, plan, key_masks[:, :keys])
+        torch.testing.assert_close(masses, attention.mass_on_torch(block, key_masks[:, :keys]), atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(distance, attention.distance_torch(block, first_row=first), atol=1e-4, rtol=1e-6)
+        torch.testing.assert_close(profile.double(), expected_profile[:, :, first : first + rows], atol=1e-6, rtol=1e-5)
+
+
 def test_lines_are_read_lazily(tiny_models):
     """Only a chunk of lines is read ahead of the first batch; a huge file is never held in memory."""
     from posemb_cli.partials import BLOCK_LINES

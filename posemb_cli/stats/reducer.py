@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import attention, backend, partials
+from .. import attention, backend, blocks, partials
 from ..errors import PosembError
 from ..models import LoadedModel
 from .batching import _Batch
@@ -126,13 +126,12 @@ class _Reducer:
         self.rows, self.edges, self.extra = self._zeros()
         size, length = batch.real.shape
         layers, heads = self.loaded.info.layers, self.loaded.info.heads
-        self.key0 = torch.zeros(size, layers, heads, dtype=torch.float64, device=self.accumulator_device)
+        zeros: dict[str, Any] = {"dtype": torch.float64, "device": self.accumulator_device}
+        self.received = torch.zeros(size, layers, heads, length, **zeros)
         self._prepare(batch)
         try:
             runner.run(self.loaded, batch.inputs, reduce=self.reduce_block, memory=self.memory, on_layer=self.on_layer)
-            lengths = batch.real.sum(-1).to(self.key0.device, torch.float64)[:, None, None]
-            sinks = (self.key0 / lengths > self.settings.sink_threshold).sum(0).double()
-            self.extra[..., 0] += sinks.to(self.extra.device)
+            self._key_measures()
         finally:
             self.batch = None
 
@@ -143,7 +142,7 @@ class _Reducer:
         real = batch.real
         size, length = real.shape
         device = real.device
-        self.distance_edges = torch.tensor(distance_bins(self.settings.limit), dtype=torch.long, device=device)
+        self.bin_of = blocks.bin_lookup(distance_bins(self.settings.limit), length, device)
         bins = self.settings.bins
         n = real.sum(-1, keepdim=True)  # (batch, 1)
         keys = torch.arange(length, device=device)[None, :]
@@ -182,7 +181,9 @@ class _Reducer:
         has_next[:, :, ahead] = batch.real[:, None, top + 1 : top + 1 + len(ahead)]
         edges = torch.stack([torch.where(has_prev, at(-1), 0.0), torch.where(has_next, at(1), 0.0)], dim=-1)
         self.edges[layer] += self._sum(edges)
-        masses = attention.mass_on_torch(block, batch.key_masks[:, :keys])  # (batch, heads, rows, 7)
+        # the key masses, distance and distance_profile of every row from one matrix product (blocks.py)
+        plan = blocks.plan(top, count, keys, self.bin_of, self.distance_bins)
+        masses, distance, profile = blocks.reduce(block, plan, batch.key_masks[:, :keys])
         in_b = batch.segment_b[:, None, rows]
         own = torch.where(in_b, masses[..., _SEGMENT_B], masses[..., _SEGMENT_A])
         other = torch.where(in_b, masses[..., _SEGMENT_A], masses[..., _SEGMENT_B])
@@ -194,7 +195,7 @@ class _Reducer:
                 masses[..., _SINK],
                 at(0),
                 attention.entropy_torch(block, batch.real),
-                attention.distance_torch(block, first_row=top),
+                distance,
                 own,
                 other,
             ],
@@ -203,35 +204,35 @@ class _Reducer:
         self.rows[layer] += self._sum(torch.where(real[..., None], values, 0.0))
         off = torch.where(real, (masses[..., _ALL] - 1.0).abs(), 0.0)
         self.deviation = torch.maximum(self.deviation, off.max().to(self.deviation.dtype))
-        # sink_rate: each text's attention on key 0, summed over its real rows (divided by n after the forward)
-        key0 = torch.where(real, block[..., 0], 0.0).sum(-1, dtype=torch.float64)  # (batch, heads)
-        self.key0[:, layer] += key0.to(self.key0.device)
-        # distance_profile: the mass of each row by |i - j| bin, from the row's running sums over keys (float64):
-        # bin [lo, hi] holds keys i - hi .. i - lo and i + lo .. i + hi, two differences of the running sum
-        running = torch.nn.functional.pad(block.cumsum(-1, dtype=torch.float64), (1, 0))  # (batch, heads, rows, 1+k)
-        low, high = self.distance_edges[:, 0], self.distance_edges[:, 1]  # (bins,)
-        i = index[:, None]
-        starts = torch.cat([(i - high).clamp(0, keys), (i + low).clamp(0, keys)], dim=1)  # (rows, 2 bins)
-        ends = torch.cat([(i - low + 1).clamp(0, keys), (i + high + 1).clamp(0, keys)], dim=1)
-        ends[:, self.distance_bins] = starts[:, self.distance_bins]  # offset 0 counted once, on the left
-        ends = torch.maximum(ends, starts)
-        shape = (size, heads, count, 2 * self.distance_bins)
-        mass = running.gather(-1, ends.expand(shape)) - running.gather(-1, starts.expand(shape))
-        profile = mass[..., : self.distance_bins] + mass[..., self.distance_bins :]
-        first = 1
-        self.extra[layer, :, first : first + self.distance_bins] += self._sum(
-            torch.where(real[..., None], profile, 0.0)
-        )
-        # key_profile: the mass received by each key bin of the text, and by its first / last 1% of keys
-        received = torch.matmul(real[:, :, None, :].to(block.dtype), block)[:, :, 0].double()  # (batch, heads, keys)
+        self.extra[layer, :, 1 : 1 + self.distance_bins] += self._sum(torch.where(real[..., None], profile, 0.0))
+        # key_profile and sink_rate: the mass each key receives from the text's real rows, summed over the layer's
+        # blocks (binned after the forward)
+        if bool(real.all()):
+            received = block.sum(2, dtype=torch.float64)
+        else:
+            received = torch.matmul(real[:, :, None, :].to(block.dtype), block)[:, :, 0].double()
+        self.received[:, layer, :, :keys] += received.to(self.received.device)
+
+    def _key_measures(self) -> None:
+        """After a batch's forward: sink_rate's count of texts (α₀, each text's mean attention on key 0, above the
+        threshold) and key_profile's mass per key bin and on the first / last 1% of keys, from the received mass."""
+        import torch
+
+        batch = self.batch
+        assert batch is not None
+        size, layers, heads, length = self.received.shape
+        n = batch.real.sum(-1).to(self.received.device, torch.float64)[:, None, None]
+        sinks = (self.received[..., 0] / n > self.settings.sink_threshold).sum(0).double()
+        self.extra[..., 0] += sinks.to(self.extra.device)
         key_bins = self.settings.bins
-        by_bin = torch.zeros(size, heads, key_bins + 1, dtype=torch.float64, device=device)
-        by_bin.scatter_add_(-1, self.key_bins[:, None, :keys].expand(size, heads, keys), received)
-        first += self.distance_bins
-        self.extra[layer, :, first : first + key_bins] += by_bin[..., :key_bins].sum(0).to(self.extra.device)
+        first = 1 + self.distance_bins
+        index = self.key_bins[:, None, None, :].to(self.received.device).expand(size, layers, heads, length)
+        by_bin = torch.zeros(size, layers, heads, key_bins + 1, dtype=torch.float64, device=self.received.device)
+        by_bin.scatter_add_(-1, index, self.received)
+        self.extra[..., first : first + key_bins] += by_bin[..., :key_bins].sum(0).to(self.extra.device)
         first += key_bins
-        edges_mass = torch.matmul(received, self.key_edges[:, :keys])  # (batch, heads, 2)
-        self.extra[layer, :, first : first + 2] += edges_mass.sum(0).to(self.extra.device)
+        edges_mass = torch.matmul(self.received, self.key_edges[:, None].to(self.received.device))  # (b, L, h, 2)
+        self.extra[..., first : first + 2] += edges_mass.sum(0).to(self.extra.device)
 
     def _sum(self, values: Any) -> Any:
         """Sum over texts and rows → (heads, statistics), in float64 (on the CPU for MPS, which has none)."""
