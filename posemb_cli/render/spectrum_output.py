@@ -40,8 +40,9 @@ def print_spectrum(console: Any, result: Spectrum) -> None:
         console.print(f"note: {note}")
 
 
-def plot_spectrum(result: Spectrum, path: Path, dpi: float = 150) -> None:
-    """Per layer a heads × pairs heatmap of the query norm, wavelength on the axis, the training length marked."""
+def plot_spectrum(result: Spectrum, path: Path, dpi: float = 150, columns: int = 4) -> None:
+    """Per layer a heads × pairs heatmap of the query norm, wavelength on the axis, the training length marked;
+    `columns` heatmaps a row (the HTML page uses 2, so that each stays legible at the page's width)."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -50,7 +51,7 @@ def plot_spectrum(result: Spectrum, path: Path, dpi: float = 150) -> None:
 
     picture_format(path)
     count = len(result.layers)
-    columns = min(4, count)
+    columns = max(1, min(columns, count))
     rows = -(-count // columns)
     pairs = result.rotary_dim // 2
     fig = Figure(figsize=(columns * max(3.2, 0.3 * pairs + 1.2), rows * (0.25 * result.heads + 1.8) + 0.6), dpi=dpi)
@@ -88,5 +89,5 @@ def spectrum_report(path: Path, result: Spectrum) -> None:
     recorder = TableRecorder()
     print_spectrum(recorder, result)
     blocks = recorder.blocks
-    blocks.append(picture_block(lambda svg: plot_spectrum(result, svg), "per layer, heads × rotary pairs"))
+    blocks.append(picture_block(lambda svg: plot_spectrum(result, svg, columns=2), "per layer, heads × rotary pairs"))
     write_report(path, report_page(f"posemb positions --spectrum · {result.model}", blocks))
