@@ -678,6 +678,7 @@ def long_context_rows() -> list[tuple[str, str, str, float, str, str]]:
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     rows = []
+    memory: dict[int, float] = {}  # tokens -> posemb's peak RSS above the model, GB
     with tempfile.TemporaryDirectory() as folder, tempfile.NamedTemporaryFile("w", suffix=".py") as child:
         long_model(folder)
         child.write(LONG_CHILD)
@@ -716,6 +717,7 @@ def long_context_rows() -> list[tuple[str, str, str, float, str, str]]:
                 f"{ours['extra_mb'] / 1024:.2f} GB; bare SDPA forward {sdpa['seconds']:.1f} s, "
                 f"{sdpa['extra_mb'] / 1024:.2f} GB; {eager_memory}"
             )
+            memory[tokens] = ours["extra_mb"] / 1024
             rows.append(
                 (
                     f"stats one {tokens}-token text vs bare SDPA forward",
@@ -726,6 +728,21 @@ def long_context_rows() -> list[tuple[str, str, str, float, str, str]]:
                     note,
                 )
             )
+    shortest, longest = min(LONG_LENGTHS), max(LONG_LENGTHS)
+    if shortest in memory and longest in memory and longest > shortest:
+        factor = longest // shortest
+        allowed = min(factor * memory[shortest] + 1.0, 8.0)
+        rows.append(
+            (
+                f"stats peak RSS above the model, {longest} vs {shortest} tokens",
+                f"{memory[longest]:.2f} GB",
+                f"{memory[shortest]:.2f} GB",
+                memory[longest] / memory[shortest] if memory[shortest] else float("nan"),
+                f"<= {factor} x {shortest}'s + 1 GB and <= 8 GB: {allowed:.2f} GB "
+                f"({'met' if memory[longest] <= allowed else 'NOT met'})",
+                None,
+            )
+        )
     return rows
 
 
