@@ -12,7 +12,10 @@ Protocol. The text is one stream of tokens (no special tokens added). Windows of
 (s = `stride`, default n: non-overlapping) while the window fits in the text; a window scores the next-token loss of
 the tokens no earlier window scored (the first window: positions 1..n-1; with s = n every window scores 1..n-1), the
 sliding-window protocol of Press et al. (2022) that the YaRN paper (Peng et al. 2023, §4.1) uses with s = 256.
-Losses are float64 log-softmax of the model's logits. The position of a scored token is its index in its window.
+A token's loss is logsumexp(logits) − its logit, in float32 (as transformers' `labels=` loss); sums and means are
+float64. The position of a scored token is its index in its window. A variant whose rotary module gives the same
+cos/sin at a length as an earlier variant's (dynamic NTK up to the training length, for one) gets that variant's
+losses there without running again: the model's inputs would be the same.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ ROPE_PARAMS = {
 }
 LLAMA3_DEFAULTS = {"low_freq_factor": 1.0, "high_freq_factor": 4.0}  # Llama 3.1's released values
 DEFAULT_BINS = 12
-LOGITS_BUDGET = 2**25  # logits per forward pass (128 MiB in float32): windows are batched up to it
+LOGITS_BUDGET = 2**22  # logits per forward pass (16 MiB in float32): windows are batched up to it (on CPU, batches
+# of 2^22 logits ran 15% faster than of 2^25: the bench's model, 2 cores)
 MAX_BATCH = 64
 SHIFT_TOLERANCE = 1e-4  # a rotary model's shift:K may differ from as-trained by float32 rounding of larger angles
 
@@ -153,6 +157,7 @@ class VariantResult:
     bin_mean: list[float | None]
     bin_tokens: list[int]
     check: dict[str, Any] | None = None  # shift on a rotary model: against as-trained
+    same_as: dict[int, str] = field(default_factory=dict)  # lengths whose losses are an earlier variant's
     notes: list[str] = field(default_factory=list)
 
     def to_json(self, bins: list[tuple[int, int]], length: int) -> dict[str, Any]:
@@ -170,6 +175,7 @@ class VariantResult:
                 "tokens": self.bin_tokens,
             },
             "check": self.check,
+            "same_as": {str(n): name for n, name in self.same_as.items()},
             "notes": self.notes,
         }
 
@@ -393,7 +399,9 @@ def windows(total: int, length: int, stride: int | None) -> list[tuple[int, int]
 def window_losses(
     loaded: LoadedModel, ids: Any, starts: Sequence[int], length: int, shift: int, argument: str | None
 ) -> np.ndarray:
-    """Next-token NLL (float64) at positions 1..length-1 of each window: (windows, length - 1)."""
+    """Next-token NLL at positions 1..length-1 of each window: (windows, length - 1), float64. Each token's NLL is
+    logsumexp(logits) − the target's logit in float32 (the logits upcast from the model's dtype), as transformers'
+    own `labels=` loss computes it; the caller sums them in float64."""
     import torch
 
     windows = torch.stack([ids[s : s + length] for s in starts]).to(loaded.device)
@@ -401,16 +409,36 @@ def window_losses(
     if argument is not None:
         kwargs[argument] = (torch.arange(length, device=loaded.device) + shift).expand(len(starts), -1)
     with torch.inference_mode():
-        logits = runner.run(loaded, kwargs, own_attention=True).output.logits
-        vocabulary = logits.shape[-1]
-        rows = max(1, 2**22 // vocabulary)  # float64 log-softmax a few MB at a time
-        out = torch.empty((len(starts), length - 1), dtype=torch.float64)
-        for b in range(len(starts)):
-            for p in range(0, length - 1, rows):
-                part = logits[b, p : min(p + rows, length - 1)].double().log_softmax(-1)
-                target = windows[b, p + 1 : min(p + rows, length - 1) + 1]
-                out[b, p : p + len(target)] = -part.gather(-1, target[:, None])[:, 0].cpu()
-    return out.numpy()
+        logits = runner.run(loaded, kwargs, own_attention=True).output.logits[:, :-1].float()
+        target = logits.gather(-1, windows[:, 1:, None])[..., 0]
+        nll = torch.logsumexp(logits, -1) - target
+    return nll.double().cpu().numpy()
+
+
+def rope_signature(
+    loaded: LoadedModel, rotary: Any | None, length: int, shift: int, nope_layer: int | None
+) -> tuple[Any, ...]:
+    """Everything a variant changes in the model's inputs at one window length: the shift of the position ids, the
+    layer without rotation, and the (cos, sin) its rotary module returns for the window's positions (after what
+    dynamic NTK and LongRoPE do with the length: transformers' own code). Two runs with equal signatures give every
+    layer the same inputs, so the same losses."""
+    if rotary is None:
+        return (shift, nope_layer, None, None)
+    import torch
+
+    positions = (torch.arange(length, device=loaded.device) + shift)[None]
+    with torch.inference_mode():
+        cos, sin = rotary(torch.zeros(1, 1, dtype=loaded.model.dtype, device=loaded.device), positions)
+    return (shift, nope_layer, cos, sin)
+
+
+def same_signature(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Equal shift and layer, and bit-for-bit equal cos and sin."""
+    import torch
+
+    if a[:2] != b[:2] or (a[2] is None) != (b[2] is None):
+        return False
+    return a[2] is None or (torch.equal(a[2], b[2]) and torch.equal(a[3], b[3]))
 
 
 @dataclass
@@ -531,12 +559,23 @@ def extrapolate(
     vocabulary = int(getattr(loaded.model.config, "vocab_size", 0) or len(loaded.tokenizer))
     done = 0
     sums: dict[Variant, dict[int, Sums]] = {}
+    same: dict[Variant, dict[int, str]] = {}  # variant -> {length: the earlier variant whose losses it has}
+    seen: dict[int, list[tuple[tuple[Any, ...], Variant]]] = {n: [] for n in lengths}
     for variant in plan.runs:
-        sums[variant] = {}
+        sums[variant], same[variant] = {}, {}
         nope = int(variant.value or 0) if variant.kind == "nope-layer" else None
         shift = int(variant.value or 0) if variant.kind == "shift" else 0
         for n in lengths:
             rotary = _rotary_for(loaded, rope, variant, plan.rope_params)  # fresh per length: dynamic's state
+            signature = rope_signature(loaded, rotary, n, shift, nope)
+            twin = next((v for s, v in seen[n] if same_signature(s, signature)), None)
+            if twin is not None:  # the model would get exactly the inputs it got for `twin`: same losses
+                sums[variant][n], same[variant][n] = sums[twin][n], twin.name
+                done += len(plan.plans[n])
+                if on_window is not None:
+                    on_window(done)
+                continue
+            seen[n].append((signature, variant))
             total = Sums(n)
             batch = max(1, min(MAX_BATCH, LOGITS_BUDGET // (n * max(vocabulary, 1))))
             with applied(loaded, rope, rotary, nope):
@@ -551,7 +590,9 @@ def extrapolate(
     training = rope.training_length if rope else loaded.info.max_positions
     edges = bin_edges(*bins, lengths[-1], training)
     reference = sums.get(Variant("as-trained"))
-    results = [_result(loaded, rope, v, sums[v], lengths, edges, plan.rope_params, reference) for v in plan.variants]
+    results = [
+        _result(loaded, rope, v, sums[v], lengths, edges, plan.rope_params, reference, same[v]) for v in plan.variants
+    ]
     result = Extrapolation(
         model=loaded.info,
         source=plan.source,
@@ -639,6 +680,7 @@ def _result(
     edges: list[tuple[int, int]],
     extra: dict[str, float],
     reference: dict[int, Sums] | None,
+    same_as: dict[int, str],
 ) -> VariantResult:
     loss = {n: sums[n].nll / sums[n].count if sums[n].count else math.nan for n in lengths}
     longest = sums[lengths[-1]]
@@ -655,7 +697,14 @@ def _result(
         tokens={n: sums[n].count for n in lengths},
         bin_mean=bin_mean,
         bin_tokens=bin_tokens,
+        same_as=dict(same_as),
     )
+    for twin in dict.fromkeys(same_as.values()):
+        at = ", ".join(str(n) for n, name in same_as.items() if name == twin)
+        result.notes.append(
+            f"at length {at}: the same cos/sin as {twin} at every position (transformers' rope code), so the same "
+            "losses; not run again"
+        )
     if variant.kind == "shift" and rope is not None and reference is not None:
         worst = 0.0
         for n in lengths:

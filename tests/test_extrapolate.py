@@ -152,6 +152,17 @@ def test_rope_variants_equal_a_model_saved_with_that_scaling(lm, report, name):
         assert mean == pytest.approx(sum(values) / len(values), abs=ATOL)
 
 
+def test_a_variant_with_the_same_cos_sin_is_not_run_again(report):
+    """dynamic NTK changes nothing up to the training length (transformers' dynamic rope keeps the original
+    frequencies there): at 32 it reuses as-trained's losses, which the test above checks against a model saved with
+    dynamic scaling; at 80 it runs. No other variant has as-trained's cos/sin at any length."""
+    dynamic = _variant(report, "dynamic:4")
+    assert dynamic["same_as"] == {"32": "as-trained"}
+    assert any(note.startswith("at length 32: the same cos/sin as as-trained") for note in dynamic["notes"])
+    for variant in report["variants"]:
+        assert variant["name"] == "dynamic:4" or variant["same_as"] == {}, variant["name"]
+
+
 def test_drop_low_equals_frequencies_zeroed_by_hand(lm, report):
     import torch
 
