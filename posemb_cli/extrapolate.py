@@ -159,6 +159,12 @@ class VariantResult:
     check: dict[str, Any] | None = None  # shift on a rotary model: against as-trained
     same_as: dict[int, str] = field(default_factory=dict)  # lengths whose losses are an earlier variant's
     notes: list[str] = field(default_factory=list)
+    attention: dict[int, AttentionSums] | None = None  # --attention: per length
+
+    def attention_means(self, length: int) -> dict[str, Any]:
+        """--attention at `length`: sink, sink_rate and distance_profile, each the mean over layers and heads."""
+        assert self.attention is not None
+        return self.attention[length].means()
 
     def to_json(self, bins: list[tuple[int, int]], length: int) -> dict[str, Any]:
         return {
@@ -176,6 +182,7 @@ class VariantResult:
             },
             "check": self.check,
             "same_as": {str(n): name for n, name in self.same_as.items()},
+            "attention": None if self.attention is None else {str(n): a.to_json() for n, a in self.attention.items()},
             "notes": self.notes,
         }
 
@@ -193,6 +200,7 @@ class Extrapolation:
     dtype: str
     variants: list[VariantResult]
     warnings: list[str] = field(default_factory=list)
+    attention: dict[str, Any] | None = None  # --attention: sink_k, sink_threshold, distance_bins per length
 
     @property
     def bins_length(self) -> int:
@@ -212,6 +220,7 @@ class Extrapolation:
             "stride": self.stride,
             "windows": {str(n): k for n, k in self.windows.items()},
             "dtype": self.dtype,
+            "attention": self.attention,
             "variants": [v.to_json(self.bins, self.bins_length) for v in self.variants],
             "warnings": self.warnings,
         }
@@ -397,19 +406,30 @@ def windows(total: int, length: int, stride: int | None) -> list[tuple[int, int]
 
 
 def window_losses(
-    loaded: LoadedModel, ids: Any, starts: Sequence[int], length: int, shift: int, argument: str | None
+    loaded: LoadedModel,
+    ids: Any,
+    starts: Sequence[int],
+    length: int,
+    shift: int,
+    argument: str | None,
+    observe: AttentionSums | None = None,
 ) -> np.ndarray:
     """Next-token NLL at positions 1..length-1 of each window: (windows, length - 1), float64. Each token's NLL is
     logsumexp(logits) − the target's logit in float32 (the logits upcast from the model's dtype), as transformers'
-    own `labels=` loss computes it; the caller sums them in float64."""
+    own `labels=` loss computes it; the caller sums them in float64. With `observe`, the forward runs on posemb's
+    backend and `observe` reduces its attention."""
     import torch
 
     windows = torch.stack([ids[s : s + length] for s in starts]).to(loaded.device)
-    kwargs: dict[str, Any] = {"input_ids": windows, "use_cache": False}
+    kwargs: dict[str, Any] = {"input_ids": windows}
     if argument is not None:
         kwargs[argument] = (torch.arange(length, device=loaded.device) + shift).expand(len(starts), -1)
     with torch.inference_mode():
-        logits = runner.run(loaded, kwargs, own_attention=True).output.logits[:, :-1].float()
+        if observe is None:
+            output = runner.run(loaded, {**kwargs, "use_cache": False}, own_attention=True).output
+        else:
+            output = observe.run(loaded, kwargs)
+        logits = output.logits[:, :-1].float()
         target = logits.gather(-1, windows[:, 1:, None])[..., 0]
         nll = torch.logsumexp(logits, -1) - target
     return nll.double().cpu().numpy()
@@ -464,6 +484,81 @@ class Sums:
             self.at_position[start:] += 1
 
 
+class AttentionSums:
+    """Float64 sums of one variant's attention at one length, over every query row of every window (`--attention`):
+    per layer and head the mass on the first `sink_k` keys (`sink`), the windows whose mean attention on key 0 exceeds
+    `threshold` (`sink_rate`), and the mass by offset i − j in the log-spaced bins of `stats.distance_bins`
+    (`distance_profile`; causal: every key is at or before its row). The definitions of `posemb stats`."""
+
+    def __init__(self, layers: int, heads: int, length: int, sink_k: int, threshold: float) -> None:
+        from .stats import distance_bins
+
+        self.length, self.sink_k, self.threshold = length, sink_k, threshold
+        self.bins = distance_bins(length)
+        self.sink = np.zeros((layers, heads))
+        self.sink_windows = np.zeros((layers, heads))
+        self.distance = np.zeros((layers, heads, len(self.bins)))
+        self.rows = 0
+        self.windows = 0
+        self._key0: Any = None  # (windows of the batch, layers, heads): attention on key 0, summed over rows
+
+    def run(self, loaded: LoadedModel, inputs: dict[str, Any]) -> Any:
+        """One forward of a batch of windows on posemb's backend, its attention reduced here; the model's output."""
+        import torch
+
+        size = inputs["input_ids"].shape[0]
+        layers, heads = self.sink.shape
+        self._key0 = torch.zeros(size, layers, heads, dtype=torch.float64, device=loaded.device)
+        output = runner.run(loaded, inputs, reduce=self.reduce).output
+        alpha0 = (self._key0 / self.length).cpu().numpy()
+        self.sink_windows += (alpha0 > self.threshold).sum(0)
+        self.rows += size * self.length
+        self.windows += size
+        return output
+
+    def reduce(self, layer: int, top: int, block: Any) -> None:
+        """One block (windows, heads, rows, keys) of rows top.. of a layer's probabilities into the sums."""
+        import torch
+
+        size, heads, count, keys = block.shape
+        self.sink[layer] += block[..., : self.sink_k].sum(dim=(0, 2, 3), dtype=torch.float64).cpu().numpy()
+        self._key0[:, layer] += block[..., 0].sum(-1, dtype=torch.float64)
+        running = torch.nn.functional.pad(block.cumsum(-1, dtype=torch.float64), (1, 0))  # (..., 1 + keys)
+        edges = torch.tensor(self.bins, device=block.device)
+        row = torch.arange(top, top + count, device=block.device)[:, None]  # (rows, 1)
+        start = (row - edges[:, 1]).clamp(0, keys)  # keys row − last .. row − first of each bin
+        end = torch.maximum((row - edges[:, 0] + 1).clamp(0, keys), start)
+        shape = (size, heads, count, len(self.bins))
+        mass = running.gather(-1, end.expand(shape)) - running.gather(-1, start.expand(shape))
+        self.distance[layer] += mass.sum(dim=(0, 2)).cpu().numpy()
+
+    def per_head(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """sink and sink_rate (layers, heads) and distance_profile (layers, heads, bins): means over rows / windows."""
+        rows, windows = max(self.rows, 1), max(self.windows, 1)
+        return self.sink / rows, self.sink_windows / windows, self.distance / rows
+
+    def means(self) -> dict[str, Any]:
+        sink, rate, distance = self.per_head()
+        return {
+            "sink": finite_number(float(sink.mean())),
+            "sink_rate": finite_number(float(rate.mean())),
+            "distance_profile": [finite_number(float(x)) for x in distance.mean((0, 1))],
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        sink, rate, distance = self.per_head()
+        return {
+            "sink": _nested(sink),
+            "sink_rate": _nested(rate),
+            "distance_profile": _nested(distance),
+            "mean": self.means(),
+        }
+
+
+def _nested(values: np.ndarray) -> list[Any]:
+    return [_nested(v) for v in values] if values.ndim > 1 else [finite_number(float(x)) for x in values]
+
+
 # ---------------------------------------------------------------------------------------------- the command
 
 
@@ -480,6 +575,7 @@ class Plan:
     plans: dict[int, list[tuple[int, int]]]  # per length: (window start, first scored position)
     rope: Rope | None
     rope_params: dict[str, float]
+    attention: bool = False  # --attention: sink, sink_rate and distance_profile per variant and length
 
     @property
     def windows(self) -> int:
@@ -495,6 +591,7 @@ def prepare(
     lengths: Sequence[int] | None = None,
     stride: int | None = None,
     rope_params: dict[str, float] | None = None,
+    attention: bool = False,
 ) -> Plan:
     """Check the model, the variants and the lengths against the text's tokens, and plan the windows."""
     import torch
@@ -521,6 +618,10 @@ def prepare(
     for variant in wanted:
         _check_variant(loaded, rope, variant, lengths, argument)
     _check_rope_params(extra, wanted)
+    if attention and not runner.uses_backend(loaded):
+        raise PosembUsageError(
+            f"--attention reads the attention on posemb's backend; {info.name} ({info.family}) computes its own"
+        )
     reference = Variant("as-trained")
     needs_reference = rope is not None and any(v.kind == "shift" for v in wanted) and reference not in wanted
     return Plan(
@@ -533,6 +634,7 @@ def prepare(
         plans={n: windows(len(ids), n, stride) for n in lengths},
         rope=rope,
         rope_params=extra,
+        attention=attention,
     )
 
 
@@ -561,6 +663,11 @@ def extrapolate(
     sums: dict[Variant, dict[int, Sums]] = {}
     same: dict[Variant, dict[int, str]] = {}  # variant -> {length: the earlier variant whose losses it has}
     seen: dict[int, list[tuple[tuple[Any, ...], Variant]]] = {n: [] for n in lengths}
+    observed: dict[Variant, dict[int, AttentionSums]] = {}
+    info = loaded.info
+    from .stats import DEFAULT_SINK_K as SINK_K  # posemb stats' defaults
+    from .stats import DEFAULT_SINK_THRESHOLD as SINK_THRESHOLD
+
     for variant in plan.runs:
         sums[variant], same[variant] = {}, {}
         nope = int(variant.value or 0) if variant.kind == "nope-layer" else None
@@ -571,17 +678,22 @@ def extrapolate(
             twin = next((v for s, v in seen[n] if same_signature(s, signature)), None)
             if twin is not None:  # the model would get exactly the inputs it got for `twin`: same losses
                 sums[variant][n], same[variant][n] = sums[twin][n], twin.name
+                if plan.attention:
+                    observed.setdefault(variant, {})[n] = observed[twin][n]
                 done += len(plan.plans[n])
                 if on_window is not None:
                     on_window(done)
                 continue
             seen[n].append((signature, variant))
             total = Sums(n)
+            observe = AttentionSums(info.layers, info.heads, n, SINK_K, SINK_THRESHOLD) if plan.attention else None
+            if observe is not None:
+                observed.setdefault(variant, {})[n] = observe
             batch = max(1, min(MAX_BATCH, LOGITS_BUDGET // (n * max(vocabulary, 1))))
             with applied(loaded, rope, rotary, nope):
                 for k in range(0, len(plan.plans[n]), batch):
                     chunk = plan.plans[n][k : k + batch]
-                    losses = window_losses(loaded, plan.ids, [s for s, _ in chunk], n, shift, argument)
+                    losses = window_losses(loaded, plan.ids, [s for s, _ in chunk], n, shift, argument, observe)
                     total.add(losses, [f for _, f in chunk])
                     done += len(chunk)
                     if on_window is not None:
@@ -593,6 +705,8 @@ def extrapolate(
     results = [
         _result(loaded, rope, v, sums[v], lengths, edges, plan.rope_params, reference, same[v]) for v in plan.variants
     ]
+    for done_result, v in zip(results, plan.variants, strict=True):
+        done_result.attention = observed.get(v) if plan.attention else None
     result = Extrapolation(
         model=loaded.info,
         source=plan.source,
@@ -604,6 +718,13 @@ def extrapolate(
         bins=edges,
         dtype=loaded.dtype,
         variants=results,
+        attention=None
+        if not plan.attention
+        else {
+            "sink_k": SINK_K,
+            "sink_threshold": SINK_THRESHOLD,
+            "distance_bins": {str(n): observed[plan.runs[0]][n].bins for n in lengths},
+        },
     )
     for done_variant in results:
         check = done_variant.check
