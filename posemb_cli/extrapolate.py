@@ -523,14 +523,15 @@ class AttentionSums:
         size, heads, count, keys = block.shape
         self.sink[layer] += block[..., : self.sink_k].sum(dim=(0, 2, 3), dtype=torch.float64).cpu().numpy()
         self._key0[:, layer] += block[..., 0].sum(-1, dtype=torch.float64)
-        running = torch.nn.functional.pad(block.cumsum(-1, dtype=torch.float64), (1, 0))  # (..., 1 + keys)
-        edges = torch.tensor(self.bins, device=block.device)
-        row = torch.arange(top, top + count, device=block.device)[:, None]  # (rows, 1)
-        start = (row - edges[:, 1]).clamp(0, keys)  # keys row − last .. row − first of each bin
-        end = torch.maximum((row - edges[:, 0] + 1).clamp(0, keys), start)
-        shape = (size, heads, count, len(self.bins))
-        mass = running.gather(-1, end.expand(shape)) - running.gather(-1, start.expand(shape))
-        self.distance[layer] += mass.sum(dim=(0, 2)).cpu().numpy()
+        # distance_profile: every entry (row i, key j) of the block into the bin of its offset i − j (keys after
+        # the row, probability 0 in a causal map, into an extra bin that is dropped)
+        summed = block.sum(0, dtype=torch.float64).reshape(heads, -1)  # (heads, rows × keys)
+        offset = torch.arange(top, top + count, device=block.device)[:, None] - torch.arange(keys, device=block.device)
+        last = torch.tensor([high for _, high in self.bins], device=block.device)
+        which = torch.where(offset < 0, len(self.bins), torch.bucketize(offset.clamp(min=0), last))
+        mass = torch.zeros(heads, len(self.bins) + 1, dtype=torch.float64, device=block.device)
+        mass.scatter_add_(1, which.reshape(1, -1).expand(heads, -1), summed)
+        self.distance[layer] += mass[:, :-1].cpu().numpy()
 
     def per_head(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """sink and sink_rate (layers, heads) and distance_profile (layers, heads, bins): means over rows / windows."""
