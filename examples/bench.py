@@ -541,7 +541,11 @@ def extrapolate_row(posemb: list[str]) -> tuple[str, str, str, float, str, str]:
             for v in report["variants"]
             for n in v["perplexity"]
         )
-    note = f"extrapolate: largest relative difference of the perplexities, posemb vs the plain loop: {worst:.1e}"
+    reused = [f"{v['name']} at {n}" for v in report["variants"] for n in v["same_as"]]
+    note = (
+        f"extrapolate: largest relative difference of the perplexities, posemb vs the plain loop: {worst:.1e}; "
+        f"posemb did not run again (the same cos/sin as an earlier variant): {', '.join(reused) or 'none'}"
+    )
     return name, f"{a:.3f} s", f"{b:.3f} s", ratio, target, note
 
 

@@ -12,7 +12,10 @@ Protocol. The text is one stream of tokens (no special tokens added). Windows of
 (s = `stride`, default n: non-overlapping) while the window fits in the text; a window scores the next-token loss of
 the tokens no earlier window scored (the first window: positions 1..n-1; with s = n every window scores 1..n-1), the
 sliding-window protocol of Press et al. (2022) that the YaRN paper (Peng et al. 2023, §4.1) uses with s = 256.
-Losses are float64 log-softmax of the model's logits. The position of a scored token is its index in its window.
+A token's loss is logsumexp(logits) − its logit, in float32 (as transformers' `labels=` loss); sums and means are
+float64. The position of a scored token is its index in its window. A variant whose rotary module gives the same
+cos/sin at a length as an earlier variant's (dynamic NTK up to the training length, for one) gets that variant's
+losses there without running again: the model's inputs would be the same.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ ROPE_PARAMS = {
 }
 LLAMA3_DEFAULTS = {"low_freq_factor": 1.0, "high_freq_factor": 4.0}  # Llama 3.1's released values
 DEFAULT_BINS = 12
-LOGITS_BUDGET = 2**25  # logits per forward pass (128 MiB in float32): windows are batched up to it
+LOGITS_BUDGET = 2**22  # logits per forward pass (16 MiB in float32): windows are batched up to it (on CPU, batches
+# of 2^22 logits ran 15% faster than of 2^25: the bench's model, 2 cores)
 MAX_BATCH = 64
 SHIFT_TOLERANCE = 1e-4  # a rotary model's shift:K may differ from as-trained by float32 rounding of larger angles
 
@@ -153,7 +157,14 @@ class VariantResult:
     bin_mean: list[float | None]
     bin_tokens: list[int]
     check: dict[str, Any] | None = None  # shift on a rotary model: against as-trained
+    same_as: dict[int, str] = field(default_factory=dict)  # lengths whose losses are an earlier variant's
     notes: list[str] = field(default_factory=list)
+    attention: dict[int, AttentionSums] | None = None  # --attention: per length
+
+    def attention_means(self, length: int) -> dict[str, Any]:
+        """--attention at `length`: sink, sink_rate and distance_profile, each the mean over layers and heads."""
+        assert self.attention is not None
+        return self.attention[length].means()
 
     def to_json(self, bins: list[tuple[int, int]], length: int) -> dict[str, Any]:
         return {
@@ -170,6 +181,8 @@ class VariantResult:
                 "tokens": self.bin_tokens,
             },
             "check": self.check,
+            "same_as": {str(n): name for n, name in self.same_as.items()},
+            "attention": None if self.attention is None else {str(n): a.to_json() for n, a in self.attention.items()},
             "notes": self.notes,
         }
 
@@ -187,6 +200,7 @@ class Extrapolation:
     dtype: str
     variants: list[VariantResult]
     warnings: list[str] = field(default_factory=list)
+    attention: dict[str, Any] | None = None  # --attention: sink_k, sink_threshold, distance_bins per length
 
     @property
     def bins_length(self) -> int:
@@ -206,6 +220,7 @@ class Extrapolation:
             "stride": self.stride,
             "windows": {str(n): k for n, k in self.windows.items()},
             "dtype": self.dtype,
+            "attention": self.attention,
             "variants": [v.to_json(self.bins, self.bins_length) for v in self.variants],
             "warnings": self.warnings,
         }
@@ -391,26 +406,59 @@ def windows(total: int, length: int, stride: int | None) -> list[tuple[int, int]
 
 
 def window_losses(
-    loaded: LoadedModel, ids: Any, starts: Sequence[int], length: int, shift: int, argument: str | None
+    loaded: LoadedModel,
+    ids: Any,
+    starts: Sequence[int],
+    length: int,
+    shift: int,
+    argument: str | None,
+    observe: AttentionSums | None = None,
 ) -> np.ndarray:
-    """Next-token NLL (float64) at positions 1..length-1 of each window: (windows, length - 1)."""
+    """Next-token NLL at positions 1..length-1 of each window: (windows, length - 1), float64. Each token's NLL is
+    logsumexp(logits) − the target's logit in float32 (the logits upcast from the model's dtype), as transformers'
+    own `labels=` loss computes it; the caller sums them in float64. With `observe`, the forward runs on posemb's
+    backend and `observe` reduces its attention."""
     import torch
 
     windows = torch.stack([ids[s : s + length] for s in starts]).to(loaded.device)
-    kwargs: dict[str, Any] = {"input_ids": windows, "use_cache": False}
+    kwargs: dict[str, Any] = {"input_ids": windows}
     if argument is not None:
         kwargs[argument] = (torch.arange(length, device=loaded.device) + shift).expand(len(starts), -1)
     with torch.inference_mode():
-        logits = runner.run(loaded, kwargs, own_attention=True).output.logits
-        vocabulary = logits.shape[-1]
-        rows = max(1, 2**22 // vocabulary)  # float64 log-softmax a few MB at a time
-        out = torch.empty((len(starts), length - 1), dtype=torch.float64)
-        for b in range(len(starts)):
-            for p in range(0, length - 1, rows):
-                part = logits[b, p : min(p + rows, length - 1)].double().log_softmax(-1)
-                target = windows[b, p + 1 : min(p + rows, length - 1) + 1]
-                out[b, p : p + len(target)] = -part.gather(-1, target[:, None])[:, 0].cpu()
-    return out.numpy()
+        if observe is None:
+            output = runner.run(loaded, {**kwargs, "use_cache": False}, own_attention=True).output
+        else:
+            output = observe.run(loaded, kwargs)
+        logits = output.logits[:, :-1].float()
+        target = logits.gather(-1, windows[:, 1:, None])[..., 0]
+        nll = torch.logsumexp(logits, -1) - target
+    return nll.double().cpu().numpy()
+
+
+def rope_signature(
+    loaded: LoadedModel, rotary: Any | None, length: int, shift: int, nope_layer: int | None
+) -> tuple[Any, ...]:
+    """Everything a variant changes in the model's inputs at one window length: the shift of the position ids, the
+    layer without rotation, and the (cos, sin) its rotary module returns for the window's positions (after what
+    dynamic NTK and LongRoPE do with the length: transformers' own code). Two runs with equal signatures give every
+    layer the same inputs, so the same losses."""
+    if rotary is None:
+        return (shift, nope_layer, None, None)
+    import torch
+
+    positions = (torch.arange(length, device=loaded.device) + shift)[None]
+    with torch.inference_mode():
+        cos, sin = rotary(torch.zeros(1, 1, dtype=loaded.model.dtype, device=loaded.device), positions)
+    return (shift, nope_layer, cos, sin)
+
+
+def same_signature(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Equal shift and layer, and bit-for-bit equal cos and sin."""
+    import torch
+
+    if a[:2] != b[:2] or (a[2] is None) != (b[2] is None):
+        return False
+    return a[2] is None or (torch.equal(a[2], b[2]) and torch.equal(a[3], b[3]))
 
 
 @dataclass
@@ -436,6 +484,82 @@ class Sums:
             self.at_position[start:] += 1
 
 
+class AttentionSums:
+    """Float64 sums of one variant's attention at one length, over every query row of every window (`--attention`):
+    per layer and head the mass on the first `sink_k` keys (`sink`), the windows whose mean attention on key 0 exceeds
+    `threshold` (`sink_rate`), and the mass by offset i − j in the log-spaced bins of `stats.distance_bins`
+    (`distance_profile`; causal: every key is at or before its row). The definitions of `posemb stats`."""
+
+    def __init__(self, layers: int, heads: int, length: int, sink_k: int, threshold: float) -> None:
+        from .stats import distance_bins
+
+        self.length, self.sink_k, self.threshold = length, sink_k, threshold
+        self.bins = distance_bins(length)
+        self.sink = np.zeros((layers, heads))
+        self.sink_windows = np.zeros((layers, heads))
+        self.distance = np.zeros((layers, heads, len(self.bins)))
+        self.rows = 0
+        self.windows = 0
+        self._key0: Any = None  # (windows of the batch, layers, heads): attention on key 0, summed over rows
+
+    def run(self, loaded: LoadedModel, inputs: dict[str, Any]) -> Any:
+        """One forward of a batch of windows on posemb's backend, its attention reduced here; the model's output."""
+        import torch
+
+        size = inputs["input_ids"].shape[0]
+        layers, heads = self.sink.shape
+        self._key0 = torch.zeros(size, layers, heads, dtype=torch.float64, device=loaded.device)
+        output = runner.run(loaded, inputs, reduce=self.reduce).output
+        alpha0 = (self._key0 / self.length).cpu().numpy()
+        self.sink_windows += (alpha0 > self.threshold).sum(0)
+        self.rows += size * self.length
+        self.windows += size
+        return output
+
+    def reduce(self, layer: int, top: int, block: Any) -> None:
+        """One block (windows, heads, rows, keys) of rows top.. of a layer's probabilities into the sums."""
+        import torch
+
+        size, heads, count, keys = block.shape
+        self.sink[layer] += block[..., : self.sink_k].sum(dim=(0, 2, 3), dtype=torch.float64).cpu().numpy()
+        self._key0[:, layer] += block[..., 0].sum(-1, dtype=torch.float64)
+        # distance_profile: every entry (row i, key j) of the block into the bin of its offset i − j (keys after
+        # the row, probability 0 in a causal map, into an extra bin that is dropped)
+        summed = block.sum(0, dtype=torch.float64).reshape(heads, -1)  # (heads, rows × keys)
+        offset = torch.arange(top, top + count, device=block.device)[:, None] - torch.arange(keys, device=block.device)
+        last = torch.tensor([high for _, high in self.bins], device=block.device)
+        which = torch.where(offset < 0, len(self.bins), torch.bucketize(offset.clamp(min=0), last))
+        mass = torch.zeros(heads, len(self.bins) + 1, dtype=torch.float64, device=block.device)
+        mass.scatter_add_(1, which.reshape(1, -1).expand(heads, -1), summed)
+        self.distance[layer] += mass[:, :-1].cpu().numpy()
+
+    def per_head(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """sink and sink_rate (layers, heads) and distance_profile (layers, heads, bins): means over rows / windows."""
+        rows, windows = max(self.rows, 1), max(self.windows, 1)
+        return self.sink / rows, self.sink_windows / windows, self.distance / rows
+
+    def means(self) -> dict[str, Any]:
+        sink, rate, distance = self.per_head()
+        return {
+            "sink": finite_number(float(sink.mean())),
+            "sink_rate": finite_number(float(rate.mean())),
+            "distance_profile": [finite_number(float(x)) for x in distance.mean((0, 1))],
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        sink, rate, distance = self.per_head()
+        return {
+            "sink": _nested(sink),
+            "sink_rate": _nested(rate),
+            "distance_profile": _nested(distance),
+            "mean": self.means(),
+        }
+
+
+def _nested(values: np.ndarray) -> list[Any]:
+    return [_nested(v) for v in values] if values.ndim > 1 else [finite_number(float(x)) for x in values]
+
+
 # ---------------------------------------------------------------------------------------------- the command
 
 
@@ -452,6 +576,7 @@ class Plan:
     plans: dict[int, list[tuple[int, int]]]  # per length: (window start, first scored position)
     rope: Rope | None
     rope_params: dict[str, float]
+    attention: bool = False  # --attention: sink, sink_rate and distance_profile per variant and length
 
     @property
     def windows(self) -> int:
@@ -467,6 +592,7 @@ def prepare(
     lengths: Sequence[int] | None = None,
     stride: int | None = None,
     rope_params: dict[str, float] | None = None,
+    attention: bool = False,
 ) -> Plan:
     """Check the model, the variants and the lengths against the text's tokens, and plan the windows."""
     import torch
@@ -493,6 +619,10 @@ def prepare(
     for variant in wanted:
         _check_variant(loaded, rope, variant, lengths, argument)
     _check_rope_params(extra, wanted)
+    if attention and not runner.uses_backend(loaded):
+        raise PosembUsageError(
+            f"--attention reads the attention on posemb's backend; {info.name} ({info.family}) computes its own"
+        )
     reference = Variant("as-trained")
     needs_reference = rope is not None and any(v.kind == "shift" for v in wanted) and reference not in wanted
     return Plan(
@@ -505,6 +635,7 @@ def prepare(
         plans={n: windows(len(ids), n, stride) for n in lengths},
         rope=rope,
         rope_params=extra,
+        attention=attention,
     )
 
 
@@ -531,18 +662,39 @@ def extrapolate(
     vocabulary = int(getattr(loaded.model.config, "vocab_size", 0) or len(loaded.tokenizer))
     done = 0
     sums: dict[Variant, dict[int, Sums]] = {}
+    same: dict[Variant, dict[int, str]] = {}  # variant -> {length: the earlier variant whose losses it has}
+    seen: dict[int, list[tuple[tuple[Any, ...], Variant]]] = {n: [] for n in lengths}
+    observed: dict[Variant, dict[int, AttentionSums]] = {}
+    info = loaded.info
+    from .stats import DEFAULT_SINK_K as SINK_K  # posemb stats' defaults
+    from .stats import DEFAULT_SINK_THRESHOLD as SINK_THRESHOLD
+
     for variant in plan.runs:
-        sums[variant] = {}
+        sums[variant], same[variant] = {}, {}
         nope = int(variant.value or 0) if variant.kind == "nope-layer" else None
         shift = int(variant.value or 0) if variant.kind == "shift" else 0
         for n in lengths:
             rotary = _rotary_for(loaded, rope, variant, plan.rope_params)  # fresh per length: dynamic's state
+            signature = rope_signature(loaded, rotary, n, shift, nope)
+            twin = next((v for s, v in seen[n] if same_signature(s, signature)), None)
+            if twin is not None:  # the model would get exactly the inputs it got for `twin`: same losses
+                sums[variant][n], same[variant][n] = sums[twin][n], twin.name
+                if plan.attention:
+                    observed.setdefault(variant, {})[n] = observed[twin][n]
+                done += len(plan.plans[n])
+                if on_window is not None:
+                    on_window(done)
+                continue
+            seen[n].append((signature, variant))
             total = Sums(n)
+            observe = AttentionSums(info.layers, info.heads, n, SINK_K, SINK_THRESHOLD) if plan.attention else None
+            if observe is not None:
+                observed.setdefault(variant, {})[n] = observe
             batch = max(1, min(MAX_BATCH, LOGITS_BUDGET // (n * max(vocabulary, 1))))
             with applied(loaded, rope, rotary, nope):
                 for k in range(0, len(plan.plans[n]), batch):
                     chunk = plan.plans[n][k : k + batch]
-                    losses = window_losses(loaded, plan.ids, [s for s, _ in chunk], n, shift, argument)
+                    losses = window_losses(loaded, plan.ids, [s for s, _ in chunk], n, shift, argument, observe)
                     total.add(losses, [f for _, f in chunk])
                     done += len(chunk)
                     if on_window is not None:
@@ -551,7 +703,11 @@ def extrapolate(
     training = rope.training_length if rope else loaded.info.max_positions
     edges = bin_edges(*bins, lengths[-1], training)
     reference = sums.get(Variant("as-trained"))
-    results = [_result(loaded, rope, v, sums[v], lengths, edges, plan.rope_params, reference) for v in plan.variants]
+    results = [
+        _result(loaded, rope, v, sums[v], lengths, edges, plan.rope_params, reference, same[v]) for v in plan.variants
+    ]
+    for done_result, v in zip(results, plan.variants, strict=True):
+        done_result.attention = observed.get(v) if plan.attention else None
     result = Extrapolation(
         model=loaded.info,
         source=plan.source,
@@ -563,6 +719,13 @@ def extrapolate(
         bins=edges,
         dtype=loaded.dtype,
         variants=results,
+        attention=None
+        if not plan.attention
+        else {
+            "sink_k": SINK_K,
+            "sink_threshold": SINK_THRESHOLD,
+            "distance_bins": {str(n): observed[plan.runs[0]][n].bins for n in lengths},
+        },
     )
     for done_variant in results:
         check = done_variant.check
@@ -639,6 +802,7 @@ def _result(
     edges: list[tuple[int, int]],
     extra: dict[str, float],
     reference: dict[int, Sums] | None,
+    same_as: dict[int, str],
 ) -> VariantResult:
     loss = {n: sums[n].nll / sums[n].count if sums[n].count else math.nan for n in lengths}
     longest = sums[lengths[-1]]
@@ -655,7 +819,14 @@ def _result(
         tokens={n: sums[n].count for n in lengths},
         bin_mean=bin_mean,
         bin_tokens=bin_tokens,
+        same_as=dict(same_as),
     )
+    for twin in dict.fromkeys(same_as.values()):
+        at = ", ".join(str(n) for n, name in same_as.items() if name == twin)
+        result.notes.append(
+            f"at length {at}: the same cos/sin as {twin} at every position (transformers' rope code), so the same "
+            "losses; not run again"
+        )
     if variant.kind == "shift" and rope is not None and reference is not None:
         worst = 0.0
         for n in lengths:

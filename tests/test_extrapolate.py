@@ -152,6 +152,62 @@ def test_rope_variants_equal_a_model_saved_with_that_scaling(lm, report, name):
         assert mean == pytest.approx(sum(values) / len(values), abs=ATOL)
 
 
+def test_a_variant_with_the_same_cos_sin_is_not_run_again(report):
+    """dynamic NTK changes nothing up to the training length (transformers' dynamic rope keeps the original
+    frequencies there): at 32 it reuses as-trained's losses, which the test above checks against a model saved with
+    dynamic scaling; at 80 it runs. No other variant has as-trained's cos/sin at any length."""
+    dynamic = _variant(report, "dynamic:4")
+    assert dynamic["same_as"] == {"32": "as-trained"}
+    assert any(note.startswith("at length 32: the same cos/sin as as-trained") for note in dynamic["notes"])
+    for variant in report["variants"]:
+        assert variant["name"] == "dynamic:4" or variant["same_as"] == {}, variant["name"]
+
+
+def _offset_bin(offset: int) -> int:
+    """The distance_profile bins 0 | 1 | 2 | 3–4 | 5–8 | … in closed form: 1 + ⌈log₂ d⌉ for d ≥ 1."""
+    return 0 if offset == 0 else 1 + math.ceil(math.log2(offset))
+
+
+def test_attention_equals_eager_maps_of_transformers(lm):
+    """--attention: sink (mass on the first 4 keys), sink_rate (windows whose mean attention on key 0 exceeds 0.3)
+    and distance_profile (mass by offset bin), per layer and head, against transformers' eager maps of each window
+    of a model saved with that scaling; the losses are the same as without --attention."""
+    import numpy as np
+    import torch
+
+    args = [str(lm["text"]), "-m", str(lm["base"]), "--lengths", "32,80", "--variant=as-trained", "--variant=yarn:4"]
+    report = _run(*args, "--attention")
+    assert report["attention"]["sink_k"] == 4 and report["attention"]["sink_threshold"] == 0.3
+    plain = _run(*args)
+    for name, saved in (("as-trained", lm["base"]), ("yarn:4", None)):
+        folder = saved or _with_rope(lm["base"], lm["root"] / "yarn_attention", HAND_SAVED["yarn:4"])
+        model, ids = _model(folder), _ids(folder, lm["text"])
+        variant = _variant(report, name)
+        for length in LENGTHS:
+            assert variant["loss"][str(length)] == pytest.approx(_variant(plain, name)["loss"][str(length)], abs=ATOL)
+            maps = []
+            with torch.inference_mode():
+                for start in range(0, len(ids) - length + 1, length):
+                    out = model(input_ids=ids[start : start + length][None], output_attentions=True)
+                    maps.append(torch.stack([a[0] for a in out.attentions]).double().numpy())  # (layers, heads, n, n)
+            maps = np.array(maps)  # (windows, layers, heads, n, n)
+            offsets = np.arange(length)[:, None] - np.arange(length)[None, :]
+            bins = np.vectorize(_offset_bin)(np.abs(offsets))
+            width = _offset_bin(length - 1) + 1
+            profile = np.stack([(maps * (bins == b)).sum(-1).mean((0, 3)) for b in range(width)], axis=-1)
+            got = variant["attention"][str(length)]
+            assert report["attention"]["distance_bins"][str(length)][-1] == [2 ** (width - 3) + 1, length - 1]
+            np.testing.assert_allclose(got["sink"], maps[..., :4].sum(-1).mean((0, 3)), atol=1e-6)
+            np.testing.assert_allclose(got["sink_rate"], (maps[..., 0].mean(-1) > 0.3).mean(0), atol=1e-12)
+            np.testing.assert_allclose(got["distance_profile"], profile, atol=1e-6)
+            assert got["mean"]["sink"] == pytest.approx(float(np.mean(got["sink"])), abs=1e-12)
+    rates = np.array([_variant(report, "as-trained")["attention"][str(n)]["sink_rate"] for n in LENGTHS])
+    assert 0 < rates.mean() < 1, rates  # some heads above the threshold, some below: the rate is tested
+    assert _variant(report, "as-trained")["attention"]["80"]["mean"]["sink"] != pytest.approx(
+        _variant(report, "yarn:4")["attention"]["80"]["mean"]["sink"], abs=1e-4
+    )  # the variant changes the maps
+
+
 def test_drop_low_equals_frequencies_zeroed_by_hand(lm, report):
     import torch
 
@@ -351,3 +407,12 @@ def test_doc_examples(tmp_path, monkeypatch):
         assert result.exit_code == 0, result.output
         actual = [line.rstrip() for line in result.output.splitlines() if line.strip()]
         assert len(actual) == len(expected) and all(map(_same, expected, actual)), (command, result.output)
+
+
+def test_attention_refused_where_the_model_computes_its_own(lm, tiny_models):
+    """Falcon's attention bypasses transformers' attention interface, so posemb's backend never sees it: a usage
+    error, one line."""
+    folder = tiny_models["Falcon"]
+    args = ["extrapolate", str(lm["text"]), "-m", str(folder), "--lengths", "8"]
+    _one_line_error(run_cli(*args, "--attention"), 2, "--attention reads the attention on posemb's backend")
+    assert run_cli(*args).exit_code == 0

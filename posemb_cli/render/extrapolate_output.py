@@ -27,6 +27,9 @@ def print_extrapolation(console: Console, result: Extrapolation) -> None:
     )
     perplexity_section(result).show(console)
     position_section(result).show(console)
+    if result.attention is not None:
+        attention_section(result).show(console)
+        distance_section(result).show(console)
     for variant in result.variants:
         console.print(f"[bold]{escape(variant.name)}[/bold]: {escape(variant.description)}", soft_wrap=True)
         for note in variant.notes:
@@ -71,6 +74,52 @@ def position_section(result: Extrapolation) -> Section:
         table.add_column(escape(variant.name), justify="right")
     for k in range(len(result.bins)):
         table.add_row(bin_label(result, k, "  "), *(fmt(v.bin_mean[k], 3) for v in result.variants))
+    return section
+
+
+def attention_section(result: Extrapolation) -> Section:
+    """--attention: per variant and length, sink and sink_rate, each the mean over every layer and head."""
+    assert result.attention is not None
+    k, threshold = result.attention["sink_k"], result.attention["sink_threshold"]
+    section = Section(
+        "attention by window length: sink / sink_rate (mean over layers and heads)",
+        caption=f"sink: attention mass on the first {k} tokens, mean over query rows; sink_rate: share of windows "
+        f"whose mean attention on token 0 exceeds {threshold:g}; per layer and head in --json",
+    )
+    table = section.table
+    table.add_column("variant")
+    for n in result.lengths:
+        past = result.training_length is not None and n > result.training_length
+        table.add_column(_length(n) + (" ›" if past else ""), justify="right")
+    for variant in result.variants:
+        means = [variant.attention_means(n) for n in result.lengths]
+        table.add_row(escape(variant.name), *(f"{fmt(m['sink'], 3)} / {fmt(m['sink_rate'], 2)}" for m in means))
+    return section
+
+
+def distance_section(result: Extrapolation) -> Section:
+    """--attention: the distance profile of the longest windows, mean over layers and heads, one column per variant."""
+    assert result.attention is not None
+    n = result.bins_length
+    bins = result.attention["distance_bins"][str(n)]
+    section = Section(
+        f"attention mass by offset i − j in the {_length(n)}-token windows (mean over layers and heads)",
+        caption="offsets both ends included; each row of a map sums to 1 over the bins"
+        + (
+            f"; › every offset of the bin at least the training length {result.training_length}"
+            if result.training_length
+            else ""
+        ),
+    )
+    table = section.table
+    table.add_column("offsets", justify="right")
+    for variant in result.variants:
+        table.add_column(escape(variant.name), justify="right")
+    profiles = [variant.attention_means(n)["distance_profile"] for variant in result.variants]
+    for b, (low, high) in enumerate(bins):
+        past = result.training_length is not None and low >= result.training_length
+        label = (f"{low}–{high}" if high > low else str(low)) + (" ›" if past else "  ")
+        table.add_row(label, *(fmt(profile[b], 3) for profile in profiles))
     return section
 
 

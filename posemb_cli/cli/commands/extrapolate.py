@@ -62,6 +62,14 @@ def extrapolate(
         Optional[list[str]],
         typer.Option("--rope-param", metavar="KEY=VALUE", help="A rope type's own parameter, e.g. beta_fast=32."),
     ] = None,
+    attention: Annotated[
+        bool,
+        typer.Option(
+            "--attention",
+            help="Also the attention per variant and length: sink, sink_rate and distance_profile (posemb stats' "
+            "measures) per layer and head, on posemb's attention backend (slower than SDPA).",
+        ),
+    ] = False,
     output: Annotated[Optional[Path], PICTURE.output] = None,
     dpi: Annotated[float, PICTURE.dpi] = 150,
     output_format: FormatOpt = None,
@@ -96,7 +104,9 @@ def extrapolate(
         )
     text, source = read_document(str(text_file))
     loaded = compute.load_causal(model, device.value, dtype.value, trust_remote_code)
-    plan = compute.prepare(loaded, text, source, variants, chosen, stride, parse_rope_params(rope_param))
+    plan = compute.prepare(
+        loaded, text, source, variants, chosen, stride, parse_rope_params(rope_param), attention=attention
+    )
     with out.progress_bar("extrapolate", plan.windows, unit="windows") as advance:
         result = compute.extrapolate(loaded, plan, spacing, advance)
     emit.extrapolate(out, result, fmt, Request(path=output, dpi=dpi))
