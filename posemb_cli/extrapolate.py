@@ -501,6 +501,7 @@ class AttentionSums:
         self.rows = 0
         self.windows = 0
         self._key0: Any = None  # (windows of the batch, layers, heads): attention on key 0, summed over rows
+        self._lookup: Any = None  # the distance bin of each offset (blocks.bin_lookup)
 
     def run(self, loaded: LoadedModel, inputs: dict[str, Any]) -> Any:
         """One forward of a batch of windows on posemb's backend, its attention reduced here; the model's output."""
@@ -520,18 +521,18 @@ class AttentionSums:
         """One block (windows, heads, rows, keys) of rows top.. of a layer's probabilities into the sums."""
         import torch
 
+        from . import blocks
+
         size, heads, count, keys = block.shape
-        self.sink[layer] += block[..., : self.sink_k].sum(dim=(0, 2, 3), dtype=torch.float64).cpu().numpy()
+        if self._lookup is None or len(self._lookup) < keys:
+            self._lookup = blocks.bin_lookup(self.bins, max(keys, self.length), block.device)
+        # the sink mass (a key mask) and distance_profile from one matrix product per block (blocks.py, as stats)
+        sink_keys = (torch.arange(keys, device=block.device) < self.sink_k).to(block.dtype)
+        plan = blocks.plan(top, count, keys, self._lookup, len(self.bins))
+        masses, _, profile = blocks.reduce(block, plan, sink_keys[None, :, None].expand(size, keys, 1))
+        self.sink[layer] += masses[..., 0].sum(dim=(0, 2), dtype=torch.float64).cpu().numpy()
         self._key0[:, layer] += block[..., 0].sum(-1, dtype=torch.float64)
-        # distance_profile: every entry (row i, key j) of the block into the bin of its offset i − j (keys after
-        # the row, probability 0 in a causal map, into an extra bin that is dropped)
-        summed = block.sum(0, dtype=torch.float64).reshape(heads, -1)  # (heads, rows × keys)
-        offset = torch.arange(top, top + count, device=block.device)[:, None] - torch.arange(keys, device=block.device)
-        last = torch.tensor([high for _, high in self.bins], device=block.device)
-        which = torch.where(offset < 0, len(self.bins), torch.bucketize(offset.clamp(min=0), last))
-        mass = torch.zeros(heads, len(self.bins) + 1, dtype=torch.float64, device=block.device)
-        mass.scatter_add_(1, which.reshape(1, -1).expand(heads, -1), summed)
-        self.distance[layer] += mass[:, :-1].cpu().numpy()
+        self.distance[layer] += profile.sum(dim=(0, 2), dtype=torch.float64).cpu().numpy()
 
     def per_head(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """sink and sink_rate (layers, heads) and distance_profile (layers, heads, bins): means over rows / windows."""
