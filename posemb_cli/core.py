@@ -102,11 +102,11 @@ def inspect_texts(
 ) -> Iterator[TextResult]:
     """Inspect texts lazily, `batch_size` at a time (padded and masked); yields results in input order.
 
-    The per-layer summary (`TextResult.layers`) is reduced in blocks during the forward (`attention.BlockSums`); the
-    explicit maps kept are those `maps` asks for (`runner.Maps`: layers, heads, within a budget; by default every
-    map, as the Python API always gave; maps=None: none, so no N × N map is kept), which words=True (the word view, `inspect --words`, merges every map into words) implies for every layer and head.
-    hidden_states=True also keeps every layer's output in `TextResult.hidden_states` (for `compare`); `memory`: bytes
-    for the attention blocks (`--memory`)."""
+    The per-layer summary (`TextResult.layers`) is reduced in blocks during the forward (`attention.BlockSums`). The
+    explicit maps kept are those `maps` asks for (`runner.Maps`: layers, heads, within a budget); by default every
+    map, as the Python API always gave; maps=None keeps none, so no N × N map exists. words=True (the word view,
+    `inspect --words`, merges every map into words) keeps every map. hidden_states=True also keeps every layer's
+    output in `TextResult.hidden_states` (for `compare`); `memory`: bytes for the attention blocks (`--memory`)."""
     if words:
         maps = Maps(budget=(maps or Maps()).budget, narrow=WORDS_NARROW)
     if not loaded.family.padding_free(loaded.model.config):
@@ -134,7 +134,7 @@ def inspect_maps(
     """The explicit maps `inspect` keeps: none for its tables and JSON (their per-layer numbers are reduced in
     blocks); the --layer/--head choice (None: all) for --attention in JSON, the attention picture and the report; every
     head of those layers for the attention grid (its mean column is over all heads); every map for --save."""
-    narrow = "choose fewer with --layer N --head N, or give a shorter text (the per-layer table and JSON summary need no maps)"
+    narrow = "choose fewer with --layer N --head N, or give a shorter text (the per-layer table needs no maps)"
     if save:
         return Maps(narrow="--save writes every layer's maps: give a shorter text, or drop --save")
     drawn = picture in ("attention", "all")
