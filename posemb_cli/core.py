@@ -38,7 +38,8 @@ class TextResult:
     sum: np.ndarray | None  # token + position + segment, before normalisation; None on the generic path
     embedding_output: np.ndarray  # (n, hidden_size): what the first transformer layer receives
     # explicit maps, only where asked (`inspect_texts(maps=...)`): (layers kept, heads kept, n, n), rows are queries;
-    # attention_layers / attention_heads: the layers and heads they are (`attention_of` picks by those ids)
+    # attention_layers / attention_heads: the layers and heads they are (`attention_of` picks by those ids; empty:
+    # every one)
     attention: np.ndarray | None
     warnings: list[str] = field(default_factory=list)
     # (layers + 1, n, hidden): the embedding output, then each layer's output; only with hidden_states=True
@@ -53,6 +54,9 @@ class TextResult:
     token_sum_cosine: np.ndarray | None = field(init=False)  # (n,) cos(token, sum); None on the generic path
 
     def __post_init__(self) -> None:
+        if self.attention is not None:  # maps made without naming their layers and heads: every one, in order
+            self.attention_layers = self.attention_layers or list(range(self.attention.shape[0]))
+            self.attention_heads = self.attention_heads or list(range(self.attention.shape[1]))
         parts = {"token": self.token, "position": self.position, "segment": self.segment, "sum": self.sum}
         parts["embedding_output"] = self.embedding_output
         self.norms = {name: None if v is None else np.linalg.norm(v, axis=-1) for name, v in parts.items()}
