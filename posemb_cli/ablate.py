@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from . import attention, runner
-from .attention import LayerSums
+from .attention import BlockSums, LayerSums
+from .backend import DEFAULT_MEMORY
 from .core import TextResult, inspect_texts
 from .errors import PosembError, PosembUsageError
 from .finite import finite_number
@@ -203,19 +204,28 @@ def ablate_texts(
     corpus_mean: bool = False,
     truncate: bool = True,
     on_text: Callable[[int], None] | None = None,
+    memory: int = DEFAULT_MEMORY,
 ) -> Iterator[Ablation]:
     """One `Ablation` per text as it is computed, or with corpus_mean=True one for all texts (tokens pooled: every
-    token weighs the same, every attention row too — the rule of `stats`). Empty texts are skipped."""
+    token weighs the same, every attention row too — the rule of `stats`). Empty texts are skipped. The attention
+    statistics of every run are reduced in blocks during its forward (`attention.BlockSums`, `memory` bytes for the
+    blocks): no N × N map is kept."""
     info = loaded.info
     pooled: list[_Accumulator] | None = None
     warnings: list[str] = []
     count = tokens = 0
     normal_runs = inspect_texts(
-        loaded, (t for t in texts if t.strip()), batch_size=1, truncate=truncate, hidden_states=True
+        loaded,
+        (t for t in texts if t.strip()),
+        batch_size=1,
+        truncate=truncate,
+        hidden_states=True,
+        maps=None,
+        memory=memory,
     )
     for normal in normal_runs:
         accumulators = pooled if pooled is not None else [_Accumulator(mode) for mode in modes]
-        _ablate_one(loaded, normal, accumulators, seed)
+        _ablate_one(loaded, normal, accumulators, seed, memory)
         count, tokens = count + 1, tokens + len(normal.tokens)
         if on_text is not None:  # progress: texts done
             on_text(count)
@@ -260,12 +270,20 @@ class _Input:
 @dataclass
 class _Run:
     hidden: np.ndarray  # (layers + 1, n, hidden): the embedding output, then each layer's output
-    attention: np.ndarray | None  # (layers, heads, n, n); None for isolate
+    attention: LayerSums | None  # its attention statistics' sums; None for isolate and runs that need none
 
 
-def _run(loaded: LoadedModel, given: _Input, argument: str | None, isolate: bool = False) -> _Run:
+def _run(
+    loaded: LoadedModel,
+    given: _Input,
+    argument: str | None,
+    isolate: bool = False,
+    special: np.ndarray | None = None,
+    memory: int = DEFAULT_MEMORY,
+) -> _Run:
     """One forward pass. isolate=True: every token alone, as a batch of one-token sequences — exactly the seed
-    article's `model(input_ids.view(-1, 1))`, with the segment ids reshaped alike."""
+    article's `model(input_ids.view(-1, 1))`, with the segment ids reshaped alike. With `special` (the special-token
+    mask of the tokens in the order given), the attention statistics are reduced in blocks into `_Run.attention`."""
     import torch
 
     shape = (-1, 1) if isolate else (1, -1)
@@ -278,18 +296,22 @@ def _run(loaded: LoadedModel, given: _Input, argument: str | None, isolate: bool
         forward_ids = given.position_ids - loaded.family.position_id_offset  # OPT: the argument counts from 0
         inputs[argument] = torch.as_tensor(forward_ids).view(*shape)
     inputs = {key: value.to(loaded.device) for key, value in inputs.items()}
-    maps = None if isolate else runner.Maps(narrow="ablate keeps every layer's maps: give a shorter text")
-    forward = runner.run(loaded, inputs, hidden_states=True, maps=maps)
+    sums = None
+    if special is not None and not isolate:
+        real = inputs["attention_mask"].bool()
+        sums = BlockSums(loaded.info.layers, real, torch.as_tensor(special, device=loaded.device)[None])
+    forward = runner.run(loaded, inputs, hidden_states=True, reduce=sums, memory=memory)
     hidden = np.stack([state.detach().float().cpu().numpy() for state in forward.output.hidden_states])
     if isolate:
         return _Run(hidden[:, :, 0], None)  # (layers + 1, n, 1, d) -> row i is token i alone
-    if forward.maps is None or any(m is None for m in forward.maps):
+    if sums is not None and sums.nonfinite is None:
         raise PosembError(f"{loaded.info.name} returned no attention weights (is attention eager?)")
-    attention = np.stack([a[0].cpu().numpy() for a in forward.maps])
-    return _Run(hidden[:, 0], attention)
+    return _Run(hidden[:, 0], None if sums is None else sums.text(0))
 
 
-def _ablate_one(loaded: LoadedModel, normal: TextResult, accumulators: list[_Accumulator], seed: int) -> None:
+def _ablate_one(
+    loaded: LoadedModel, normal: TextResult, accumulators: list[_Accumulator], seed: int, memory: int
+) -> None:
     """Run one text in every mode and add its measures to the accumulators (one per mode)."""
     assert normal.hidden_states is not None
     family = loaded.family
@@ -309,9 +331,12 @@ def _ablate_one(loaded: LoadedModel, normal: TextResult, accumulators: list[_Acc
         if mode.kind == "isolate":
             ablated = _run(loaded, given, argument, isolate=True)
         elif mode.kind == "permute-tokens":
-            ablated = _run(loaded, given.permuted(order).at(normal_ids if argument else None), argument)
+            permuted = given.permuted(order).at(normal_ids if argument else None)
+            ablated = _run(loaded, permuted, argument, special=special[order], memory=memory)
         else:
-            ablated = _run(loaded, given.at(ids if ids is not None else normal_ids), argument)
+            ablated = _run(
+                loaded, given.at(ids if ids is not None else normal_ids), argument, special=special, memory=memory
+            )
         equivariance = None
         if mode.kind in PERMUTING_KINDS:
             if zeroed is None and argument is not None and not family.causal:
@@ -459,9 +484,9 @@ class _Accumulator:
         if room > 0:
             self.normal.append(normal.hidden_states[:, :room])
             self.ablated.append(matched[:, :room])
-        if ablated.attention is not None:
-            self.normal_attention.add(normal.attention, normal.special_mask)
-            self.ablated_attention.add(ablated.attention, normal.special_mask[slots])
+        if ablated.attention is not None and normal.layer_sums is not None:
+            self.normal_attention.merge(normal.layer_sums)
+            self.ablated_attention.merge(ablated.attention)
         if ids is not None:
             self.position_ids.append([int(i) for i in ids])
         if deviation is not None:

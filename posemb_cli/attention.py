@@ -121,19 +121,34 @@ def mass_on_torch(a: torch.Tensor, key_masks: torch.Tensor) -> torch.Tensor:
     return a @ key_masks[:, None].to(a.dtype)
 
 
-def self_attention_torch(a: torch.Tensor) -> torch.Tensor:
-    """`self_attention`: a[i,i], shape (batch, heads, n)."""
-    return a.diagonal(0, -2, -1)
+def self_attention_torch(a: torch.Tensor, first_row: int | None = None) -> torch.Tensor:
+    """`self_attention`: a[i,i], shape (batch, heads, n); with `first_row`, of a block of rows (see `_offset_torch`)."""
+    return a.diagonal(0, -2, -1) if first_row is None else _offset_torch(a, 0, first_row)
 
 
-def previous_token_torch(a: torch.Tensor) -> torch.Tensor:
-    """`previous_token`: a[i,i−1] for rows i = 1..n−1, shape (batch, heads, n − 1); row i is real if key_mask[i]."""
-    return a.diagonal(-1, -2, -1)
+def previous_token_torch(a: torch.Tensor, first_row: int | None = None) -> torch.Tensor:
+    """`previous_token`: a[i,i−1] for rows i = 1..n−1, shape (batch, heads, n − 1); row i is real if key_mask[i].
+    With `first_row`: per row of a block (see `_offset_torch`), 0 for row 0, which has no previous token."""
+    return a.diagonal(-1, -2, -1) if first_row is None else _offset_torch(a, -1, first_row)
 
 
-def next_token_torch(a: torch.Tensor) -> torch.Tensor:
-    """`next_token`: a[i,i+1] for rows i = 0..n−2, shape (batch, heads, n − 1); row i counts if key_mask[i + 1]."""
-    return a.diagonal(1, -2, -1)
+def next_token_torch(a: torch.Tensor, first_row: int | None = None) -> torch.Tensor:
+    """`next_token`: a[i,i+1] for rows i = 0..n−2, shape (batch, heads, n − 1); row i counts if key_mask[i + 1].
+    With `first_row`: per row of a block (see `_offset_torch`)."""
+    return a.diagonal(1, -2, -1) if first_row is None else _offset_torch(a, 1, first_row)
+
+
+def _offset_torch(a: torch.Tensor, offset: int, first_row: int) -> torch.Tensor:
+    """a[i, i + offset] for the rows i = first_row, first_row + 1, … of a block (batch, heads, rows, keys), shape
+    (batch, heads, rows); 0 where key i + offset is not in the block (before key 0, or past its last column: a causal
+    block stops at its last row, and the keys beyond have probability 0)."""
+    import torch
+
+    rows, keys = a.shape[-2], a.shape[-1]
+    columns = torch.arange(first_row + offset, first_row + offset + rows, device=a.device)
+    inside = (columns >= 0) & (columns < keys)
+    picked = a[..., torch.arange(rows, device=a.device), columns.clamp(0, max(keys - 1, 0))]
+    return torch.where(inside, picked, torch.zeros((), dtype=a.dtype, device=a.device))
 
 
 @dataclass(frozen=True)
@@ -278,11 +293,18 @@ def summed(counted: str) -> tuple[str, ...]:
 SUMMARY_KEYS = LAYERS_VIEW
 
 
+def rows_counted(name: str, n: int) -> int:
+    """Query rows a statistic of LAYERS_VIEW averages over, per head, in a text of n tokens: every row, or for prev
+    and next (counted "edge") the n − 1 rows that have that neighbour."""
+    return max(n - 1, 0) if BY_NAME[name].counted == "edge" else n
+
+
 class LayerSums:
     """Per layer, each statistic's sum over heads and query rows and the number of rows it covers, pooled over texts:
     the mean is sum / count, so every query row of every text weighs the same (the rule `stats` uses too; Clark et
     al.'s notebook instead averages each text's mean over texts). prev counts rows i ≥ 1 and next rows i ≤ n − 2;
-    uniform_entropy is `uniform_entropy(n, causal)` for the rows of a text of n tokens."""
+    uniform_entropy is `uniform_entropy(n, causal)` for the rows of a text of n tokens. The sums come from one text's
+    full maps (`add`) or from its blocks of probabilities (`BlockSums`, posemb's backend: no N × N maps)."""
 
     def __init__(self, causal: bool = False) -> None:
         self.causal = causal
@@ -294,19 +316,30 @@ class LayerSums:
         layers, heads, n = attention.shape[0], attention.shape[1], attention.shape[-1]
         sums = np.zeros((layers, len(SUMMARY_KEYS)))
         for layer, maps in enumerate(attention):
-            values = (
-                entropy(maps),
-                np.broadcast_to(uniform_entropy(n, self.causal), maps.shape[:-1]),
-                distance(maps),
-                mass_on(maps, special_mask),
-                self_attention(maps),
-                previous_token(maps),
-                next_token(maps),
-            )
-            sums[layer] = [float(v.sum(dtype=np.float64)) for v in values]
-        rows = heads * np.array([n, n, n, n, n, n - 1, n - 1], dtype=np.float64)
+            values = {
+                "entropy": entropy(maps),
+                "uniform_entropy": np.broadcast_to(uniform_entropy(n, self.causal), maps.shape[:-1]),
+                "distance": distance(maps),
+                "special": mass_on(maps, special_mask),
+                "self": self_attention(maps),
+                "prev": previous_token(maps),
+                "next": next_token(maps),
+            }
+            sums[layer] = [float(values[key].sum(dtype=np.float64)) for key in SUMMARY_KEYS]
+        self.add_sums(sums, heads, n)
+
+    def add_sums(self, sums: np.ndarray, heads: int, n: int) -> None:
+        """One text's sums (layers, SUMMARY_KEYS) over its `heads` heads and its rows (n tokens)."""
+        rows = heads * np.array([rows_counted(key, n) for key in SUMMARY_KEYS], dtype=np.float64)
         self.sums = sums if self.sums is None else self.sums + sums
-        self.counts = np.tile(rows, (layers, 1)) + (0 if self.counts is None else self.counts)
+        self.counts = np.tile(rows, (len(sums), 1)) + (0 if self.counts is None else self.counts)
+
+    def merge(self, other: LayerSums) -> None:
+        """Pool another text's (or corpus') sums into these."""
+        if other.sums is None or other.counts is None:
+            return
+        self.sums = other.sums.copy() if self.sums is None else self.sums + other.sums
+        self.counts = other.counts.copy() if self.counts is None else self.counts + other.counts
 
     def means(self) -> list[dict[str, float]]:
         if self.sums is None or self.counts is None:
@@ -324,3 +357,86 @@ def layer_summary(attention: np.ndarray, special_mask: np.ndarray, causal: bool 
     sums = LayerSums(causal)
     sums.add(attention, special_mask)
     return sums.means()
+
+
+BLOCK_KEYS = tuple(key for key in SUMMARY_KEYS if BY_NAME[key].counted != "closed")  # what BlockSums reads from maps
+
+
+class BlockSums:
+    """`LayerSums`' sums for each text of a padded batch, from the blocks of attention probabilities that
+    `runner.run(reduce=...)` hands over (`__call__(layer, first_row, block)`: block float32 (batch, heads, rows,
+    keys ≤ N), rows first_row.., missing keys with probability 0), in float64 accumulators, with the torch
+    definitions above; so no N × N map is kept. Texts are padded on the right: real tokens are the first n.
+
+    Beside the sums it keeps what `inspect` checks in the maps: the largest |Σ_j a[i, j] − 1| of a finite real row
+    (`deviation`, batch × layers) and which heads have a non-finite weight in a real row (`nonfinite`, batch ×
+    layers × heads). `text(i)` gives text i's `LayerSums`."""
+
+    def __init__(self, layers: int, real: torch.Tensor, special: torch.Tensor, causal: bool = False) -> None:
+        """real, special: (batch, N) bool, true at a text's real tokens / at its special tokens."""
+        import torch
+
+        self.layers, self.causal = layers, causal
+        self.real, self.special = real, special & real
+        # MPS has no float64: accumulate there on the CPU
+        self.device = "cpu" if str(real.device).startswith("mps") else real.device
+        batch = real.shape[0]
+        self.sums = torch.zeros(batch, layers, len(BLOCK_KEYS), dtype=torch.float64, device=self.device)
+        self.deviation = torch.zeros(batch, layers, dtype=torch.float64, device=self.device)
+        self.nonfinite: Any = None  # (batch, layers, heads), once the heads are known
+        self.heads = 0
+
+    def __call__(self, layer: int, first_row: int, block: torch.Tensor) -> None:
+        import torch
+
+        batch, heads, rows, keys = block.shape
+        if self.nonfinite is None:
+            self.heads = heads
+            self.nonfinite = torch.zeros(batch, self.layers, heads, dtype=torch.bool, device=self.device)
+        length = self.real.shape[1]
+        real = self.real[:, first_row : first_row + rows]  # (batch, rows)
+        index = torch.arange(first_row, first_row + rows, device=block.device)
+        has_next = torch.zeros_like(real)  # row i has a next token when token i + 1 is real
+        ahead = self.real[:, first_row + 1 : min(length, first_row + 1 + rows)]
+        has_next[:, : ahead.shape[1]] = ahead
+        special = self.special[:, :keys, None]
+        values = {
+            "entropy": (entropy_torch(block, self.real), real),
+            "distance": (distance_torch(block, first_row), real),
+            "special": (mass_on_torch(block, special)[..., 0], real),
+            "self": (self_attention_torch(block, first_row), real),
+            "prev": (previous_token_torch(block, first_row), real & (index >= 1)),
+            "next": (next_token_torch(block, first_row), has_next),
+        }
+        zero = torch.zeros((), dtype=block.dtype, device=block.device)
+        for k, key in enumerate(BLOCK_KEYS):
+            value, counted = values[key]
+            self.sums[:, layer, k] += _sum64(torch.where(counted[:, None, :], value, zero), (1, 2)).to(self.device)
+        finite = torch.isfinite(block).all(-1)  # (batch, heads, rows)
+        off = (block.sum(-1) - 1.0).abs()
+        off = torch.where(finite & real[:, None, :], off, zero).amax(dim=(1, 2))
+        self.deviation[:, layer] = torch.maximum(self.deviation[:, layer], off.to(self.deviation))
+        self.nonfinite[:, layer] |= ((~finite) & real[:, None, :]).any(-1).to(self.device)
+
+    def text(self, i: int) -> LayerSums:
+        """Text i's sums, as `LayerSums.add` gives them from its full maps."""
+        n = int(self.real[i].sum())
+        sums = np.zeros((self.layers, len(SUMMARY_KEYS)))
+        measured = self.sums[i].cpu().numpy()
+        for k, key in enumerate(SUMMARY_KEYS):
+            if key in BLOCK_KEYS:
+                sums[:, k] = measured[:, BLOCK_KEYS.index(key)]
+            else:  # uniform_entropy: a closed form of n, the same for every head
+                sums[:, k] = self.heads * float(uniform_entropy(n, self.causal).sum(dtype=np.float64))
+        one = LayerSums(self.causal)
+        one.add_sums(sums, self.heads, n)
+        return one
+
+
+def _sum64(values: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """Sum over `dims` in float64 (on the CPU for MPS, which has no float64)."""
+    import torch
+
+    if str(values.device).startswith("mps"):
+        return values.sum(dim=dims).cpu().double()
+    return values.sum(dim=dims, dtype=torch.float64)

@@ -26,12 +26,14 @@ import numpy as np
 from . import attention, schemes
 from . import words as wordlib
 from .attention import LayerSums
+from .backend import DEFAULT_MEMORY
 from .core import inspect_texts
 from .errors import PosembError, PosembUsageError
 from .metrics import cka_matrix
 from .models import LoadedModel, load, read_config, resolve
 from .positions import analyse_model, analyse_scheme
 from .registry import describe
+from .runner import Maps
 from .schemes.base import PositionAnalysis, plain
 from .tokens import Token
 
@@ -391,27 +393,31 @@ def run_model(
     cka_keys: set[tuple[int, int]],
     words_view: bool,
     batch_size: int,
+    memory: int = DEFAULT_MEMORY,
 ) -> None:
-    """Tokenization counts, attention per layer and word vectors of one real model over all texts."""
+    """Tokenization counts, attention per layer and word vectors of one real model over all texts. The attention
+    means are reduced in blocks during each forward (`TextResult.layer_sums`); only the words view keeps every map,
+    to merge it into words."""
     counts = TokenCounts()
     pooled = LayerSums(loaded.family.causal)
     truncated = 0
-    results = inspect_texts(loaded, texts, batch_size=batch_size, hidden_states=True)
+    maps = Maps(narrow=WORDS_NARROW) if words_view else None
+    results = inspect_texts(loaded, texts, batch_size=batch_size, hidden_states=True, maps=maps, memory=memory)
     for t, (text, result) in enumerate(zip(texts, results, strict=True)):
         words = text_words[t]
         count_tokens(counts, result.tokens, text, len(words))
         truncated += any("tokens were cut" in w for w in result.warnings)
         if len(texts) == 1:
             report.warnings.extend(result.warnings)
-        attention, special = result.attention, result.special_mask
         if words_view or t == 0:
             parts = wordlib.units(result.tokens, words, text)
             if t == 0:
                 report.tokens, report.units = result.tokens, parts if words_view else None
             if words_view:
-                attention = wordlib.merge_attention(attention, parts)
                 special = np.array([unit.special for unit in parts], dtype=bool)
-        pooled.add(attention, special)
+                pooled.add(wordlib.merge_attention(result.attention_of(), parts), special)
+        if not words_view and result.layer_sums is not None:
+            pooled.merge(result.layer_sums)
         if result.hidden_states is not None and any((t, w) in cka_keys for w in range(len(words))):
             vectors, present = wordlib.word_vectors(result.hidden_states, wordlib.word_pieces(result.tokens, words))
             for column, w in enumerate(present.tolist()):
@@ -431,6 +437,9 @@ def run_model(
             report.warnings.append(
                 f"{counts.unknown} of {counts.tokens} tokens of {report.name} are unknown ({shown!r} among them)"
             )
+
+
+WORDS_NARROW = "--words merges every layer's maps into words: give shorter texts, or drop --words"
 
 
 def _pair_similarity(reports: Sequence[ModelReport], a: int, b: int, keys: Sequence[tuple[int, int]]) -> Similarity:
@@ -476,6 +485,7 @@ def compare(
     trust_remote_code: bool = False,
     batch_size: int = 16,
     on_progress: Callable[[str], None] | None = None,
+    memory: int = DEFAULT_MEMORY,
 ) -> Comparison:
     """Compare the models named in `names` (hub ids, folders, the bundled model, `scheme:NAME`) on `texts`.
 
@@ -497,7 +507,7 @@ def compare(
             on_progress(f"{spec.name}: {len(texts)} text(s)")
         loaded = load(spec.name, device=device, trust_remote_code=trust_remote_code)
         report = ModelReport(loaded.info.name, spec, model_facts(loaded))
-        run_model(report, loaded, texts, text_words, key_set, words, batch_size)
+        run_model(report, loaded, texts, text_words, key_set, words, batch_size, memory)
         report.positions = _model_positions(report, loaded, length)
         reports.append(report)
         del loaded

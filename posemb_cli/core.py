@@ -7,7 +7,6 @@ Nothing here knows about Typer, rich or matplotlib.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,12 +14,14 @@ from typing import Any
 import numpy as np
 
 from . import charsets
-from .attention import ROW_SUM_TOLERANCE, layer_summary
+from .attention import ROW_SUM_TOLERANCE, BlockSums, LayerSums
+from .backend import DEFAULT_MEMORY
 from .batches import chunks
 from .errors import PosembError
 from .finite import index_ranges, nonfinite_warning
 from .metrics import row_cosines
 from .models import LoadedModel, ModelInfo, load
+from .runner import Maps
 from .tokens import Token
 from .words import WordView, word_view
 
@@ -36,17 +37,26 @@ class TextResult:
     segment: np.ndarray | None  # (n, embedding_size); None where the model has no token-type embedding
     sum: np.ndarray | None  # token + position + segment, before normalisation; None on the generic path
     embedding_output: np.ndarray  # (n, hidden_size): what the first transformer layer receives
-    attention: np.ndarray  # (layers, heads, n, n), rows are queries
+    # explicit maps, only where asked (`inspect_texts(maps=...)`): (layers kept, heads kept, n, n), rows are queries;
+    # attention_layers / attention_heads: the layers and heads they are (`attention_of` picks by those ids; empty:
+    # every one)
+    attention: np.ndarray | None
     warnings: list[str] = field(default_factory=list)
     # (layers + 1, n, hidden): the embedding output, then each layer's output; only with hidden_states=True
     hidden_states: np.ndarray | None = None
     layers: list[dict[str, float]] = field(default_factory=list)  # attention.layer_summary: per layer, what tables show
     words: WordView | None = None  # the text word by word; only with words=True
+    attention_layers: list[int] = field(default_factory=list)
+    attention_heads: list[int] = field(default_factory=list)
+    layer_sums: LayerSums | None = None  # the sums behind `layers`, reduced in blocks (compare and ablate pool them)
     # Computed once from the vectors (in __post_init__) and read by every renderer (table, JSON/CSV, HTML, figure):
     norms: dict[str, np.ndarray | None] = field(init=False)  # per part (token, ..., embedding_output): (n,) L2 norms
     token_sum_cosine: np.ndarray | None = field(init=False)  # (n,) cos(token, sum); None on the generic path
 
     def __post_init__(self) -> None:
+        if self.attention is not None:  # maps made without naming their layers and heads: every one, in order
+            self.attention_layers = self.attention_layers or list(range(self.attention.shape[0]))
+            self.attention_heads = self.attention_heads or list(range(self.attention.shape[1]))
         parts = {"token": self.token, "position": self.position, "segment": self.segment, "sum": self.sum}
         parts["embedding_output"] = self.embedding_output
         self.norms = {name: None if v is None else np.linalg.norm(v, axis=-1) for name, v in parts.items()}
@@ -54,14 +64,27 @@ class TextResult:
         if self.token is not None and self.sum is not None:
             self.token_sum_cosine = row_cosines(self.token, self.sum).astype(self.token.dtype)
 
-    @functools.cached_property
-    def head_mean(self) -> np.ndarray:
-        """(layers, n, n): each layer's attention averaged over its heads (the attention grid's mean column)."""
-        return self.attention.mean(axis=1)
+    def attention_of(self, layers: Iterable[int] | None = None, heads: Iterable[int] | None = None) -> np.ndarray:
+        """The kept maps of these layers and heads (ids from 0; None: every kept one), (layers, heads, n, n)."""
+        if self.attention is None:
+            raise ValueError("no attention maps were kept for this text (inspect_texts(maps=...))")
+        rows = [self.attention_layers.index(x) for x in layers] if layers is not None else None
+        columns = [self.attention_heads.index(x) for x in heads] if heads is not None else None
+        picked = self.attention if rows is None else self.attention[rows]
+        return picked if columns is None else picked[:, columns]
+
+    def head_mean(self, layers: Iterable[int]) -> np.ndarray:
+        """(layers, n, n): these layers' attention averaged over all their heads (the attention grid's mean column)."""
+        if len(self.attention_heads) != self.model.heads:
+            raise ValueError("the mean over heads needs every head's maps")
+        return self.attention_of(layers).mean(axis=1)
 
     @property
     def special_mask(self) -> np.ndarray:
         return np.array([t.special for t in self.tokens], dtype=bool)
+
+
+EVERY_MAP = Maps(narrow="give a shorter text, or ask for fewer maps (inspect_texts(maps=...); maps=None: none)")
 
 
 def inspect_text(text: str, pair: str | None = None, model: str | None = None, **options: Any) -> TextResult:
@@ -78,24 +101,63 @@ def inspect_texts(
     truncate: bool = True,
     hidden_states: bool = False,
     words: bool = False,
+    maps: Maps | None = EVERY_MAP,
+    memory: int = DEFAULT_MEMORY,
 ) -> Iterator[TextResult]:
     """Inspect texts lazily, `batch_size` at a time (padded and masked); yields results in input order.
 
-    hidden_states=True also keeps every layer's output in `TextResult.hidden_states` (for `compare`); words=True adds
-    the word view (`inspect --words`)."""
+    The per-layer summary (`TextResult.layers`) is reduced in blocks during the forward (`attention.BlockSums`). The
+    explicit maps kept are those `maps` asks for (`runner.Maps`: layers, heads, within a budget); by default every
+    map, as the Python API always gave; maps=None keeps none, so no N × N map exists. words=True (the word view,
+    `inspect --words`, merges every map into words) keeps every map. hidden_states=True also keeps every layer's
+    output in `TextResult.hidden_states` (for `compare`); `memory`: bytes for the attention blocks (`--memory`)."""
+    if words:
+        maps = Maps(budget=(maps or Maps()).budget, narrow=WORDS_NARROW)
     if not loaded.family.padding_free(loaded.model.config):
         batch_size = 1
     for chunk in chunks(texts, batch_size):
-        for result in _inspect_batch(loaded, chunk, pair, truncate, hidden_states):
-            causal = loaded.family.causal
-            result.layers = layer_summary(result.attention, result.special_mask, causal)
+        for result in _inspect_batch(loaded, chunk, pair, truncate, hidden_states, maps, memory):
             if words:
-                result.words = word_view(result.tokens, result.attention, result.text, result.pair, causal)
+                causal = loaded.family.causal
+                result.words = word_view(result.tokens, result.attention_of(), result.text, result.pair, causal)
             yield result
 
 
+WORDS_NARROW = "--words merges every layer's maps into words: give a shorter text, or drop --words"
+
+
+def inspect_maps(
+    layers: list[int] | None,
+    heads: list[int] | None,
+    *,
+    attention: bool = False,
+    picture: str | None = None,
+    report: bool = False,
+    save: bool = False,
+) -> Maps | None:
+    """The explicit maps `inspect` keeps: none for its tables and JSON (their per-layer numbers are reduced in
+    blocks); the --layer/--head choice (None: all) for --attention in JSON, the attention picture and the report; every
+    head of those layers for the attention grid (its mean column is over all heads); every map for --save."""
+    narrow = "choose fewer with --layer N --head N, or give a shorter text (the per-layer table needs no maps)"
+    if save:
+        return Maps(narrow="--save writes every layer's maps: give a shorter text, or drop --save")
+    drawn = picture in ("attention", "all")
+    if not (attention or drawn):
+        return None
+    grid = drawn and not report and not (layers is not None and heads is not None and len(layers) == len(heads) == 1)
+    chosen_layers = None if layers is None else tuple(dict.fromkeys(layers))
+    chosen_heads = None if heads is None or grid else tuple(dict.fromkeys(heads))
+    return Maps(layers=chosen_layers, heads=chosen_heads, narrow=narrow)
+
+
 def _inspect_batch(
-    loaded: LoadedModel, texts: list[str], pair: str | None, truncate: bool, hidden_states: bool = False
+    loaded: LoadedModel,
+    texts: list[str],
+    pair: str | None,
+    truncate: bool,
+    hidden_states: bool = False,
+    maps: Maps | None = None,
+    memory: int = DEFAULT_MEMORY,
 ) -> list[TextResult]:
     import torch
 
@@ -117,8 +179,12 @@ def _inspect_batch(
     for i, length in enumerate(lengths):
         if length == 0:
             raise PosembError(f"text {texts[i]!r} gives no tokens with the tokenizer of {info.name}")
+    real = encoding["attention_mask"].bool().to(loaded.device)
+    special = encoding["special_tokens_mask"].bool().to(loaded.device)
+    sums = BlockSums(info.layers, real, special, loaded.family.causal)
     with torch.inference_mode():
-        captured = _forward(loaded, encoding, hidden_states)
+        captured = _forward(loaded, encoding, hidden_states, sums, maps, memory)
+    deviation, nonfinite = sums.deviation.cpu().numpy(), sums.nonfinite.cpu().numpy()
     results = []
     for i, text in enumerate(texts):
         n = lengths[i]
@@ -133,15 +199,19 @@ def _inspect_batch(
             segment=None if captured["segment"] is None else captured["segment"][i, :n],
             sum=_sum(captured, i, n),
             embedding_output=captured["embedding_output"][i, :n],
-            attention=captured["attention"][i, :, :, :n, :n],
+            attention=None if captured["attention"] is None else captured["attention"][i, :, :, :n, :n],
             warnings=warnings[i]
             + _unknown_warnings(tokens, text, pair, info)
             + _family_warnings(loaded)
             + _pair_warnings(loaded, tokens, pair),
             hidden_states=None if captured["hidden_states"] is None else captured["hidden_states"][i, :, :n],
+            attention_layers=list(range(info.layers)) if maps is None or maps.layers is None else list(maps.layers),
+            attention_heads=list(range(info.heads)) if maps is None or maps.heads is None else list(maps.heads),
+            layer_sums=sums.text(i),
         )
-        _check_attention(result)
-        result.warnings += nonfinite_warning(_nonfinite_places(result))
+        result.layers = result.layer_sums.means() if result.layer_sums is not None else []
+        _check_attention(result, deviation[i])
+        result.warnings += nonfinite_warning(_nonfinite_places(result, nonfinite[i]))
         results.append(result)
     return results
 
@@ -223,9 +293,16 @@ def check_segment_ids(loaded: LoadedModel, largest: int, option: str) -> None:
         )
 
 
-def _forward(loaded: LoadedModel, encoding: Any, hidden_states: bool = False) -> dict[str, Any]:
-    """Run the model once (`runner.run`), capturing what each embedding module receives and returns and every
-    layer's attention maps."""
+def _forward(
+    loaded: LoadedModel,
+    encoding: Any,
+    hidden_states: bool,
+    sums: BlockSums,
+    maps: Maps | None,
+    memory: int,
+) -> dict[str, Any]:
+    """Run the model once (`runner.run`), capturing what each embedding module receives and returns, reducing every
+    layer's attention into `sums` block by block, and keeping the explicit maps `maps` asks for."""
     from . import runner
 
     family, model = loaded.family, loaded.model
@@ -234,10 +311,15 @@ def _forward(loaded: LoadedModel, encoding: Any, hidden_states: bool = False) ->
         check_segment_ids(loaded, int(encoding["token_type_ids"].max()), "--pair")
         inputs["token_type_ids"] = encoding["token_type_ids"]
     inputs = {k: v.to(loaded.device) for k, v in inputs.items()}
-    maps = runner.Maps(narrow="inspect keeps every layer's maps: give a shorter text, or use `posemb stats` on it")
-    forward = runner.run(loaded, inputs, embeddings=True, hidden_states=True, maps=maps)
+    forward = runner.run(loaded, inputs, embeddings=True, hidden_states=True, reduce=sums, maps=maps, memory=memory)
     output, captured = forward.output, forward.captured
-    if forward.maps is None or any(m is None for m in forward.maps):
+    kept = None
+    if maps is not None:
+        layers = range(loaded.info.layers) if maps.layers is None else maps.layers
+        kept = [None if forward.maps is None else forward.maps[layer] for layer in layers]
+        if any(m is None for m in kept):
+            raise PosembError(f"{loaded.info.name} returned no attention weights (is attention eager?)")
+    if sums.nonfinite is None:
         raise PosembError(f"{loaded.info.name} returned no attention weights (is attention eager?)")
     batch, length = encoding["input_ids"].shape
 
@@ -262,7 +344,7 @@ def _forward(loaded: LoadedModel, encoding: Any, hidden_states: bool = False) ->
     result["hidden_states"] = (
         np.stack([_numpy(h) for h in output.hidden_states], axis=1) if hidden_states else None
     )  # (batch, layers + 1, n, hidden)
-    result["attention"] = np.stack([_numpy(a) for a in forward.maps], axis=1)  # (batch, layers, heads, n, n)
+    result["attention"] = None if kept is None else np.stack([_numpy(a) for a in kept], axis=1)  # (batch, L, H, n, n)
     return result
 
 
@@ -382,15 +464,14 @@ _PARTS = (
 )
 
 
-def _nonfinite_places(result: TextResult) -> list[str]:
+def _nonfinite_places(result: TextResult, heads: np.ndarray) -> list[str]:
     """Where NaN or Inf appear, in the order the model computes: embedding parts (which tokens), then each layer's
-    attention (which heads) and output."""
+    attention (which heads: `heads`, layers × heads, true where a real row of a head has one) and output."""
     places = []
     for name, label in _PARTS:
         array = getattr(result, name)
         if array is not None and not np.isfinite(array).all():
             places.append(f"{label} (tokens {index_ranges(np.flatnonzero(~np.isfinite(array).all(axis=-1)))})")
-    heads = ~np.isfinite(result.attention).all(axis=(-2, -1))  # (layers, heads)
     outputs = result.hidden_states
     for layer in range(len(heads)):
         if heads[layer].any():
@@ -400,11 +481,11 @@ def _nonfinite_places(result: TextResult) -> list[str]:
     return places
 
 
-def _check_attention(result: TextResult) -> None:
-    deviation = np.abs(result.attention.sum(-1) - 1.0)
-    deviation = np.where(np.isfinite(deviation), deviation, 0.0)  # non-finite rows: nonfinite_warning says so
+def _check_attention(result: TextResult, deviation: np.ndarray) -> None:
+    """deviation: per layer, the largest |Σ_j a[i, j] − 1| of a finite real row (`BlockSums.deviation`); non-finite
+    rows: nonfinite_warning says so."""
     if deviation.size and deviation.max() >= ROW_SUM_TOLERANCE:
-        layer = int(np.unravel_index(deviation.argmax(), deviation.shape)[0])
+        layer = int(deviation.argmax())
         raise PosembError(
             f"attention rows of {result.model.name} do not sum to 1 (layer {layer} is off by {deviation.max():.2g}); "
             "posemb needs softmax attention probabilities"

@@ -12,6 +12,7 @@ from typing import Annotated, Any, NamedTuple, Optional
 import typer
 from typer._click.exceptions import ClickException
 
+from ..backend import DEFAULT_MEMORY
 from ..errors import ExitCode, PosembError, PosembUsageError
 from ..output import PICTURE_SUFFIXES, Output, is_report
 from ..schemes import ANALYTIC as ANALYTIC_SCHEMES
@@ -245,6 +246,7 @@ DtypeOpt = Annotated[
         help="Precision of the weights and forward pass; half precision only where the device supports it.",
     ),
 ]
+MEMORY = f"{DEFAULT_MEMORY >> 20}MiB"  # --memory's default: backend.DEFAULT_MEMORY, written as the user would
 MemoryOpt = Annotated[
     str,
     typer.Option(

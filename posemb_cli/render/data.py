@@ -62,7 +62,7 @@ def document(
     if vectors:
         data["vectors"] = {name: getattr(result, name) for name in PARTS}
     if attention:
-        data["attention"] = select_attention(result.attention, layers, heads)
+        data["attention"] = result.attention_of(layers, heads)
     data["warnings"] = list(result.warnings)
     if result.words is not None:
         data.update(_words_document(result.words, attention, layers, heads))
@@ -175,7 +175,8 @@ def save_npz(path: Path, results: Sequence[TextResult]) -> None:
             value = getattr(result, name)
             if value is not None:
                 arrays[prefix + name] = value
-        arrays[prefix + "attention"] = result.attention
+        if result.attention is not None:
+            arrays[prefix + "attention"] = result.attention
 
     def write(temp: str) -> None:
         with open(temp, "wb") as handle:

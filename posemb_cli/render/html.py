@@ -182,7 +182,7 @@ def attention_data(
     and the others at 8 (within 0.002); else all at 8; else (default choice only) the first layers that fit at 8.
     Returns the data and, when not every layer is stored, the sentence saying what is; a text whose first layer
     does not fit, or an explicit choice that does not fit, is a usage error naming what would."""
-    n_layers, n_heads, n = result.attention.shape[:3]
+    n_layers, n_heads, n = result.model.layers, result.model.heads, len(result.tokens)
     layer_ids = list(range(n_layers)) if layers is None else [int(x) for x in layers]
     head_ids = list(range(n_heads)) if heads is None else [int(x) for x in heads]
     raw16 = 2 * len(head_ids) * n * n  # bytes of one layer at 16 bits, before compression
@@ -191,7 +191,7 @@ def attention_data(
             f"{len(head_ids)} head(s) of {n} tokens are too many attention weights for one HTML report: choose fewer "
             "with --layer N --head N, or a shorter text with --max-length"
         )
-    per_layer = [result.attention[layer][head_ids] for layer in layer_ids]
+    per_layer = [result.attention_of([layer], head_ids)[0] for layer in layer_ids]
     eight: list[dict[str, Any]] = []
     for maps in per_layer:  # at 8 bits, until the budget is spent (the rest could not be stored anyway)
         eight.append(quantized(maps, 0.0, 1.0, bits=8))
@@ -265,7 +265,7 @@ def strongest_head(result: TextResult, layer: int, head_ids: Sequence[int]) -> t
     text = np.array([not t.special for t in result.tokens], dtype=bool)
     if not text.any():
         text[:] = True
-    maps = np.asarray(result.attention[layer][list(head_ids)], dtype=np.float64)
+    maps = np.asarray(result.attention_of([layer], head_ids)[0], dtype=np.float64)
     strongest = np.nan_to_num(maps[:, text][:, :, text].max(axis=2), nan=-1.0)  # (heads, text queries)
     head = int(np.argmax(strongest.mean(axis=1)))
     return head, int(np.flatnonzero(text)[int(np.argmax(strongest[head][:FIRST_SCREEN]))])

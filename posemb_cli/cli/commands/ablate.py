@@ -43,6 +43,7 @@ def ablate(
         ),
     ] = None,
     seed: Annotated[int, o.seed_option("Seed of shuffle and permute-tokens.")] = 0,
+    memory: o.MemoryOpt = o.MEMORY,
     corpus: Annotated[
         Optional[Path],
         typer.Option(
@@ -80,6 +81,7 @@ def ablate(
     default = None if plot or output else "table"  # --plot or -o alone print nothing on stdout
     fmt = out.format("ablate", output_format, json_flag, o.TABLE_JSON, default)
     modes = parse_modes(mode)
+    budget = o.memory(memory)
     texts = texts or []
     if not texts and corpus is None:
         raise PosembUsageError("give one or more TEXT arguments, `-` for stdin, or --corpus FILE")
@@ -116,7 +118,14 @@ def ablate(
     def run(advance: Callable[[int], None]) -> Iterator[Any]:
         truncate = not no_truncate
         return ablate_texts(
-            loaded, source, modes, seed=seed, corpus_mean=corpus_mean, truncate=truncate, on_text=advance
+            loaded,
+            source,
+            modes,
+            seed=seed,
+            corpus_mean=corpus_mean,
+            truncate=truncate,
+            on_text=advance,
+            memory=budget,
         )
 
     emit.ablate(out, run, total, fmt, single, picture)

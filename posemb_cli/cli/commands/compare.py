@@ -58,6 +58,7 @@ def compare(
     output_format: FormatOpt = "table",
     json_flag: o.JsonOpt = False,
     batch_size: o.BatchSizeOpt = 16,
+    memory: o.MemoryOpt = o.MEMORY,
     encoding_errors: EncodingOpt = o.EncodingErrors.strict,
     device: o.DeviceOpt = o.Device.cpu,
     trust_remote_code: o.TrustOpt = False,
@@ -75,6 +76,7 @@ def compare(
     out: Output = ctx.obj
     fmt = out.format("compare", output_format, json_flag, o.TABLE_JSON, "table")
     parse_specs(model or [])
+    budget = o.memory(memory)
     if (text is None) == (corpus is None):
         raise PosembUsageError("give one TEXT or --corpus FILE (not both)")
     kind, output = o.plot_and_file(plot, output, o.COMPARE_PLOTS, out)
@@ -97,6 +99,7 @@ def compare(
         device=device.value,
         trust_remote_code=trust_remote_code,
         batch_size=batch_size,
+        memory=budget,
         on_progress=(lambda m: out.info(f"Running {m}")) if out.progress else None,
     )
     emit.compare(out, comparison, fmt, Request(kind=kind, path=output, dpi=dpi, font=font))

@@ -69,6 +69,7 @@ def inspect(
         ),
     ] = None,
     font: o.FontOpt = None,
+    memory: o.MemoryOpt = o.MEMORY,
     device: o.DeviceOpt = o.Device.cpu,
     trust_remote_code: o.TrustOpt = False,
 ) -> None:
@@ -93,11 +94,12 @@ def inspect(
 
         check_writable(save)
 
-    from ...core import inspect_texts
+    from ...core import inspect_maps, inspect_texts
     from ...lines import argument_text, read_texts, stdin
     from ...models import load
     from ...render import emit
 
+    budget = o.memory(memory)
     if "-" in texts:
         stdin()  # closed stdin: the error before the model loads
     loaded = load(model, device=device.value, trust_remote_code=trust_remote_code)
@@ -112,6 +114,15 @@ def inspect(
         batch_size=batch_size,
         truncate=not no_truncate,
         words=words,
+        maps=inspect_maps(
+            layer,
+            head,
+            attention=attention and fmt in ("json", "jsonl"),
+            picture=plot,
+            report=output is not None and is_report(output),
+            save=save is not None,
+        ),
+        memory=budget,
     )
     single = len(texts) == 1 and texts[0] != "-"  # one text: a JSON object; otherwise a JSON array
     emit.inspect(out, results, fmt, single, vectors, attention, layer, head, picture, save)

@@ -75,7 +75,7 @@ def stats(
         Optional[o.Profile],
         typer.Option("--profile", metavar="distance|keys", help="Same as --plot distance|keys (with -o)."),
     ] = None,
-    memory: o.MemoryOpt = "1GiB",
+    memory: o.MemoryOpt = o.MEMORY,
     sort: o.SortOpt = None,
     reverse: o.ReverseOpt = False,
     plot: PlotOpt = None,

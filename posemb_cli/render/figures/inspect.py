@@ -135,7 +135,7 @@ def plot_attention(
     """One head (exactly one layer and one head chosen) or the grid of layers x heads with per-layer head means."""
     path = Path(path)
     picture_format(path)
-    n_layers, n_heads = result.attention.shape[:2]
+    n_layers, n_heads = result.model.layers, result.model.heads
     layer_ids = list(range(n_layers)) if layers is None else [int(x) for x in layers]
     head_ids = list(range(n_heads)) if heads is None else [int(x) for x in heads]
     for name, chosen, limit in (("layer", layer_ids, n_layers), ("head", head_ids, n_heads)):
@@ -156,7 +156,7 @@ def plot_attention(
 
 def _attention_head(result: TextResult, path: Path, dpi: float, layer: int, head: int, labels: list[Label]) -> PlotData:
     n = len(labels)
-    matrix = np.array(result.attention[layer, head])
+    matrix = np.array(result.attention_of([layer], [head])[0, 0])
     side = min(max(0.32 * n, 4.0), 12.0)  # the heatmap grows with the text, within limits
     fontsize = min(max(side * 72 / max(n, 1) * 0.6, 5.0), 10.0)
     step = thin(n, side, fontsize)
@@ -191,8 +191,8 @@ def _attention_grid(
 ) -> PlotData:
     n = len(labels)
     rows, cols = len(layer_ids), len(head_ids) + 1  # the last column is the mean over all heads of the layer
-    attention = np.array(result.attention[np.ix_(layer_ids, head_ids)])  # (rows, heads, n, n)
-    mean = np.array(result.head_mean[layer_ids])  # (rows, n, n): over all heads of each layer
+    attention = np.array(result.attention_of(layer_ids, head_ids))  # (rows, heads, n, n)
+    mean = np.array(result.head_mean(layer_ids))  # (rows, n, n): over all heads of each layer
     cell = min(max(min(1.3, 18.0 / cols, 14.0 / rows), 0.35), 1.3)
     gap, mean_gap = 0.07, 0.3
     fontsize = min(max(cell * 72 / max(n, 1) * 0.75, 4.5), 7.0)
@@ -228,7 +228,7 @@ def _attention_grid(
             ax.tick_params(length=1.5, pad=1)
     cax = add_axes(fig, left + grid_w + 0.25, bottom, 0.16, grid_h)
     fig.colorbar(image, cax=cax).set_label("attention weight (one scale for all panels)")
-    heads_total = result.attention.shape[1]
+    heads_total = result.model.heads
     title = f"Attention, {rows} layers × {len(head_ids)} heads, and the mean of all {heads_total} heads per layer"
     how = f"{result.model.name} · in each panel, rows are query tokens and columns key tokens"
     arrays = {"attention": attention, "mean": mean, "layers": np.array(layer_ids), "heads": np.array(head_ids)}
