@@ -6,7 +6,7 @@
 RoPE, so the rotation is always the model's. The function computes the attention output exactly, one block of query
 rows at a time:
 
-    logits = (q_block · kᵀ) · scaling        keys repeated per query head (GQA / MQA, as `repeat_kv`)
+    logits = (q_block · scaling) · kᵀ        GQA / MQA: each key head with its group of query heads (no repeated keys)
     logits = tanh(logits / c) · c            soft-capping, where the model passes `softcap` (Gemma 2)
     logits = logits + position_bias          an additive bias the model passes (T5's relative buckets)
     logits = logits masked by the model's own mask function, evaluated for this block only
@@ -212,8 +212,9 @@ def attention_forward(
         rows = last - first
         seen = _seen(attention_mask, first, last, kv_length, causal, query.device)
         end = kv_length if seen is None else _last_seen(seen, kv_length)
-        grouped = query[:, :, first:last].reshape(batch, kv_heads, groups * rows, -1)
-        logits = torch.matmul(grouped, keys_t[..., :end]).view(batch, heads, rows, end).float().mul_(scaling)
+        # the block's queries, scaled (rows × d values, not rows × N logits) in the copy the grouping makes anyway
+        grouped = torch.mul(query[:, :, first:last], scaling).reshape(batch, kv_heads, groups * rows, -1)
+        logits = torch.matmul(grouped, keys_t[..., :end]).view(batch, heads, rows, end).float()
         if softcap is not None:
             logits = torch.tanh_(logits.div_(softcap)).mul_(softcap)
         if position_bias is not None:

@@ -95,7 +95,7 @@ def reduce(block: Any, the_plan: Plan, key_masks: Any) -> tuple[Any, Any, Any]:
     distance = (
         far[..., FAR_DISTANCE]
         + the_plan.offset * (far[..., FAR_LEFT] - far[..., FAR_RIGHT])
-        + torch.linalg.vecdot(near, the_plan.near_distance)
+        + torch.einsum("bhrm,rm->bhr", near, the_plan.near_distance)
     )
     profile = far[..., PLAN_COLUMNS:].clone()
     index = the_plan.near_bin.expand(size, heads, rows, -1)
