@@ -416,3 +416,26 @@ def test_attention_refused_where_the_model_computes_its_own(lm, tiny_models):
     args = ["extrapolate", str(lm["text"]), "-m", str(folder), "--lengths", "8"]
     _one_line_error(run_cli(*args, "--attention"), 2, "--attention reads the attention on posemb's backend")
     assert run_cli(*args).exit_code == 0
+
+
+def test_alibi_model_without_sdpa_equals_its_own_loss(tmp_path):
+    """BLOOM has no SDPA path in transformers 5: extrapolate loads its eager one (it asked for SDPA and failed to
+    load before) and the loss is the model's own; position-id variants are refused (ALiBi takes none)."""
+    import torch
+    from transformers import BloomConfig, BloomForCausalLM
+
+    tokenizer = _tokenizer("plain")
+    torch.manual_seed(0)
+    config = BloomConfig(vocab_size=len(tokenizer), hidden_size=32, n_layer=2, n_head=4, initializer_range=0.5)
+    BloomForCausalLM(config).save_pretrained(tmp_path / "bloom")
+    tokenizer.save_pretrained(tmp_path / "bloom")
+    text = tmp_path / "text.txt"
+    text.write_text(_text(), encoding="utf-8")
+    report = _run(str(text), "-m", str(tmp_path / "bloom"), "--lengths", "24")
+    model, ids = _model(tmp_path / "bloom"), _ids(tmp_path / "bloom", text)
+    with torch.inference_mode():
+        windows = [ids[start : start + 24][None] for start in range(0, len(ids) - 23, 24)]
+        losses = [float(model(input_ids=w, labels=w).loss) for w in windows]
+    assert _variant(report, "as-trained")["loss"]["24"] == pytest.approx(sum(losses) / len(losses), abs=ATOL)
+    refused = run_cli("extrapolate", str(text), "-m", str(tmp_path / "bloom"), "--lengths", "24", "--variant=shift:4")
+    assert refused.exit_code == 2 and "takes no position ids to shift" in refused.stderr

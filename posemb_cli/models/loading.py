@@ -195,16 +195,26 @@ def _load_model(
     from transformers import AutoModel, AutoModelForCausalLM
 
     has_safetensors = weight_files(name, path)[0].suffix == ".safetensors"
-    try:
+
+    def attempt(implementation: str) -> Any:
         # transformers 5 reads *.bin with torch.load(weights_only=True), which cannot run code.
-        model = (AutoModelForCausalLM if causal_lm else AutoModel).from_pretrained(
+        return (AutoModelForCausalLM if causal_lm else AutoModel).from_pretrained(
             str(path),
             config=config,
-            attn_implementation="sdpa" if causal_lm else "eager",
+            attn_implementation=implementation,
             trust_remote_code=trust_remote_code,
             use_safetensors=has_safetensors,
             dtype=dtype,
         )
+
+    try:
+        try:
+            model = attempt("sdpa" if causal_lm else "eager")
+        except ValueError as exc:
+            # a causal LM without an SDPA path (BLOOM in transformers 5.24): its eager path is the one it has
+            if not causal_lm or "scaled_dot_product_attention" not in str(exc):
+                raise
+            model = attempt("eager")
     except Exception as exc:
         raise PosembError(f"cannot load the weights of {name!r}: {one_line(exc)}") from None
     # An encoder-decoder (T5) is inspected through its encoder: the text goes in there, no decoder inputs needed.
