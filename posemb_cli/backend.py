@@ -6,7 +6,7 @@
 RoPE, so the rotation is always the model's. The function computes the attention output exactly, one block of query
 rows at a time:
 
-    logits = (q_block · scaling) · kᵀ        GQA / MQA: each key head with its group of query heads (no repeated keys)
+    logits = (q_block · kᵀ) · scaling        GQA / MQA: each key head with its group of query heads (no repeated keys)
     logits = tanh(logits / c) · c            soft-capping, where the model passes `softcap` (Gemma 2)
     logits = logits + position_bias          an additive bias the model passes (T5's relative buckets)
     logits = logits masked by the model's own mask function, evaluated for this block only
@@ -213,8 +213,8 @@ def attention_forward(
         seen = _seen(attention_mask, first, last, kv_length, causal, query.device)
         end = kv_length if seen is None else _last_seen(seen, kv_length)
         # the block's queries, scaled (rows × d values, not rows × N logits) in the copy the grouping makes anyway
-        grouped = torch.mul(query[:, :, first:last], scaling).reshape(batch, kv_heads, groups * rows, -1)
-        logits = torch.matmul(grouped, keys_t[..., :end]).view(batch, heads, rows, end).float()
+        grouped = query[:, :, first:last].reshape(batch, kv_heads, groups * rows, -1)
+        logits = torch.matmul(grouped, keys_t[..., :end]).view(batch, heads, rows, end).float().mul_(scaling)
         if softcap is not None:
             logits = torch.tanh_(logits.div_(softcap)).mul_(softcap)
         if position_bias is not None:
