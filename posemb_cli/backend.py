@@ -212,7 +212,7 @@ def attention_forward(
         rows = last - first
         seen = _seen(attention_mask, first, last, kv_length, causal, query.device)
         end = kv_length if seen is None else _last_seen(seen, kv_length)
-        # the block's queries, scaled (rows × d values, not rows × N logits) in the copy the grouping makes anyway
+        # a key head's group of query heads, all the block's rows, in one product with that head's keys
         grouped = query[:, :, first:last].reshape(batch, kv_heads, groups * rows, -1)
         logits = torch.matmul(grouped, keys_t[..., :end]).view(batch, heads, rows, end).float().mul_(scaling)
         if softcap is not None:

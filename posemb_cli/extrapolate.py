@@ -708,7 +708,7 @@ def extrapolate(
         _result(loaded, rope, v, sums[v], lengths, edges, plan.rope_params, reference, same[v]) for v in plan.variants
     ]
     for done_result, v in zip(results, plan.variants, strict=True):
-        done_result.attention = observed.get(v) if plan.attention else None
+        done_result.attention = observed.get(v)  # None without --attention
     result = Extrapolation(
         model=loaded.info,
         source=plan.source,

@@ -167,19 +167,19 @@ class _Reducer:
         device = block.device
         rows = slice(top, top + count)
         index = torch.arange(top, top + count, device=device)
-        within = torch.arange(count, device=device)
-
-        def at(offset: int) -> Any:  # a[i, i + offset] for the block's rows; 0 where that key is not in the block
-            columns = index + offset
-            inside = (columns >= 0) & (columns < keys)
-            return torch.where(inside, block[:, :, within, columns.clamp(0, keys - 1)], 0.0)
 
         real = batch.real[:, None, rows]  # (batch, 1, rows)
         has_prev = real & (index >= 1)
         has_next = torch.zeros_like(real)
         ahead = (index + 1 < length).nonzero().flatten()
         has_next[:, :, ahead] = batch.real[:, None, top + 1 : top + 1 + len(ahead)]
-        edges = torch.stack([torch.where(has_prev, at(-1), 0.0), torch.where(has_next, at(1), 0.0)], dim=-1)
+        edges = torch.stack(
+            [
+                torch.where(has_prev, attention.previous_token_torch(block, top), 0.0),
+                torch.where(has_next, attention.next_token_torch(block, top), 0.0),
+            ],
+            dim=-1,
+        )
         self.edges[layer] += self._sum(edges)
         # the key masses, distance and distance_profile of every row from one matrix product (blocks.py)
         plan = blocks.plan(top, count, keys, self.bin_of, self.distance_bins)
@@ -193,7 +193,7 @@ class _Reducer:
                 masses[..., _SEP],
                 masses[..., _PUNCT],
                 masses[..., _SINK],
-                at(0),
+                attention.self_attention_torch(block, top),
                 attention.entropy_torch(block, batch.real),
                 distance,
                 own,
