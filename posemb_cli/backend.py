@@ -196,6 +196,7 @@ def attention_forward(
     kv_length = key.shape[2]
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
+    exact = scaling > 0 and math.frexp(scaling)[0] == 0.5  # 1/√d for d = 4, 16, 64, 256
     if attention_mask is None:  # transformers skipped the mask: causal per the module (as SDPA's is_causal)
         causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
         causal = causal and q_length > 1
@@ -214,7 +215,10 @@ def attention_forward(
         end = kv_length if seen is None else _last_seen(seen, kv_length)
         # a key head's group of query heads, all the block's rows, in one product with that head's keys
         grouped = query[:, :, first:last].reshape(batch, kv_heads, groups * rows, -1)
-        logits = torch.matmul(grouped, keys_t[..., :end]).view(batch, heads, rows, end).float().mul_(scaling)
+        if exact:  # a power of two scales the block's few query rows exactly: (s·q)·kᵀ = s·(q·kᵀ) bit for bit
+            logits = torch.matmul(grouped * scaling, keys_t[..., :end]).view(batch, heads, rows, end).float()
+        else:  # after the product, as transformers does (scaling q first would round differently)
+            logits = torch.matmul(grouped, keys_t[..., :end]).view(batch, heads, rows, end).float().mul_(scaling)
         if softcap is not None:
             logits = torch.tanh_(logits.div_(softcap)).mul_(softcap)
         if position_bias is not None:

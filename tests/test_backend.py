@@ -193,6 +193,30 @@ def test_learned_sinks_match_gpt_oss_eager():
     assert torch.allclose(first, weights[:, :, : first.shape[2], : first.shape[3]], atol=1e-6)
 
 
+@pytest.mark.parametrize("scaling", [0.25, 0.125, 8**-0.5, 0.3])
+def test_probabilities_equal_eager_for_every_scaling(scaling):
+    """A power-of-two scaling (1/√d for d = 16, 64) is applied to the block's queries (exact), any other to the
+    logits, as transformers does: either way the probabilities are the eager path's to float32 rounding."""
+    import torch
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+
+    from posemb_cli import backend
+
+    q, k, v = _qkv(n=23)
+    module = _module(4, 2)
+    seen = []
+    mask = backend.mask_forward(2, 23, 23)
+    with backend.Session(1, memory=4 * 6 * 4 * 2 * 23 * 4, observe=lambda *a: seen.append((a[1], a[2].clone()))):
+        ours, _ = backend.attention_forward(module, q, k, v, mask, scaling=scaling)
+    theirs, weights = eager_attention_forward(module, q, k, v, _causal_mask(23), scaling=scaling)
+    assert len(seen) > 1
+    for first, block in seen:
+        rows = weights[:, :, first : first + block.shape[2]]
+        assert float((block - rows[..., : block.shape[3]]).abs().max()) < 3e-7
+        assert not rows[..., block.shape[3] :].any()  # the columns not computed are zeros
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
 def test_memory_sizes_parse():
     from posemb_cli.backend import parse_memory
 
