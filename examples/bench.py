@@ -562,14 +562,14 @@ def extrapolate_row(posemb: list[str]) -> tuple[str, str, str, float, str, str]:
         batched_seconds = statistics.median(_time(batched, env) for _ in range(RUNS))
         report = json.loads(subprocess.run(ours, env=env, capture_output=True, text=True, check=True).stdout)
         expected = json.loads(subprocess.run(plain, env=env, capture_output=True, text=True, check=True).stdout)
-        ideal = json.loads(subprocess.run(batched, env=env, capture_output=True, text=True, check=True).stdout)
+        batched_result = json.loads(subprocess.run(batched, env=env, capture_output=True, text=True, check=True).stdout)
         worst = max(
             abs(v["perplexity"][n] - expected[v["name"]][n]) / expected[v["name"]][n]
             for v in report["variants"]
             for n in v["perplexity"]
         )
     reused = [f"{v['name']} at {n}" for v in report["variants"] for n in v["same_as"]]
-    off = max(abs(ideal[v][n] - expected[v][n]) / expected[v][n] for v in expected for n in expected[v])
+    off = max(abs(batched_result[v][n] - expected[v][n]) / expected[v][n] for v in expected for n in expected[v])
     note = (
         f"extrapolate: the plain loop batched (one load, every window of a length in one forward per variant): "
         f"{batched_seconds:.3f} s, {batched_seconds / b:.2f}x the loop, posemb {a / batched_seconds:.2f}x it "

@@ -196,7 +196,9 @@ def attention_forward(
     kv_length = key.shape[2]
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
-    exact = scaling > 0 and math.frexp(scaling)[0] == 0.5  # 1/√d for d = 4, 16, 64, 256
+    # 1/√d for d = 4, 16, 64, 256; not in float16, whose narrow range could make s·q subnormal (or s·(q·kᵀ) finite
+    # where q·kᵀ overflows), so that the two orders would differ
+    exact = scaling > 0 and math.frexp(scaling)[0] == 0.5 and query.dtype != torch.float16
     if attention_mask is None:  # transformers skipped the mask: causal per the module (as SDPA's is_causal)
         causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
         causal = causal and q_length > 1
@@ -215,10 +217,12 @@ def attention_forward(
         end = kv_length if seen is None else _last_seen(seen, kv_length)
         # a key head's group of query heads, all the block's rows, in one product with that head's keys
         grouped = query[:, :, first:last].reshape(batch, kv_heads, groups * rows, -1)
-        if exact:  # a power of two scales the block's few query rows exactly: (s·q)·kᵀ = s·(q·kᵀ) bit for bit
-            logits = torch.matmul(grouped * scaling, keys_t[..., :end]).view(batch, heads, rows, end).float()
-        else:  # after the product, as transformers does (scaling q first would round differently)
-            logits = torch.matmul(grouped, keys_t[..., :end]).view(batch, heads, rows, end).float().mul_(scaling)
+        # a power of two scales the block's few query rows exactly: (s·q)·kᵀ = s·(q·kᵀ) bit for bit; any other
+        # scaling multiplies the logits after the product, as transformers does (scaling q would round differently)
+        scaled = grouped * scaling if exact else grouped
+        logits = torch.matmul(scaled, keys_t[..., :end]).view(batch, heads, rows, end).float()
+        if not exact:
+            logits.mul_(scaling)
         if softcap is not None:
             logits = torch.tanh_(logits.div_(softcap)).mul_(softcap)
         if position_bias is not None:
