@@ -12,8 +12,8 @@ Protocol. The text is one stream of tokens (no special tokens added). Windows of
 (s = `stride`, default n: non-overlapping) while the window fits in the text; a window scores the next-token loss of
 the tokens no earlier window scored (the first window: positions 1..n-1; with s = n every window scores 1..n-1), the
 sliding-window protocol of Press et al. (2022) that the YaRN paper (Peng et al. 2023, §4.1) uses with s = 256.
-A token's loss is logsumexp(logits) − its logit, in float32 (as transformers' `labels=` loss); sums and means are
-float64. The position of a scored token is its index in its window. A variant whose rotary module gives the same
+A token's loss is transformers' own `labels=` loss of that token (cross-entropy of the float32 logits, unreduced);
+sums and means are float64. The position of a scored token is its index in its window. A variant whose rotary module gives the same
 cos/sin at a length as an earlier variant's (dynamic NTK up to the training length, for one) gets that variant's
 losses there without running again: the model's inputs would be the same.
 """
@@ -60,6 +60,7 @@ DEFAULT_BINS = 12
 LOGITS_BUDGET = 2**22  # logits per forward pass (16 MiB in float32): windows are batched up to it (on CPU, batches
 # of 2^22 logits ran 15% faster than of 2^25: the bench's model, 2 cores)
 MAX_BATCH = 64
+IGNORED = -100  # cross_entropy's ignore_index: the target of each window's last position (nothing follows it)
 SHIFT_TOLERANCE = 1e-4  # a rotary model's shift:K may differ from as-trained by float32 rounding of larger angles
 
 
@@ -415,9 +416,9 @@ def window_losses(
     observe: AttentionSums | None = None,
 ) -> np.ndarray:
     """Next-token NLL at positions 1..length-1 of each window: (windows, length - 1), float64. Each token's NLL is
-    logsumexp(logits) − the target's logit in float32 (the logits upcast from the model's dtype), as transformers'
-    own `labels=` loss computes it; the caller sums them in float64. With `observe`, the forward runs on posemb's
-    backend and `observe` reduces its attention."""
+    the cross-entropy of the float32 logits (upcast from the model's dtype) with the next token, computed as
+    transformers' own `labels=` loss computes it (`cross_entropy`, here unreduced); the caller sums them in float64.
+    With `observe`, the forward runs on posemb's backend and `observe` reduces its attention."""
     import torch
 
     windows = torch.stack([ids[s : s + length] for s in starts]).to(loaded.device)
@@ -429,9 +430,11 @@ def window_losses(
             output = runner.run(loaded, {**kwargs, "use_cache": False}, own_attention=True).output
         else:
             output = observe.run(loaded, kwargs)
-        logits = output.logits[:, :-1].float()
-        target = logits.gather(-1, windows[:, 1:, None])[..., 0]
-        nll = torch.logsumexp(logits, -1) - target
+        logits = output.logits.float()  # every position: the last one's target is ignored (no copy of a slice)
+        targets = torch.cat([windows[:, 1:], windows.new_full((len(starts), 1), IGNORED)], dim=1)
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none", ignore_index=IGNORED
+        ).view(len(starts), length)[:, :-1]
     return nll.double().cpu().numpy()
 
 
