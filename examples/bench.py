@@ -586,6 +586,9 @@ def extrapolate_row(posemb: list[str]) -> tuple[str, str, str, float, str, str]:
 LONG = dict(layers=4, hidden=2048, heads=32, kv_heads=8, intermediate=8192)
 LONG_LENGTHS = tuple(int(n) for n in os.environ.get("POSEMB_BENCH_LONG_LENGTHS", "2048,8192,32768").split(","))
 LONG_KEYS = ("self", "prev", "entropy", "distance", "sink", "cls")
+# runs per side, alternating, at lengths up to LONG_REPEATED (the times are medians); one run beyond (32k: ~20 min)
+LONG_RUNS = int(os.environ.get("POSEMB_BENCH_LONG_RUNS", "3"))
+LONG_REPEATED = 8192
 
 LONG_CHILD = """
 import json, sys
@@ -707,6 +710,16 @@ def _largest_relative(a: dict, b: dict) -> tuple[float, str]:
     return worst, where
 
 
+def _median_run(results: list[dict]) -> dict:
+    """One side's runs at one length: the run of median time (its values), with the largest peak of them all
+    (`peak_mb`); an error if any run failed."""
+    failed = [r for r in results if "error" in r]
+    if failed:
+        return failed[0]
+    ordered = sorted(results, key=lambda r: r["seconds"])
+    return {**ordered[(len(ordered) - 1) // 2], "peak_mb": max(r["extra_mb"] for r in results)}
+
+
 def long_context_rows() -> list[tuple[str, str, str, float, str, str]]:
     """Per length: posemb stats time / a bare SDPA forward, and posemb's peak RSS above the loaded model beside the
     eager loop's (run at the first length only: beyond it, its maps alone exceed this machine's memory)."""
@@ -719,18 +732,20 @@ def long_context_rows() -> list[tuple[str, str, str, float, str, str]]:
         child.write(LONG_CHILD)
         child.flush()
         for tokens in LONG_LENGTHS:
-            got = {}
+            runs: dict[str, list[dict]] = {"sdpa": [], "posemb": []}
             maps_gb = LONG["layers"] * LONG["heads"] * tokens**2 * 4 / 1e9
-            sides = ("sdpa", "posemb", "eager") if tokens == LONG_LENGTHS[0] else ("sdpa", "posemb")
-            for side in sides:
+            order = ["sdpa", "posemb"] * (LONG_RUNS if tokens <= LONG_REPEATED else 1)  # alternating: noise on both
+            for side in order + (["eager"] if tokens == LONG_LENGTHS[0] else []):
                 command = [sys.executable, child.name, side, folder, str(tokens), here]
                 proc = subprocess.run(command, capture_output=True, text=True, env=env)
                 if proc.returncode != 0:
-                    got[side] = {"error": (proc.stderr.strip().splitlines() or ["killed"])[-1][:120]}
+                    result = {"error": (proc.stderr.strip().splitlines() or ["killed"])[-1][:120]}
                 else:
-                    got[side] = json.loads(proc.stdout.strip().splitlines()[-1])
-                shown = {k: v for k, v in got[side].items() if k != "values"}
+                    result = json.loads(proc.stdout.strip().splitlines()[-1])
+                runs.setdefault(side, []).append(result)
+                shown = {k: v for k, v in result.items() if k != "values"}
                 print(f"  long context {tokens} tokens, {side}: {shown}", file=sys.stderr, flush=True)
+            got = {side: _median_run(results) for side, results in runs.items()}
             ours, sdpa = got["posemb"], got["sdpa"]
             if "error" in ours or "error" in sdpa:
                 rows.append((f"stats one {tokens}-token text vs bare SDPA", "failed", "", float("nan"), "", str(got)))
@@ -746,13 +761,15 @@ def long_context_rows() -> list[tuple[str, str, str, float, str, str]]:
                     f"eager loop {eager['extra_mb'] / 1024:.2f} GB in {eager['seconds']:.1f} s; largest relative "
                     f"difference posemb vs eager {difference:.1e} (target <= 1e-5; {where})"
                 )
+            each = {side: ", ".join(f"{r['seconds']:.1f}" for r in runs[side]) for side in ("posemb", "sdpa")}
             note = (
                 f"long context {tokens} tokens ({LONG['layers']} layers, {LONG['heads']} heads, {LONG['kv_heads']} "
-                f"KV heads, hidden {LONG['hidden']}): posemb stats {ours['seconds']:.1f} s, peak RSS above the model "
-                f"{ours['extra_mb'] / 1024:.2f} GB; bare SDPA forward {sdpa['seconds']:.1f} s, "
-                f"{sdpa['extra_mb'] / 1024:.2f} GB; {eager_memory}"
+                f"KV heads, hidden {LONG['hidden']}): posemb stats {ours['seconds']:.1f} s (median of {each['posemb']}"
+                f" s), peak RSS above the model {ours['peak_mb'] / 1024:.2f} GB (largest of its runs); bare SDPA "
+                f"forward {sdpa['seconds']:.1f} s (median of {each['sdpa']} s), {sdpa['peak_mb'] / 1024:.2f} GB; "
+                f"{eager_memory}"
             )
-            memory[tokens] = ours["extra_mb"] / 1024
+            memory[tokens] = ours["peak_mb"] / 1024
             rows.append(
                 (
                     f"stats one {tokens}-token text vs bare SDPA forward",
@@ -837,7 +854,10 @@ def print_rows(rows: list) -> None:
     print(f"{'benchmark':<52} {'posemb':>9} {'plain':>9} {'ratio':>7}  target")
     for name, a, b, ratio, target, _ in rows:
         print(f"{name:<52} {a:>9} {b:>9} {ratio:>6.2f}x  {target}")
-    print(f"(times: median of {RUNS} alternating runs each, long-context rows: one run; {os.cpu_count()} CPUs)")
+    print(
+        f"(times: median of {RUNS} alternating runs each; long-context rows: median of {LONG_RUNS} alternating runs up "
+        f"to {LONG_REPEATED} tokens, one run beyond; {os.cpu_count()} CPUs)"
+    )
     for *_, note in rows:
         if note:
             print(note)
