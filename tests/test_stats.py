@@ -385,6 +385,17 @@ def test_plot_shows_the_json_numbers(bundled, tmp_path):
         assert shown["distance"][row["layer"], row["head"]] == row["distance"]
 
 
+def test_constant_panel_gets_a_colour_bar_from_zero():
+    import numpy as np
+
+    from posemb_cli.render.figures.stats import _colour_range
+
+    assert _colour_range(np.zeros((2, 3))) == (0.0, 1.0)  # matplotlib alone: -0.1..0.1
+    assert _colour_range(np.full((2, 2), 0.5)) == (0.0, 0.5)
+    assert _colour_range(np.array([[np.nan, 0.0]])) == (0.0, 1.0)
+    assert _colour_range(np.array([[0.1, 0.2]])) == (None, None)  # varying values: matplotlib's own range
+
+
 def test_table_and_usage_errors(corpus, tiny_models):
     table = run_cli("stats", str(corpus), "-m", str(tiny_models["GPT-2"]), "--sort", "sink")
     assert table.exit_code == 0, table.stderr

@@ -70,7 +70,10 @@ def plot_stats(result: CorpusStats, path: Path, dpi: float = DPI) -> dict[str, n
             ax.set_title("pattern (Kovaleva et al.)", fontsize=8)
         else:
             grid = result.grid(key)
-            image = ax.imshow(np.ma.masked_invalid(grid), cmap=CMAP, aspect="auto", interpolation="nearest")
+            low, high = _colour_range(grid)
+            image = ax.imshow(
+                np.ma.masked_invalid(grid), cmap=CMAP, vmin=low, vmax=high, aspect="auto", interpolation="nearest"
+            )
             bar = fig.colorbar(image, ax=ax, shrink=0.9)
             bar.ax.tick_params(labelsize=6)
             title = TITLES[key].format(k=result.sink_k)
@@ -84,6 +87,17 @@ def plot_stats(result: CorpusStats, path: Path, dpi: float = DPI) -> dict[str, n
 
     save(fig, path, dpi)
     return shown
+
+
+def _colour_range(grid: np.ndarray) -> tuple[float | None, float | None]:
+    """The colour bar's range: matplotlib's (the finite values' min and max), except where every head has the same
+    value c, which matplotlib would draw on c ± 0.1 (a bar from −0.1 for a mass that is 0 everywhere): then 0..c, or
+    0..1 where c is 0."""
+    finite = grid[np.isfinite(grid)]
+    if finite.size == 0 or finite.min() != finite.max():
+        return None, None
+    value = float(finite[0])
+    return (min(0.0, value), max(0.0, value)) if value != 0 else (0.0, 1.0)
 
 
 def _pattern_grid(result: CorpusStats, labels: list[str]) -> np.ndarray:
