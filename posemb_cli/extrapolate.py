@@ -13,9 +13,9 @@ Protocol. The text is one stream of tokens (no special tokens added). Windows of
 the tokens no earlier window scored (the first window: positions 1..n-1; with s = n every window scores 1..n-1), the
 sliding-window protocol of Press et al. (2022) that the YaRN paper (Peng et al. 2023, §4.1) uses with s = 256.
 A token's loss is transformers' own `labels=` loss of that token (cross-entropy of the float32 logits, unreduced);
-sums and means are float64. The position of a scored token is its index in its window. A variant whose rotary module gives the same
-cos/sin at a length as an earlier variant's (dynamic NTK up to the training length, for one) gets that variant's
-losses there without running again: the model's inputs would be the same.
+sums and means are float64. The position of a scored token is its index in its window. A variant whose rotary
+module gives the same cos/sin at a length as an earlier variant's (dynamic NTK up to the training length, for one)
+gets that variant's losses there without running again: the model's inputs would be the same.
 """
 
 from __future__ import annotations
