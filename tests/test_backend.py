@@ -217,6 +217,42 @@ def test_probabilities_equal_eager_for_every_scaling(scaling):
     assert torch.allclose(ours, theirs, atol=1e-6)
 
 
+def test_bfloat16_blocks_match_eager():
+    """A half-precision model: each block's product in bfloat16 (into the reused buffer), its softmax in float32, as
+    transformers' eager path computes them."""
+    import torch
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+
+    from posemb_cli import backend
+
+    q, k, v = (t.to(torch.bfloat16) for t in _qkv(n=23))
+    module = _module(4, 2)
+    seen = []
+    with backend.Session(1, memory=4 * 6 * 4 * 2 * 23 * 4, observe=lambda *a: seen.append((a[1], a[2].clone()))):
+        ours, _ = backend.attention_forward(module, q, k, v, backend.mask_forward(2, 23, 23), scaling=0.3)
+    theirs, weights = eager_attention_forward(module, q, k, v, _causal_mask(23).to(torch.bfloat16), scaling=0.3)
+    assert len(seen) > 1 and ours.dtype == torch.bfloat16
+    for first, block in seen:
+        assert block.dtype == torch.float32
+        rows = weights[:, :, first : first + block.shape[2], : block.shape[3]].float()
+        assert float((block - rows).abs().max()) < 1e-2  # eager rounds its probabilities to bfloat16
+    assert torch.allclose(ours.float(), theirs.float(), atol=2e-2)
+
+
+def test_in_place_softmax_is_torch_softmax():
+    """The backend's CPU softmax runs in place in its reused buffer (aten::_softmax.out with out = input): the same
+    numbers as torch.softmax, masked rows included."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    for shape in ((1, 32, 16, 8192), (2, 4, 3, 7), (1, 1, 1, 1)):
+        logits = torch.randn(*shape, generator=generator) * 8
+        logits[..., shape[-1] // 2 :] = torch.finfo(torch.float32).min  # masked keys, as _apply_mask leaves them
+        expected = torch.softmax(logits, dim=-1)
+        buffer = logits.clone()
+        assert torch.equal(torch.ops.aten._softmax.out(buffer, -1, False, out=buffer), expected)
+
+
 def test_memory_sizes_parse():
     from posemb_cli.backend import parse_memory
 
