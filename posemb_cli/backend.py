@@ -218,7 +218,9 @@ def attention_forward(
     # 8 ms for q·kᵀ, 12 against 3 ms for the softmax, on one such block). Other devices cache their allocations.
     reuse = query.device.type == "cpu"
     buffer = query.new_empty(batch * heads * min(step, q_length) * kv_length) if reuse else None
-    wide = None if not reuse or query.dtype == torch.float32 else torch.empty_like(buffer, dtype=torch.float32)
+    wide = None  # a half-precision model's logits, upcast to float32 as .float() gives them
+    if buffer is not None and query.dtype != torch.float32:
+        wide = torch.empty_like(buffer, dtype=torch.float32)
     for first in range(0, q_length, step):
         last = min(q_length, first + step)
         rows = last - first
@@ -235,7 +237,7 @@ def attention_forward(
             product = buffer[: batch * heads * rows * end].view(batch, kv_heads, groups * rows, end)
             torch.matmul(scaled, keys_t[..., :end], out=product)
             logits = product.view(batch, heads, rows, end)
-            if wide is not None:  # a half-precision model: the logits in float32, as .float() gives them
+            if wide is not None:
                 logits = wide[: logits.numel()].view(logits.shape).copy_(logits)
         if not exact:
             logits.mul_(scaling)
