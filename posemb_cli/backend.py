@@ -216,7 +216,8 @@ def attention_forward(
     # softmax in place): a fresh array per block of 32 MiB (8k tokens, 32 heads, 256 MiB budget) is memory the
     # kernel maps and zeroes again each time, which took longer than the product or the softmax itself (18 against
     # 8 ms for q·kᵀ, 12 against 3 ms for the softmax, on one such block). Other devices cache their allocations.
-    reuse = query.device.type == "cpu"
+    # Not with autograd on (products with out= have no gradient): posemb runs in inference mode.
+    reuse = query.device.type == "cpu" and not torch.is_grad_enabled()
     buffer = query.new_empty(batch * heads * min(step, q_length) * kv_length) if reuse else None
     wide = None  # a half-precision model's logits, upcast to float32 as .float() gives them
     if buffer is not None and query.dtype != torch.float32:
