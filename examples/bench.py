@@ -82,11 +82,14 @@ def compare(
     return name, a, b, a / b, target
 
 
-def alternate(commands: list[list[str]], env: dict[str, str]) -> list[float]:
+def alternate(commands: list[list[str]], env: dict[str, str], outputs: list[str] | None = None) -> list[float]:
     """The median seconds of each command over RUNS rounds, each round running every command once in turn (so that
-    noise from the shared machine falls on all of them), after one warm-up run each (the file cache)."""
+    noise from the shared machine falls on all of them), after one warm-up run each (the file cache), untimed: its
+    stdout is appended to `outputs` when given."""
     for command in commands:
-        _time(command, env)
+        warm = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
+        if outputs is not None:
+            outputs.append(warm.stdout)
     times: list[list[float]] = [[] for _ in commands]
     for _ in range(RUNS):
         for command, runs in zip(commands, times, strict=True):
@@ -566,11 +569,10 @@ def extrapolate_row(posemb: list[str]) -> tuple[str, str, str, float, str, str]:
             handle.write(BATCHED_EXTRAPOLATE)
         batched = [sys.executable, batched_script, *plain[2:]]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "POSEMB_SERVER": "off"}
-        a, b, batched_seconds = alternate([ours, plain, batched], env)  # the batched script in the same rounds
+        outputs: list[str] = []  # the numbers, from each command's warm-up run
+        a, b, batched_seconds = alternate([ours, plain, batched], env, outputs)  # the batched script in the same rounds
         name, ratio, target = "posemb extrapolate, 6 variants vs plain loop", a / b, "<= 0.5x"
-        report = json.loads(subprocess.run(ours, env=env, capture_output=True, text=True, check=True).stdout)
-        expected = json.loads(subprocess.run(plain, env=env, capture_output=True, text=True, check=True).stdout)
-        batched_result = json.loads(subprocess.run(batched, env=env, capture_output=True, text=True, check=True).stdout)
+        report, expected, batched_result = (json.loads(output) for output in outputs)
         worst = max(
             abs(v["perplexity"][n] - expected[v["name"]][n]) / expected[v["name"]][n]
             for v in report["variants"]
