@@ -26,8 +26,8 @@ columns up to there (`keys` ≤ N) and must treat the missing columns as zeros. 
 call only: on the CPU the next block is computed into the same memory (an observer copies what it keeps, as
 `runner._keep` does).
 
-Families whose attention does not go through the interface (DeBERTa-v2, MPNet, Falcon, BLOOM in transformers 5.24;
-`bypasses_interface`) keep transformers' eager path, which builds `heads × N × N` maps per layer.
+Families whose attention does not go through the interface (DeBERTa-v2, MPNet, BLOOM, and Falcon before transformers
+5.25; `bypasses_interface`) keep transformers' eager path, which builds `heads × N × N` maps per layer.
 """
 
 from __future__ import annotations
@@ -89,6 +89,31 @@ class LazyMask:
     @property
     def ndim(self) -> int:
         return 4
+
+    @property
+    def dtype(self) -> Any:
+        import torch
+
+        return torch.bool
+
+    def materialize(self) -> Any:
+        """The whole mask, (batch, 1, q, kv) bool, as transformers' `sdpa_mask` builds it: `q × kv` memory."""
+        return self.rows(0, self.q_length)
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        """A model that computes with its mask (Falcon with ALiBi in transformers 5.25 folds its bias into it: the
+        model's own `heads × N × N` tensor, on SDPA as here) gets the mask built, as transformers would build it;
+        posemb's attention function reads a `LazyMask` block by block and never comes here."""
+
+        def real(value: Any) -> Any:
+            if isinstance(value, LazyMask):
+                return value.materialize()
+            if isinstance(value, (list, tuple)):
+                return type(value)(real(item) for item in value)
+            return value
+
+        return func(*real(args), **{key: real(value) for key, value in (kwargs or {}).items()})
 
     def rows(self, first: int, last: int) -> Any:
         """The boolean mask of query rows first..last − 1, (batch, 1, rows, kv): true where a key is seen."""

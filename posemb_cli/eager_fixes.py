@@ -3,7 +3,8 @@ production (SDPA) path, applied once at load (`models.load`) so that every atten
 posemb reports is the SDPA path's. A family names its correction in the registry (`Family.eager_fix`).
 
 Only families that bypass transformers' AttentionInterface need one; those that go through it get posemb's own
-attention function.
+attention function (as Falcon does from transformers 5.25, whose eager path no longer adds the bias twice: there
+`falcon_alibi_once` finds no `alibi` argument and changes nothing).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 
 
 def falcon_alibi_once(model: Any) -> None:
-    """Falcon with ALiBi (transformers 5, `FalconModel.forward` and `FalconAttention.forward`): the model folds the
-    bias m·j/√head_dim into the attention mask, which both paths add; the eager path also adds `alibi` (m·j) to the
+    """Falcon with ALiBi (transformers 5.0-5.24, `FalconModel.forward` and `FalconAttention.forward`): the model folds
+    the bias m·j/√head_dim into the attention mask, which both paths add; the eager path also adds `alibi` (m·j) to the
     scores before scaling them by 1/√head_dim, so eager logits carry 2m/√head_dim against SDPA's m/√head_dim (and the
     original Falcon-RW code's). Giving each layer's attention a zero `alibi` leaves the mask's bias alone: eager then
     equals SDPA."""

@@ -8,6 +8,7 @@ Module paths are relative to the base model that `transformers.AutoModel` return
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 # Config keys of each size, in the order they are tried (BERT-style, GPT-2-style, DistilBERT-style names).
@@ -37,6 +38,16 @@ def config_value(config: Any, fact: str) -> Any:
         if value is not None:
             return value
     return None
+
+
+@cache
+def _bypasses_interface(model_type: str) -> bool:
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    names = MODEL_MAPPING_NAMES[model_type]  # a class name (a tuple of them for a few multi-class types)
+    model_class = getattr(transformers, names if isinstance(names, str) else names[0])
+    return not model_class._can_set_attn_implementation()
 
 
 @dataclass(frozen=True)
@@ -73,13 +84,17 @@ class Family:
     # a correction posemb applies to the model's eager attention at load (`eager_fixes.FIXES`), so that the maps and
     # hidden states are those of the production (SDPA) path; None: eager already equals SDPA
     eager_fix: str | None = None
-    # its attention bypasses transformers' AttentionInterface (transformers 5.24), so posemb reads transformers'
-    # eager maps, heads × N × N per layer, instead of its own backend (tests/test_backend.py checks the list)
-    eager_attention: bool = False
+
+    def eager_attention(self) -> bool:
+        """Whether this family's attention bypasses transformers' AttentionInterface, so that posemb reads
+        transformers' eager maps, heads × N × N per layer, instead of its own backend: DeBERTa-v2, MPNet and BLOOM,
+        and Falcon before transformers 5.25. Asked of the installed transformers (its own test of the family's
+        modeling source, as `backend.bypasses_interface` asks of a loaded model), so it follows the version."""
+        return bool(self.model_types) and _bypasses_interface(self.model_types[0])
 
     def attention_cost(self) -> str:
         """How posemb reads this family's attention, for `posemb models`: its backend, or N × N eager maps."""
-        return "eager N×N" if self.eager_attention else "posemb"
+        return "eager N×N" if self.eager_attention() else "posemb"
 
     def position_scheme(self, config: Any) -> str:
         for attribute, scheme in self.scheme_rules:
@@ -218,7 +233,6 @@ FAMILIES: tuple[Family, ...] = (
         "BLOOM",
         ("bloom",),
         "alibi",
-        eager_attention=True,
         token_embedding="word_embeddings",
         causal=True,
         position_ids_argument=None,
@@ -249,14 +263,13 @@ FAMILIES += (
         "Falcon",
         ("falcon",),
         "rotary",
-        eager_attention=True,
         token_embedding="word_embeddings",
         rotary_embedding="rotary_emb",
         causal=True,
         attention_module="h.{layer}.self_attention",
         scheme_rules=(("alibi", "alibi"),),
         alibi_slope_rule="bf16(m)/sqrt(head_dim)",
-        eager_fix="falcon_alibi_once",  # transformers' eager path adds the ALiBi bias twice (SDPA: once)
+        eager_fix="falcon_alibi_once",  # eager adds the ALiBi bias twice before transformers 5.25 (SDPA: once)
     ),
     Family(
         "OPT",
@@ -293,7 +306,6 @@ FAMILIES += (
         "MPNet",
         ("mpnet",),
         "learned_absolute+relative_bucket",
-        eager_attention=True,
         token_embedding="embeddings.word_embeddings",
         position_embedding="embeddings.position_embeddings",
         position_table="embeddings.position_embeddings",
@@ -308,7 +320,6 @@ FAMILIES += (
         "DeBERTa",
         ("deberta-v2",),
         "disentangled",
-        eager_attention=True,
         token_embedding="embeddings.word_embeddings",
         position_embedding="embeddings.position_embeddings",  # only with position_biased_input
         segment_embedding="embeddings.token_type_embeddings",  # only with type_vocab_size > 0

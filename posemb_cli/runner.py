@@ -14,11 +14,11 @@ A caller says what it needs from one forward of a batch:
 
 Families whose attention goes through transformers' AttentionInterface run on posemb's backend (`backend.py`): the
 model computes its own q, k, v and RoPE, and posemb the attention, block by block, without any N × N tensor.
-Families that bypass the interface (`backend.bypasses_interface`: DeBERTa-v2, MPNet, Falcon, BLOOM) run eager: each
-layer's full (batch, heads, N, N) maps are read from a forward hook on the layer's attention module (registry:
-`Family.attention_module`), cut into the same row blocks, and dropped after their layer. For those, `fallback_check`
-compares eager and SDPA hidden states once per model and says when they differ (the eager maps are then not what the
-model computes in production).
+Families that bypass the interface (`backend.bypasses_interface`: DeBERTa-v2, MPNet, BLOOM; Falcon before
+transformers 5.25) run eager: each layer's full (batch, heads, N, N) maps are read from a forward hook on the layer's
+attention module (registry: `Family.attention_module`), cut into the same row blocks, and dropped after their layer.
+For those, `fallback_check` compares eager and SDPA hidden states once per model and says when they differ (the eager
+maps are then not what the model computes in production).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ os.environ["POSEMB_SERVER"] = "off"
 # Each model folder is loaded once per test run: later load() calls (the CLI run in-process included) get the same
 # tokenizer and model back. No test changes a loaded model; one that must would load a copy of the folder.
 enable_load_cache()
+
+# transformers 5.25 routes Falcon's attention through AttentionInterface (posemb's backend); before: Falcon's own code
+FALCON_ON_INTERFACE = tuple(int(part) for part in metadata.version("transformers").split(".")[:2]) >= (5, 25)
 
 CORPUS = [
     "The cat sat on the mat.",

@@ -125,7 +125,11 @@ def test_attention_change_is_ablated_minus_normal(ablation):
 
     def summary(position_ids):
         with torch.inference_mode():
-            out = model(torch.tensor([ids]), position_ids=torch.tensor([position_ids]), output_attentions=True)
+            # with its attention mask, as posemb gives it: without one, transformers >= 5.25 reads position ids
+            # that do not count up by one as packed sequences and masks attention between them
+            tokens = torch.tensor([ids])
+            out = model(tokens, attention_mask=torch.ones_like(tokens), position_ids=torch.tensor([position_ids]),
+                        output_attentions=True)  # fmt: skip
         a = np.stack([x[0].double().numpy() for x in out.attentions])  # (layers, heads, n, n)
         n = a.shape[-1]
         smoothed = 0.9999 * a + 1e-4 / n

@@ -10,10 +10,10 @@ import shutil
 from types import SimpleNamespace
 
 import pytest
-from conftest import FAMILIES, TINY, run_cli
+from conftest import FALCON_ON_INTERFACE, FAMILIES, TINY, run_cli
 
 # Families whose attention does not go through transformers' AttentionInterface in transformers 5.24 (docs say so)
-BYPASS = {"BLOOM", "Falcon", "MPNet", "DeBERTa"}
+BYPASS = {"BLOOM", "MPNet", "DeBERTa"} | (set() if FALCON_ON_INTERFACE else {"Falcon"})
 # Small enough that a 19-token batch is cut into several query blocks (the blocking is what is tested)
 SMALL_MEMORY = 4 * 6 * 4 * 2 * 20 * 3  # 3 rows per block for 2 texts × 4 heads × ~20 keys
 
@@ -86,7 +86,7 @@ def test_families_that_bypass_the_interface(tiny_models):
 
     bypass = {family for family in FAMILIES if backend.bypasses_interface(load(str(tiny_models[family])).model)}
     assert bypass == BYPASS
-    assert {family.name for family in REGISTRY if family.eager_attention} == BYPASS  # what `posemb models` says
+    assert {family.name for family in REGISTRY if family.eager_attention()} == BYPASS  # what `posemb models` says
     listed = json.loads(run_cli("models", "--json").stdout)
     assert listed[0]["family"] == "BERT" and listed[0]["attention"] == "posemb"
 
@@ -156,6 +156,24 @@ def _causal_mask(n):
 
     allowed = torch.ones(n, n, dtype=torch.bool).tril()
     return torch.where(allowed, 0.0, torch.finfo(torch.float32).min)[None, None].expand(2, 1, n, n)
+
+
+def test_a_model_that_computes_with_its_mask_gets_transformers_mask():
+    """Falcon with ALiBi (transformers 5.25) reads the mask's dtype and hands it to torch.where: the LazyMask then
+    becomes the tensor transformers' own sdpa_mask builds (a causal and a padding mask here, 11 rows)."""
+    import torch
+    from transformers.masking_utils import sdpa_mask
+
+    from posemb_cli import backend
+
+    padding = torch.ones(2, 11, dtype=torch.bool)  # as create_causal_mask passes it on
+    padding[1, 8:] = False
+    lazy = backend.mask_forward(2, 11, 11, attention_mask=padding)
+    built = sdpa_mask(2, 11, 11, attention_mask=padding, allow_is_causal_skip=False)
+    assert lazy.dtype == torch.bool and lazy.shape == tuple(built.shape)
+    bias = torch.where(lazy, torch.full((), 0.0), torch.finfo(torch.float32).min)  # Falcon's own line
+    assert torch.equal(bias, torch.where(built, 0.0, torch.finfo(torch.float32).min))
+    assert torch.equal(torch.stack([lazy, built]), torch.stack([built, built]))  # one in a list, too
 
 
 def test_softcap_matches_gemma2_eager():
@@ -267,14 +285,30 @@ def test_tiny_rows_cover_every_registry_family():
 
 
 def test_eager_fallback_warns_when_sdpa_differs(tmp_path, tiny_models, monkeypatch):
-    """Falcon with ALiBi: transformers' eager and SDPA paths disagree (transformers 5.24). posemb's correction
-    (eager_fixes) makes them agree, so no warning; without it, the check sees the difference and says so once."""
+    """Falcon with ALiBi: transformers 5.24's eager path adds the bias twice (2m/√d; SDPA m/√d). posemb's correction
+    (eager_fixes) makes the two agree, so no warning; without it, the check sees the difference and says so once.
+    transformers 5.25 sends Falcon through the interface (posemb's backend) with the eager path fixed: there the
+    test puts 5.24's eager back by hand (the mask, which carries the bias, added twice) on a model made to fall
+    back, so that the check meets the same difference."""
     import torch
     import transformers
     from conftest import Tiny, _tokenizer
+    from transformers.models.falcon import modeling_falcon
 
-    from posemb_cli import eager_fixes, runner
+    from posemb_cli import backend, eager_fixes, runner
     from posemb_cli.models import load
+
+    if FALCON_ON_INTERFACE:
+        assert not backend.bypasses_interface(load(str(tiny_models["Falcon"])).model)
+        real_eager = modeling_falcon.eager_attention_forward
+
+        def bias_twice(module, query, key, value, attention_mask, **kwargs):
+            twice = attention_mask + attention_mask.clamp(min=-1e4)  # the bias again; masked keys stay masked
+            return real_eager(module, query, key, value, twice, **kwargs)
+
+        monkeypatch.setattr(backend, "bypasses_interface", lambda model: True)
+        monkeypatch.setattr(modeling_falcon, "eager_attention_forward", bias_twice)
+        monkeypatch.setitem(eager_fixes.FIXES, "falcon_alibi_once", lambda model: None)  # 5.24's eager as it is
 
     row = Tiny("falcon", "bos", dict(TINY["Falcon"].config, alibi=True))
     tokenizer = _tokenizer(row.tokenizer)
@@ -282,19 +316,19 @@ def test_eager_fallback_warns_when_sdpa_differs(tmp_path, tiny_models, monkeypat
     config = transformers.AutoConfig.for_model(row.model_type, vocab_size=len(tokenizer), **row.config)
     transformers.AutoModel.from_config(config).save_pretrained(str(tmp_path))
     tokenizer.save_pretrained(str(tmp_path))
-    loaded = load(str(tmp_path))
     ids = torch.randint(0, 300, (1, 16), generator=torch.Generator().manual_seed(0))
     options = {"attention_mask": torch.ones_like(ids), "output_hidden_states": True, "use_cache": False}
     with torch.inference_mode():
         eager = transformers.AutoModel.from_pretrained(str(tmp_path), attn_implementation="eager")(ids, **options)
         sdpa = transformers.AutoModel.from_pretrained(str(tmp_path), attn_implementation="sdpa")(ids, **options)
     assert float((eager.hidden_states[-1] - sdpa.hidden_states[-1]).abs().max()) > 1e-3  # they do differ
-    assert runner.fallback_check(loaded) == []  # posemb's corrected eager path equals SDPA
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("The cat sat on the mat.\n", encoding="utf-8")
-    corrected = run_cli("stats", str(corpus), "-m", str(tmp_path), "--format", "csv")
-    assert corrected.exit_code == 0 and "give different hidden states" not in corrected.stderr
-    monkeypatch.setitem(eager_fixes.FIXES, "falcon_alibi_once", lambda model: None)  # transformers' eager as it is
+    if not FALCON_ON_INTERFACE:
+        assert runner.fallback_check(load(str(tmp_path))) == []  # posemb's corrected eager path equals SDPA
+        corrected = run_cli("stats", str(corpus), "-m", str(tmp_path), "--format", "csv")
+        assert corrected.exit_code == 0 and "give different hidden states" not in corrected.stderr
+        monkeypatch.setitem(eager_fixes.FIXES, "falcon_alibi_once", lambda model: None)  # transformers' eager as it is
     uncorrected = shutil.copytree(tmp_path, tmp_path.parent / f"{tmp_path.name}-uncorrected")  # not a cached model
     (warning,) = runner.fallback_check(load(str(uncorrected)))
     assert "eager attention" in warning and "SDPA" in warning

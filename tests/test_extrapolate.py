@@ -410,9 +410,9 @@ def test_doc_examples(tmp_path, monkeypatch):
 
 
 def test_attention_refused_where_the_model_computes_its_own(lm, tiny_models):
-    """Falcon's attention bypasses transformers' attention interface, so posemb's backend never sees it: a usage
+    """BLOOM's attention bypasses transformers' attention interface, so posemb's backend never sees it: a usage
     error, one line."""
-    folder = tiny_models["Falcon"]
+    folder = tiny_models["BLOOM"]
     args = ["extrapolate", str(lm["text"]), "-m", str(folder), "--lengths", "8"]
     _one_line_error(run_cli(*args, "--attention"), 2, "--attention reads the attention on posemb's backend")
     assert run_cli(*args).exit_code == 0

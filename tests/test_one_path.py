@@ -52,12 +52,12 @@ def assert_layers_equal(got: list[dict[str, float]], expected: list[dict[str, fl
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["layer"], key)
 
 
-@pytest.mark.parametrize("family", ["LLaMA", "BERT", "Falcon"])  # causal on the backend, an encoder, eager hooks
+@pytest.mark.parametrize("family", ["LLaMA", "BERT", "BLOOM"])  # causal on the backend, an encoder, eager hooks
 def test_reduced_layers_equal_eager_maps(tiny_models, family):
     path = tiny_models[family]
     loaded = load(str(path))
     results = list(inspect_texts(loaded, TEXTS, batch_size=2, maps=None))
-    assert runner.uses_backend(loaded) == (family != "Falcon")
+    assert runner.uses_backend(loaded) == (family != "BLOOM")
     assert len({len(r.tokens) for r in results}) == 2  # padded: the texts differ in length
     for text, result in zip(TEXTS, results, strict=True):
         assert result.attention is None  # no maps kept
