@@ -88,26 +88,50 @@ def sink(a: np.ndarray, k: int) -> np.ndarray:
     return mass_on(a, first_tokens(a.shape[-1], k))
 
 
-def entropy_torch(a: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+class Scratch:
+    """Temporaries that a block reduction reuses from block to block: one flat buffer per name, grown as needed. A
+    fresh array of a few MiB per pass is memory the allocator maps and the kernel zeroes again each time; at 8k
+    tokens that was half of `entropy_torch`'s time (13 against 7 ms on a block of 32 rows × 32 heads). An owner
+    (one reduction of one forward) keeps one; a view it hands out is valid until the next `take` of that name."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised array of `like`'s shape, dtype and device."""
+        import torch
+
+        held = self._buffers.get(name)
+        count = like.numel()
+        if held is None or held.numel() < count or held.dtype != like.dtype or held.device != like.device:
+            held = torch.empty(count, dtype=like.dtype, device=like.device)
+            self._buffers[name] = held
+        return held[:count].view(like.shape)
+
+
+def entropy_torch(a: torch.Tensor, key_mask: torch.Tensor, scratch: Scratch | None = None) -> torch.Tensor:
     """`entropy` for a padded batch: n is each text's own length (key_mask.sum), padded keys are left out of Σ_j.
 
     a: (batch, heads, rows, n), all query rows or a block of them; key_mask: (batch, n) bool. Returns (batch, heads,
     rows). A padded key carries zero attention, so its smoothed term is the constant (ε/n)·ln(ε/n): the sum runs over
     all keys in three passes (smooth, ln, x·ln x summed) and that constant is taken back out for each padded key. The
     passes run a few heads at a time, so that their temporaries stay in cache (twice as fast on a 16-row block of 32
-    heads × 8k keys as one pass over the whole block; the same numbers)."""
+    heads × 8k keys as one pass over the whole block; the same numbers), in `scratch`'s buffers when given."""
     import torch
 
     n = key_mask.sum(-1).to(a.dtype)[:, None, None]  # (batch, 1, 1)
     floor = (ENTROPY_SMOOTHING / n)[..., None]
     total = a.new_empty(a.shape[:-1])
     step = max(1, CACHE_BYTES // max(1, a[:, :1].numel() * a.element_size()))
+    scratch = scratch or Scratch()
     for first in range(0, a.shape[1], step):
-        heads = slice(first, first + step)
-        smoothed = torch.add(floor, a[:, heads], alpha=1.0 - ENTROPY_SMOOTHING)  # two temporaries: smoothed, its ln
+        chunk = a[:, first : first + step]
+        smoothed = scratch.take("smoothed", chunk)  # two temporaries: smoothed, its ln
+        torch.add(floor, chunk, alpha=1.0 - ENTROPY_SMOOTHING, out=smoothed)
+        logs = torch.log(smoothed, out=scratch.take("log", chunk))
         # Σ_j x·ln x per row: the smoothed terms are > 0, so no xlogy; einsum is one fused product per row, 3x faster
         # on CPU than linalg.vecdot (which multiplies into a temporary, then sums)
-        total[:, heads] = torch.einsum("...j,...j->...", smoothed, smoothed.log())
+        total[:, first : first + step] = torch.einsum("...j,...j->...", smoothed, logs)
     padded = a.shape[-1] - n
     return -(total - padded * floor[..., 0] * floor[..., 0].log())
 
@@ -394,6 +418,7 @@ class BlockSums:
         self.deviation = torch.zeros(batch, layers, dtype=torch.float64, device=self.device)
         self.nonfinite: Any = None  # (batch, layers, heads), once the heads are known
         self.heads = 0
+        self.scratch = Scratch()
 
     def __call__(self, layer: int, first_row: int, block: torch.Tensor) -> None:
         import torch
@@ -410,7 +435,7 @@ class BlockSums:
         has_next[:, : ahead.shape[1]] = ahead
         special = self.special[:, :keys, None]
         values = {
-            "entropy": (entropy_torch(block, self.real), real),
+            "entropy": (entropy_torch(block, self.real, self.scratch), real),
             "distance": (distance_torch(block, first_row), real),
             "special": (mass_on_torch(block, special)[..., 0], real),
             "self": (self_attention_torch(block, first_row), real),

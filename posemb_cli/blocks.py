@@ -22,6 +22,7 @@ from typing import Any
 
 FAR_DISTANCE, FAR_LEFT, FAR_RIGHT = 0, 1, 2  # the plan's first columns; the distance bins follow
 PLAN_COLUMNS = 3
+PRODUCT_WIDTH = 16  # `reduce`'s product runs on a multiple of this many columns
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,22 @@ def reduce(block: Any, the_plan: Plan, key_masks: Any) -> tuple[Any, Any, Any]:
     size, heads, rows, keys = block.shape
     masks = key_masks.shape[-1]
     weights = torch.cat([key_masks.to(block.dtype), the_plan.columns.expand(size, -1, -1)], dim=-1)
-    product = torch.bmm(block.reshape(size, heads * rows, keys), weights).view(size, heads, rows, -1)
+    flat = block.reshape(size, heads * rows, keys)
+    # the product is compute-bound (a few dozen columns against thousands of keys): columns that are zero for every
+    # key (a segment or token kind the batch lacks, distance bins with no far key in this block) are left out, and
+    # the rest padded with zero columns to a multiple of PRODUCT_WIDTH, the width the CPU's kernels do fastest (on
+    # 1,024 × 4,128 probabilities: 1.2 ms for 16 columns, 1.9 for 24 or 32, 3.1 for 15, 2.7 for 8)
+    columns = weights.shape[-1]
+    used = weights.reshape(-1, columns).any(dim=0).nonzero().flatten()
+    width = -(-max(1, len(used)) // PRODUCT_WIDTH) * PRODUCT_WIDTH
+    if width >= columns:
+        product = torch.bmm(flat, weights)
+    else:
+        narrow = weights.new_zeros(size, keys, width)
+        narrow[..., : len(used)] = weights[..., used]
+        product = flat.new_zeros(size, heads * rows, columns)
+        product[..., used] = torch.bmm(flat, narrow)[..., : len(used)]
+    product = product.view(size, heads, rows, -1)
     masses, far = product[..., :masks], product[..., masks:]
     near = block.index_select(-1, the_plan.near)  # (batch, heads, rows, M)
     distance = (

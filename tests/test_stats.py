@@ -247,7 +247,8 @@ def test_torch_statistics_agree_with_numpy():
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_block_reductions_equal_the_definitions(causal):
+@pytest.mark.parametrize("kinds", [5, 16])  # the product on 16 columns (zero ones left out), on all of them
+def test_block_reductions_equal_the_definitions(causal, kinds):
     """blocks.reduce (one matrix product per block, plus the near keys gathered) gives each row's key masses,
     distance and distance-bin masses as the definitions do: `attention.distance_torch`, `attention.mass_on_torch`
     and the bin of |i − j| summed key by key in float64 here, for blocks anywhere in the map, causal blocks cut at
@@ -265,7 +266,8 @@ def test_block_reductions_equal_the_definitions(causal):
     if causal:
         logits = logits.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
     maps = torch.softmax(logits, -1)
-    key_masks = (torch.rand(size, n, 4) > 0.5).float()
+    key_masks = (torch.rand(size, n, kinds) > 0.5).float()
+    key_masks[..., 4] = 0  # a kind of token the batch lacks: reduce leaves zero columns out of its product
     i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
     bin_of = torch.tensor(
         [[next(b for b, (lo, hi) in enumerate(edges) if lo <= d <= hi) for d in row] for row in (i - j).abs().tolist()]

@@ -71,6 +71,7 @@ class _Reducer:
         self.batch: _Batch | None = None
         self.memory = backend.DEFAULT_MEMORY
         self.on_layer: Callable[[int], None] | None = None
+        self.scratch = attention.Scratch()  # the block reductions' temporaries, reused from block to block
 
     def _zeros(self) -> tuple[Any, Any, Any]:
         import torch
@@ -194,7 +195,7 @@ class _Reducer:
                 masses[..., _PUNCT],
                 masses[..., _SINK],
                 attention.self_attention_torch(block, top),
-                attention.entropy_torch(block, batch.real),
+                attention.entropy_torch(block, batch.real, self.scratch),
                 distance,
                 own,
                 other,
