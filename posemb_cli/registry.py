@@ -41,13 +41,10 @@ def config_value(config: Any, fact: str) -> Any:
 
 
 @cache
-def _bypasses_interface(model_type: str) -> bool:
-    import transformers
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+def _transformers_version() -> tuple[int, ...]:
+    from importlib import metadata
 
-    names = MODEL_MAPPING_NAMES[model_type]  # a class name (a tuple of them for a few multi-class types)
-    model_class = getattr(transformers, names if isinstance(names, str) else names[0])
-    return not model_class._can_set_attn_implementation()
+    return tuple(int(part) for part in metadata.version("transformers").split(".")[:2] if part.isdigit())
 
 
 @dataclass(frozen=True)
@@ -84,17 +81,23 @@ class Family:
     # a correction posemb applies to the model's eager attention at load (`eager_fixes.FIXES`), so that the maps and
     # hidden states are those of the production (SDPA) path; None: eager already equals SDPA
     eager_fix: str | None = None
+    # its attention bypasses transformers' AttentionInterface, so posemb reads transformers' eager maps, heads × N × N
+    # per layer, instead of its own backend; `interface_from`: the transformers version from which it goes through
+    # the interface (tests/test_backend.py checks both against the installed transformers' own test of the models)
+    eager_attention: bool = False
+    interface_from: tuple[int, int] | None = None
 
-    def eager_attention(self) -> bool:
-        """Whether this family's attention bypasses transformers' AttentionInterface, so that posemb reads
-        transformers' eager maps, heads × N × N per layer, instead of its own backend: DeBERTa-v2, MPNet and BLOOM,
-        and Falcon before transformers 5.25. Asked of the installed transformers (its own test of the family's
-        modeling source, as `backend.bypasses_interface` asks of a loaded model), so it follows the version."""
-        return bool(self.model_types) and _bypasses_interface(self.model_types[0])
+    def reads_eager(self) -> bool:
+        """Whether posemb reads this family's attention from transformers' eager maps with the installed
+        transformers: DeBERTa-v2, MPNet and BLOOM, and Falcon before transformers 5.25. (The version is read from
+        the package metadata: `posemb models` imports no modeling code.)"""
+        if not self.eager_attention:
+            return False
+        return self.interface_from is None or _transformers_version() < self.interface_from
 
     def attention_cost(self) -> str:
         """How posemb reads this family's attention, for `posemb models`: its backend, or N × N eager maps."""
-        return "eager N×N" if self.eager_attention() else "posemb"
+        return "eager N×N" if self.reads_eager() else "posemb"
 
     def position_scheme(self, config: Any) -> str:
         for attribute, scheme in self.scheme_rules:
@@ -233,6 +236,7 @@ FAMILIES: tuple[Family, ...] = (
         "BLOOM",
         ("bloom",),
         "alibi",
+        eager_attention=True,
         token_embedding="word_embeddings",
         causal=True,
         position_ids_argument=None,
@@ -263,6 +267,8 @@ FAMILIES += (
         "Falcon",
         ("falcon",),
         "rotary",
+        eager_attention=True,
+        interface_from=(5, 25),
         token_embedding="word_embeddings",
         rotary_embedding="rotary_emb",
         causal=True,
@@ -306,6 +312,7 @@ FAMILIES += (
         "MPNet",
         ("mpnet",),
         "learned_absolute+relative_bucket",
+        eager_attention=True,
         token_embedding="embeddings.word_embeddings",
         position_embedding="embeddings.position_embeddings",
         position_table="embeddings.position_embeddings",
@@ -320,6 +327,7 @@ FAMILIES += (
         "DeBERTa",
         ("deberta-v2",),
         "disentangled",
+        eager_attention=True,
         token_embedding="embeddings.word_embeddings",
         position_embedding="embeddings.position_embeddings",  # only with position_biased_input
         segment_embedding="embeddings.token_type_embeddings",  # only with type_vocab_size > 0

@@ -86,7 +86,7 @@ def test_families_that_bypass_the_interface(tiny_models):
 
     bypass = {family for family in FAMILIES if backend.bypasses_interface(load(str(tiny_models[family])).model)}
     assert bypass == BYPASS
-    assert {family.name for family in REGISTRY if family.eager_attention()} == BYPASS  # what `posemb models` says
+    assert {family.name for family in REGISTRY if family.reads_eager()} == BYPASS  # what `posemb models` says
     listed = json.loads(run_cli("models", "--json").stdout)
     assert listed[0]["family"] == "BERT" and listed[0]["attention"] == "posemb"
 
