@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import FALCON_ON_INTERFACE, FAMILIES, TINY, run_cli
 
-# Families whose attention does not go through transformers' AttentionInterface in transformers 5.24 (docs say so)
+# Families whose attention bypasses transformers' AttentionInterface with the installed version (docs say so)
 BYPASS = {"BLOOM", "MPNet", "DeBERTa"} | (set() if FALCON_ON_INTERFACE else {"Falcon"})
 # Small enough that a 19-token batch is cut into several query blocks (the blocking is what is tested)
 SMALL_MEMORY = 4 * 6 * 4 * 2 * 20 * 3  # 3 rows per block for 2 texts × 4 heads × ~20 keys
