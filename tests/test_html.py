@@ -52,6 +52,25 @@ def browser():
     playwright.stop()
 
 
+# What a reader cannot read whole on the shown view: a table title wider than the screen or than its own box, or a
+# word of a picture drawn past the edge of its <svg>.
+CUT_OFF = """() => {
+  const cut = [];
+  for (const title of document.querySelectorAll("caption, .caption")) {
+    if (!title.offsetParent) continue;  // in a hidden view
+    const box = title.getBoundingClientRect();
+    if (box.right > window.innerWidth + 0.5 || title.scrollWidth > title.clientWidth + 0.5) cut.push(title.textContent);
+  }
+  for (const text of document.querySelectorAll("svg text")) {
+    const frame = text.ownerSVGElement ? text.ownerSVGElement.getBoundingClientRect() : null;
+    if (!frame || !frame.width) continue;
+    const b = text.getBoundingClientRect();  // as drawn: rotated labels too
+    if (b.left < frame.left - 0.5 || b.right > frame.right + 0.5) cut.push(text.textContent);
+  }
+  return cut;
+}"""
+
+
 class Page:
     """A page of the browser with everything it did recorded: console errors, requests, dialogs (alert)."""
 
@@ -79,6 +98,7 @@ class Page:
         """No sideways scroll of the page itself (a wide table may scroll inside its own box)."""
         width, inner = self.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
         assert width <= inner, f"{what}: the page is {width} px wide on a {inner} px screen"
+        assert self.page.evaluate(CUT_OFF) == [], f"{what}: words cut off"
 
     def every_view_fits(self, name: str) -> None:
         for tab in self.page.locator("[role=tab]").all():

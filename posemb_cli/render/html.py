@@ -534,7 +534,7 @@ def profile_report(path: Path, result: Any, kind: str) -> None:
     """`stats --plot distance|keys -o FILE.html`: the profile's picture and its numbers as a table that sorts (per
     head and distance bin, or per layer and key bin)."""
     from .figures.profiles import distance_grid, plot_profile
-    from .stats_output import stats_title
+    from .stats_output import stats_source
 
     if kind == "distance":
         grid, labels = distance_grid(result)
@@ -544,7 +544,7 @@ def profile_report(path: Path, result: Any, kind: str) -> None:
             for layer in range(grid.shape[0])
             for head in range(grid.shape[1])
         ]
-        alt, what = "per layer, heads × distance bins", "attention mass at offset |i − j| per query row"
+        alt, what = "per layer, heads × distance bins", "per head: attention mass at offset |i − j| per query row"
     else:
         bins = result.key_bins or 0
         labels = [f"{100 * b // bins}–{100 * (b + 1) // bins}%" for b in range(bins)]
@@ -553,10 +553,11 @@ def profile_report(path: Path, result: Any, kind: str) -> None:
             {"layer": e["layer"], **dict(zip(labels, e["bins"], strict=True)), "first": e["first"], "last": e["last"]}
             for e in result.key_profile or []
         ]
-        alt, what = "one curve per layer", "attention mass received per bin of the text (first / last 1% of keys)"
+        alt = "one curve per layer"
+        what = "per layer: attention mass received per bin of the text (first / last 1% of keys)"
     blocks = [
         picture_block(lambda svg: plot_profile(result, kind, svg), alt),
-        rows_block(f"{stats_title(result)} · {what}", rows, columns),
+        rows_block(f"{stats_source(result)} · {what}", rows, columns),
     ]
     name = "distance_profile" if kind == "distance" else "key_profile"
     write_report(path, report_page(f"posemb stats {name} · {result.model.name}", blocks))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..spectrum import Spectrum
+from .figures.labels import counted
 
 
 def print_spectrum(console: Any, result: Spectrum) -> None:
@@ -13,7 +14,8 @@ def print_spectrum(console: Any, result: Spectrum) -> None:
 
     pairs = result.rotary_dim // 2
     console.print(
-        f"{result.model} · rotary spectrum · {result.corpus}: {result.texts} texts, {result.tokens} tokens · "
+        f"{result.model} · rotary spectrum · {result.corpus}: {counted(result.texts, 'text')}, "
+        f"{counted(result.tokens, 'token')} · "
         f"{result.heads} heads, {result.kv_heads} KV heads, {pairs} rotary pairs"
     )
     table = Table(title="mean 2-norm of each rotary pair's query / key chunk (Barbero et al. 2025)")
@@ -78,7 +80,8 @@ def plot_spectrum(result: Spectrum, path: Path, dpi: float = 150, columns: int =
         ax.set_ylabel("head", fontsize=8)
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.8, label="mean query-chunk 2-norm")
-    fig.suptitle(f"rotary spectrum · {result.model} · {result.texts} texts · {result.tokens} tokens", fontsize=10)
+    source = f"{counted(result.texts, 'text')} · {counted(result.tokens, 'token')}"
+    fig.suptitle(f"rotary spectrum · {result.model} · {source}", fontsize=10)
     save(fig, path, dpi)
 
 

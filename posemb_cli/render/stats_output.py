@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..output import Output
 from ..stats import CorpusStats
+from .figures.labels import counted
 from .listing import render_rows
 
 
@@ -17,8 +18,13 @@ def print_stats(out: Output, result: CorpusStats, fmt: str, sort: str | None = N
 
 
 def stats_title(result: CorpusStats) -> str:
-    """The heads table's title: model, texts, tokens, and the shards a merged or sharded run holds."""
-    title = f"{result.model.name} · {result.texts} texts · {result.tokens} tokens · per head, means over all query rows"
+    """The heads table's title: what was read (`stats_source`) and what a row is."""
+    return f"{stats_source(result)} · per head, means over all query rows"
+
+
+def stats_source(result: CorpusStats) -> str:
+    """Model, texts, tokens, and the shards a merged or sharded run holds."""
+    title = f"{result.model.name} · {counted(result.texts, 'text')} · {counted(result.tokens, 'token')}"
     if result.shards is not None:
         held, count, missing = result.shards["indices"], result.shards["count"], result.shards["missing"]
         title += f" · shard{'s' if len(held) > 1 else ''} {','.join(map(str, held))} of {count}"

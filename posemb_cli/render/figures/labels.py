@@ -123,6 +123,11 @@ def plain(text: str) -> str:
     return text.replace("$", r"\$")
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 text', '2 texts': a count and its noun, for titles."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def shorten(text: str, limit: int = 80) -> str:
     """Whitespace runs made single spaces, then cut to `limit` characters with an ellipsis."""
     text = " ".join(text.split())

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ...stats import CorpusStats
+from .labels import counted
 from .toolkit import LINE_COLOURS, picture_format, save
 
 DPI = 150
@@ -40,7 +41,7 @@ def plot_profile(result: CorpusStats, kind: str, path: Path, dpi: float = DPI) -
 
     picture_format(path)
     info = result.model
-    title = f"{info.name} · {result.texts} texts · {result.tokens} tokens"
+    title = f"{info.name} · {counted(result.texts, 'text')} · {counted(result.tokens, 'token')}"
     if kind == "distance":
         grid, labels = distance_grid(result)
         columns = min(4, info.layers)

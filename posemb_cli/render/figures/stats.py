@@ -16,6 +16,7 @@ import numpy as np
 
 from ... import attention
 from ...stats import PATTERNS, CorpusStats
+from .labels import counted
 from .toolkit import picture_format, save
 
 DPI = 150
@@ -48,7 +49,8 @@ def plot_stats(result: CorpusStats, path: Path, dpi: float = DPI) -> dict[str, n
     FigureCanvasAgg(fig)
     info = result.model
     fig.suptitle(
-        f"{info.name} · attention statistics per head over {result.texts} texts ({result.tokens} tokens)",
+        f"{info.name} · attention statistics per head over {counted(result.texts, 'text')} "
+        f"({counted(result.tokens, 'token')})",
         fontsize=10,
     )
     shown: dict[str, np.ndarray] = {}

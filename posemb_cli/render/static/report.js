@@ -787,9 +787,13 @@
     return Number.isNaN(number) ? null : number;
   }
 
+  let tableCount = 0;  // ids for the tables' titles
   function table(block) {
-    const node = el("table", { class: "sortable" });
-    if (block.title) node.append(say(el("caption"), [{ user: block.title }]));
+    // the title sits above the table's scrolling box, not in it: on a phone it wraps at the screen's width
+    const node = el("table", { class: "sortable" }), tableId = "table-" + (++tableCount);
+    const title = block.title ? say(el("p", { class: "caption", id: tableId + "-title" }), [{ user: block.title }]) :
+      null;
+    if (title) node.setAttribute("aria-labelledby", tableId + "-title");
     const head = el("thead"), body = el("tbody"), tr = el("tr");
     head.append(tr);
     node.append(head, body);
@@ -828,7 +832,10 @@
       tr.append(th);
     });
     fill();
-    return scroller(node);
+    if (!title) return scroller(node);
+    const box = el("div", {});
+    box.append(title, scroller(node));
+    return box;
   }
 
   // one small layers x heads heatmap per statistic (stats), each on its own scale with its colour bar, the value in
@@ -840,8 +847,10 @@
     const headTicks = ticks(block.heads, (block.heads * cell) / 22);
     const layerTicks = ticks(block.layers, (block.layers * cell) / 14);
     const map = (name, colourOf, text) => {
-      const left = 26, width = block.heads * cell, height = block.layers * cell;
-      const svg = svgEl("svg", { width: left + width + 2, height: height + 28, role: "img",
+      // the axis title is about 105 px wide at 10 px (not class muted: its rem size would win over the attribute): a map narrower than that starts it at the map's left edge and
+      // widens the picture to hold it (a few heads would cut it off)
+      const left = 26, width = block.heads * cell, height = block.layers * cell, titleW = 110;
+      const svg = svgEl("svg", { width: left + Math.max(width, titleW) + 2, height: height + 28, role: "img",
         "aria-label": name + " per layer and head" });
       for (let k = 0; k < block.layers * block.heads; k++) {
         const layer = Math.floor(k / block.heads), head = k % block.heads;
@@ -860,8 +869,9 @@
         svg.append(svgEl("text", { x: left + (t.at + 0.5) * cell, y: height + 12, "text-anchor": "middle",
           "font-size": 10 }, t.text));
       }
-      svg.append(svgEl("text", { x: left + width / 2, y: height + 25, "text-anchor": "middle", "font-size": 10,
-        class: "muted" }, "head (rows: layers)"));
+      const wide = width >= titleW;
+      svg.append(svgEl("text", { x: wide ? left + width / 2 : left, y: height + 25,
+        "text-anchor": wide ? "middle" : "start", "font-size": 10, fill: "#5f6368" }, "head (rows: layers)"));
       return svg;
     };
     for (const [name, values] of Object.entries(block.values)) {
