@@ -790,10 +790,9 @@
   let tableCount = 0;  // ids for the tables' titles
   function table(block) {
     // the title sits above the table's scrolling box, not in it: on a phone it wraps at the screen's width
-    const node = el("table", { class: "sortable" }), tableId = "table-" + (++tableCount);
-    const title = block.title ? say(el("p", { class: "caption", id: tableId + "-title" }), [{ user: block.title }]) :
-      null;
-    if (title) node.setAttribute("aria-labelledby", tableId + "-title");
+    const node = el("table", { class: "sortable" }), titleId = "table-title-" + (++tableCount);
+    const title = block.title ? say(el("p", { class: "caption", id: titleId }), [{ user: block.title }]) : null;
+    if (title) node.setAttribute("aria-labelledby", titleId);
     const head = el("thead"), body = el("tbody"), tr = el("tr");
     head.append(tr);
     node.append(head, body);
@@ -847,8 +846,8 @@
     const headTicks = ticks(block.heads, (block.heads * cell) / 22);
     const layerTicks = ticks(block.layers, (block.layers * cell) / 14);
     const map = (name, colourOf, text) => {
-      // the axis title is about 105 px wide at 10 px (not class muted: its rem size would win over the attribute): a map narrower than that starts it at the map's left edge and
-      // widens the picture to hold it (a few heads would cut it off)
+      // the axis title is about 105 px wide at 10 px (class axis-title: the muted colour as a fill, no font size over
+      // the attribute's); a map narrower than that starts it at its left edge and widens the picture to hold it
       const left = 26, width = block.heads * cell, height = block.layers * cell, titleW = 110;
       const svg = svgEl("svg", { width: left + Math.max(width, titleW) + 2, height: height + 28, role: "img",
         "aria-label": name + " per layer and head" });
@@ -871,7 +870,7 @@
       }
       const wide = width >= titleW;
       svg.append(svgEl("text", { x: wide ? left + width / 2 : left, y: height + 25,
-        "text-anchor": wide ? "middle" : "start", "font-size": 10, fill: "#5f6368" }, "head (rows: layers)"));
+        "text-anchor": wide ? "middle" : "start", "font-size": 10, class: "axis-title" }, "head (rows: layers)"));
       return svg;
     };
     for (const [name, values] of Object.entries(block.values)) {
